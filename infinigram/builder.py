@@ -1,0 +1,332 @@
+"""Building indexes: corpus files -> tokens -> suffix arrays -> an index dir.
+
+A build writes into a hidden sibling directory and renames it to the output
+only when every file and the manifest are complete, so a build that fails
+or is killed never leaves a directory that opens. ``index_tables`` fills in
+missing ``table.{s}`` files of an existing directory of ``tokenized.{s}``
+files (each written under a temporary name, the manifest last).
+"""
+from __future__ import annotations
+
+import errno
+import os
+import re
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__, corpus, format as fmt, tokenizer as tk
+from .errors import BuildError, IndexFormatError
+from .native import merge, ptrs, sort
+from .progress import Progress
+
+DEFAULT_SHARD_TOKENS = 1 << 31
+_BUILDING_RE = re.compile(r"^\.(?P<name>.+)\.building-(?P<pid>\d+)$")
+
+
+def build(inputs, output, *, tokenizer=None, train_vocab: int | None = None,
+          text_field: str = "text", shard_tokens: int = DEFAULT_SHARD_TOKENS,
+          max_memory: int | None = None, threads: int | None = None,
+          train_sample_bytes: int = 100 << 20, quiet: bool = False) -> Path:
+    """Build an index of ``inputs`` (files or directories) at ``output``.
+
+    Exactly one of ``tokenizer`` (a sentencepiece ``.model`` path, ``"bytes"``
+    or a Tokenizer) and ``train_vocab`` (train a sentencepiece model of that
+    vocabulary size on a sample of the corpus) is given. ``shard_tokens``
+    bounds a shard's size; ``max_memory`` (bytes) bounds the suffix sort,
+    which then sorts in parts merged from disk. Returns the output path.
+    """
+    output = Path(output)
+    if (tokenizer is None) == (train_vocab is None):
+        raise BuildError("give exactly one of tokenizer= (a .model path or 'bytes') and "
+                         "train_vocab= (a vocabulary size to train)")
+    if shard_tokens < 1:
+        raise BuildError(f"shard_tokens must be positive, got {shard_tokens}")
+    if output.exists():
+        raise BuildError(errno.EEXIST, f"output {output} already exists; choose another "
+                         "output directory or delete it first")
+    files = corpus.list_files(inputs)
+    threads = threads or os.cpu_count() or 1
+    progress = Progress(quiet)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_builds(output)
+    work = output.parent / f".{output.name}.building-{os.getpid()}"
+    with _cleanup_on_failure(work):
+        work.mkdir()
+        if train_vocab is not None:
+            tok = _train(files, text_field, train_vocab, work, train_sample_bytes, threads, progress)
+        else:
+            tok = tk.resolve_tokenizer(tokenizer)
+            if tok.kind == "sentencepiece":
+                shutil.copyfile(tok.model_path, work / fmt.TOKENIZER_FILE)
+        width = fmt.token_width(tok.vocab_size)
+        counts = _write_tokens(files, text_field, tok, width, shard_tokens, threads, work, progress)
+        for s in range(len(counts)):
+            build_table(work, s, width, max_memory, progress)
+        settings = {"inputs": [str(p) for p in inputs], "text_field": text_field,
+                    "shard_tokens": shard_tokens, "max_memory": max_memory,
+                    "tokenizer": str(tokenizer) if train_vocab is None else f"trained:{train_vocab}"}
+        _finish(work, width, tok.vocab_size, tok.spec(), counts, settings, progress)
+        os.rename(work, output)
+    return output
+
+
+def index_tables(directory, *, token_width: int | None = None, vocab_size: int | None = None,
+                 tokenizer=None, max_memory: int | None = None, quiet: bool = False) -> list[int]:
+    """Build each missing ``table.{s}`` in ``directory`` and (re)write its manifest.
+
+    For a directory without a manifest (for example infini-gram's tokenized
+    output) ``token_width`` is required; ``vocab_size`` defaults to the
+    largest id present plus one; ``tokenizer`` is ``"bytes"``, a ``.model``
+    path, or None (ids-only queries). Returns the shards whose table was built.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise BuildError(errno.ENOENT, f"{directory} is not a directory; give the directory "
+                         "holding tokenized.N files")
+    manifest = None
+    if (directory / fmt.MANIFEST).exists():
+        manifest = fmt.read_manifest(directory)
+        token_width = manifest.token_width
+    if token_width is None:
+        raise BuildError(f"{directory} has no {fmt.MANIFEST}; pass the token width (1, 2 or 4)")
+    fmt.token_dtype(token_width)
+    numbers = fmt.shard_numbers(directory)
+    shards = numbers["tokenized"]
+    if not shards or shards != list(range(len(shards))):
+        raise IndexFormatError(f"{directory}: tokenized files {shards} are not tokenized.0..N")
+    for s in shards:
+        if not fmt.shard_path(directory, "offset", s).exists():
+            raise IndexFormatError(f"{fmt.shard_path(directory, 'offset', s)} is missing; "
+                                   "offsets come with the tokenized file, re-tokenize the corpus")
+    progress = Progress(quiet)
+    built = [s for s in shards if not fmt.shard_path(directory, "table", s).exists()]
+    for s in built:
+        build_table(directory, s, token_width, max_memory, progress)
+    if manifest is None or built:
+        if manifest is not None:
+            spec, vocab = manifest.tokenizer, manifest.vocab_size
+            settings = manifest.build
+        else:
+            tok = tk.resolve_tokenizer(tokenizer) if tokenizer is not None else None
+            if tok is not None and tok.kind == "sentencepiece":
+                target = directory / fmt.TOKENIZER_FILE
+                if Path(tok.model_path).resolve() != target.resolve():
+                    tmp = fmt.temp_path(target)
+                    shutil.copyfile(tok.model_path, tmp)
+                    fmt.commit(tmp, target)
+            spec = tok.spec() if tok is not None else {"kind": "none"}
+            vocab = vocab_size or (tok.vocab_size if tok is not None else
+                                   _max_id(directory, shards, token_width) + 1)
+            settings = {"indexed": "infinigram index", "max_memory": max_memory}
+        counts = [(_n_tokens(directory, s, token_width), _n_docs(directory, s)) for s in shards]
+        _finish(directory, token_width, vocab, spec, counts, settings, progress)
+    return built
+
+
+def build_table(directory: Path, s: int, width: int, max_memory: int | None,
+                progress: Progress) -> None:
+    """Sort the suffixes of ``tokenized.{s}`` and write ``table.{s}`` atomically."""
+    src = fmt.shard_path(directory, "tokenized", s)
+    size = src.stat().st_size
+    n = size // width
+    pointer = fmt.pointer_width(size)
+    final = fmt.shard_path(directory, "table", s)
+    tmp = fmt.temp_path(final)
+    progress.start(f"sort shard {s}")
+    tokens = np.memmap(src, dtype=fmt.token_dtype(width), mode="r") if n else \
+        np.zeros(0, fmt.token_dtype(width))
+    with _disk_errors(tmp):
+        out = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=max(n * pointer, 1))
+        parts = merge.plan_parts(n, width, max_memory) if max_memory else [(0, n)]
+        if len(parts) <= 1:
+            sa = sort.suffix_array(tokens)
+            ptrs.pack_pointers(sa, width, pointer, out)
+            del sa
+        else:
+            _sort_in_parts(tokens, parts, width, pointer, out, directory, progress)
+        out.flush()
+        del out
+        if n == 0:
+            os.truncate(tmp, 0)
+        fmt.commit(tmp, final)
+    progress.update(n, n, "tok", force=True)
+    progress.finish(f"sorted {n} tokens")
+
+
+def _sort_in_parts(tokens, parts, width, pointer, out, directory, progress) -> None:
+    """Sort each part, spill it to disk, then merge the parts into ``out``."""
+    spill = Path(tempfile.mkdtemp(prefix=".parts-", dir=directory))
+    try:
+        files = []
+        for i, (lo, hi) in enumerate(parts):
+            path = spill / f"part.{i}.npy"
+            np.save(path, merge.sort_part(tokens, lo, hi))
+            files.append(np.load(path, mmap_mode="r"))
+            progress.update(hi, len(tokens), "tok")
+        merge.merge_parts(tokens, files, width, pointer, out)
+    finally:
+        shutil.rmtree(spill, ignore_errors=True)
+
+
+def _train(files, text_field, vocab, work, sample_bytes, threads, progress) -> tk.Tokenizer:
+    progress.start("train tokenizer")
+
+    def sample():
+        seen = 0
+        for batch in corpus.iter_batches(files, text_field):
+            for text in batch.texts:
+                yield text
+                seen += len(text)
+                if seen >= sample_bytes:
+                    return
+
+    tok = tk.train_sentencepiece(sample(), vocab, work / fmt.TOKENIZER_FILE, threads=threads)
+    progress.finish(f"trained a {vocab}-piece sentencepiece model")
+    return tok
+
+
+class _ShardWriter:
+    """Appends documents to the files of consecutive shards."""
+
+    def __init__(self, work: Path, width: int, shard_tokens: int):
+        self.work, self.width, self.limit = work, width, shard_tokens
+        self.sep = np.array([fmt.separator(width)], dtype=fmt.token_dtype(width))
+        self.counts: list[tuple[int, int]] = []
+        self.files = None
+
+    def _open(self) -> None:
+        s = len(self.counts)
+        self.files = {k: open(fmt.shard_path(self.work, k, s), "wb", buffering=1 << 22)
+                      for k in fmt.SHARD_FILES}
+        self.counts.append((0, 0))
+        self.tok_bytes = self.meta_bytes = 0
+
+    def add(self, ids: np.ndarray, meta: str) -> None:
+        tokens, docs = self.counts[-1] if self.files else (0, 0)
+        if self.files is None or (tokens and tokens + 1 + len(ids) > self.limit):
+            self.close()
+            self._open()
+            tokens, docs = 0, 0
+        f = self.files
+        f["offset"].write(np.uint64(self.tok_bytes).tobytes())
+        f["metaoff"].write(np.uint64(self.meta_bytes).tobytes())
+        f["tokenized"].write(self.sep.tobytes())
+        f["tokenized"].write(ids.astype(self.sep.dtype, copy=False).tobytes())
+        line = (meta + "\n").encode("utf-8")
+        f["metadata"].write(line)
+        self.tok_bytes += (1 + len(ids)) * self.width
+        self.meta_bytes += len(line)
+        self.counts[-1] = (tokens + 1 + len(ids), docs + 1)
+
+    def close(self) -> None:
+        if self.files:
+            for f in self.files.values():
+                f.close()
+        self.files = None
+
+
+def _write_tokens(files, text_field, tok, width, shard_tokens, threads, work, progress):
+    progress.start("tokenize")
+    total = corpus.total_bytes(files)
+    done = tokens = 0
+    writer = _ShardWriter(work, width, shard_tokens)
+    with _disk_errors(work):
+        try:
+            stream = tk.encode_stream(corpus.iter_batches(files, text_field), tok, threads)
+            for batch, encoded in stream:
+                for ids, meta in zip(encoded, batch.metadata):
+                    writer.add(ids, meta)
+                    tokens += len(ids)
+                done += batch.nbytes
+                progress.update(done, total, "B")
+            if not writer.counts:
+                raise BuildError(f"the corpus {[str(f) for f in files]} holds no documents; "
+                                 "give files with at least one record")
+        finally:
+            writer.close()
+    progress.finish(f"{tokens} tokens in {sum(d for _, d in writer.counts)} documents, "
+                    f"{len(writer.counts)} shard(s)")
+    return writer.counts
+
+
+def _finish(directory, width, vocab, spec, counts, settings, progress) -> None:
+    """Checksum every shard file and write the manifest (last)."""
+    progress.start("checksum")
+    shards = []
+    for s, (n_tokens, n_docs) in enumerate(counts):
+        files = {}
+        for kind in fmt.SHARD_FILES:
+            path = fmt.shard_path(directory, kind, s)
+            if path.exists():
+                files[path.name] = {"size": path.stat().st_size, "sha256": fmt.sha256_file(path)}
+        shards.append(fmt.ShardInfo(n_tokens, n_docs, files))
+    manifest = fmt.Manifest(token_width=width, vocab_size=vocab, tokenizer=spec,
+                            shards=tuple(shards), build=settings,
+                            library=f"infinigram {__version__}")
+    with _disk_errors(directory):
+        fmt.write_manifest(directory, manifest)
+    progress.finish("manifest written")
+
+
+def _n_tokens(directory, s, width) -> int:
+    return fmt.shard_path(directory, "tokenized", s).stat().st_size // width
+
+
+def _n_docs(directory, s) -> int:
+    return fmt.shard_path(directory, "offset", s).stat().st_size // 8
+
+
+def _max_id(directory, shards, width) -> int:
+    sep = fmt.separator(width)
+    top = 0
+    for s in shards:
+        path = fmt.shard_path(directory, "tokenized", s)
+        if path.stat().st_size:
+            t = np.memmap(path, dtype=fmt.token_dtype(width), mode="r")
+            real = t[t != sep]
+            top = max(top, int(real.max()) if real.size else 0)
+    return top
+
+
+def _remove_stale_builds(output: Path) -> None:
+    """Delete temporary directories left by killed builds of the same output."""
+    for entry in output.parent.iterdir():
+        m = _BUILDING_RE.match(entry.name)
+        if m and m.group("name") == output.name and not _alive(int(m.group("pid"))):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return pid != os.getpid()
+
+
+@contextmanager
+def _cleanup_on_failure(work: Path):
+    try:
+        yield
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+
+
+@contextmanager
+def _disk_errors(path):
+    """Turn a full disk into a BuildError that names the place and the fix."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise BuildError(errno.ENOSPC, f"disk full while writing under {path}: free some "
+                             "space or choose another output directory; the partial build "
+                             "was removed") from e
+        raise

@@ -1,0 +1,296 @@
+"""The ``infinigram`` command: build, index, query and check indexes.
+
+Human-readable output by default, ``--json`` for machines. An error is one
+line on stderr and exit status 1 (2 for usage errors), never a traceback.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import sys
+
+import click
+import numpy as np
+
+from . import builder, tokenizer as tk
+from .engine import open as open_index
+from .errors import InfinigramError
+from .verify import verify as verify_index
+
+
+def _size(text: str) -> int:
+    """Parse '2G', '512M', '100k' or a plain number of bytes."""
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+    t = text.strip().lower().rstrip("b")
+    try:
+        if t and t[-1] in units:
+            return int(float(t[:-1]) * units[t[-1]])
+        return int(t)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a size; write e.g. 512M or 2G") from None
+
+
+def _jsonable(x):
+    if dataclasses.is_dataclass(x):
+        return {f.name: _jsonable(getattr(x, f.name)) for f in dataclasses.fields(x)}
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    return x
+
+
+def _command(fn):
+    """Run a command body; turn library errors into one line and exit 1."""
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (InfinigramError, OSError) as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(1)
+    return run
+
+
+def _emit(as_json: bool, data, human: str) -> None:
+    click.echo(json.dumps(_jsonable(data)) if as_json else human)
+
+
+def _query(engine, text, ids):
+    """The query as given: token ids from --ids, else the text argument."""
+    if ids is not None:
+        try:
+            return [int(t) for t in ids.replace(",", " ").split()]
+        except ValueError:
+            raise click.BadParameter(f"--ids {ids!r} must be integers separated by spaces or commas")
+    if text is None:
+        raise click.UsageError("give a TEXT argument or --ids")
+    return text
+
+
+json_opt = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+ids_opt = click.option("--ids", help="Token ids instead of text, e.g. '17 4 99'.")
+index_arg = click.argument("index", type=click.Path(file_okay=False))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="infinigram")
+def main():
+    """Suffix-array n-gram and infini-gram queries over tokenized corpora."""
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.option("-o", "--output", required=True, type=click.Path(), help="New index directory.")
+@click.option("--tokenizer", "model", type=click.Path(dir_okay=False),
+              help="A sentencepiece .model file (e.g. Llama-2 tokenizer.model).")
+@click.option("--train-tokenizer", "train", type=int, metavar="VOCAB",
+              help="Train a sentencepiece model of VOCAB pieces on a sample of the corpus.")
+@click.option("--bytes", "use_bytes", is_flag=True, help="Index UTF-8 bytes (no tokenizer).")
+@click.option("--text-field", default="text", show_default=True, help="Field holding the text.")
+@click.option("--shard-tokens", type=int, default=builder.DEFAULT_SHARD_TOKENS,
+              show_default=True, help="Most tokens per shard.")
+@click.option("--max-memory", type=_size, help="Memory budget for sorting, e.g. 8G; larger "
+              "shards are sorted in parts and merged from disk.")
+@click.option("--threads", type=int, help="Tokenizer threads (default: all cores).")
+@click.option("--quiet", is_flag=True, help="No progress lines.")
+@json_opt
+@_command
+def build(inputs, output, model, train, use_bytes, text_field, shard_tokens, max_memory,
+          threads, quiet, as_json):
+    """Build an index of INPUTS (files or directories of .jsonl, .jsonl.gz,
+    .jsonl.zst, .parquet, .arrow, .txt)."""
+    if sum(x is not None and x is not False for x in (model, train, use_bytes)) != 1:
+        raise click.UsageError("give exactly one of --tokenizer, --train-tokenizer, --bytes")
+    path = builder.build(list(inputs), output, tokenizer="bytes" if use_bytes else model,
+                         train_vocab=train, text_field=text_field, shard_tokens=shard_tokens,
+                         max_memory=max_memory, threads=threads, quiet=quiet)
+    _info(str(path), as_json)
+
+
+@main.command()
+@index_arg
+@click.option("--token-width", type=click.Choice(["1", "2", "4"]),
+              help="Bytes per token (needed when DIR has no manifest).")
+@click.option("--vocab-size", type=int, help="Vocabulary size (default: largest id + 1).")
+@click.option("--tokenizer", "model", help="'bytes' or a sentencepiece .model file.")
+@click.option("--max-memory", type=_size, help="Memory budget for sorting, e.g. 8G.")
+@click.option("--quiet", is_flag=True, help="No progress lines.")
+@json_opt
+@_command
+def index(index, token_width, vocab_size, model, max_memory, quiet, as_json):
+    """Build the missing table.N files of a directory of tokenized.N files
+    (for example infini-gram's tokenized output) and write its manifest."""
+    built = builder.index_tables(index, token_width=token_width and int(token_width),
+                                 vocab_size=vocab_size, tokenizer=model,
+                                 max_memory=max_memory, quiet=quiet)
+    _emit(as_json, {"built": built}, f"built table(s) for shard(s) {built}" if built
+          else "nothing to build: every shard has its table")
+
+
+@main.command("train-tokenizer")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Where to write the .model file.")
+@click.option("--vocab-size", required=True, type=int, help="Number of pieces.")
+@click.option("--text-field", default="text", show_default=True)
+@click.option("--sample", "sample", type=_size, default="100M", show_default=True,
+              help="How much text to train on.")
+@json_opt
+@_command
+def train_tokenizer(inputs, output, vocab_size, text_field, sample, as_json):
+    """Train a sentencepiece tokenizer on a sample of INPUTS."""
+    from . import corpus
+
+    def texts():
+        seen = 0
+        for batch in corpus.iter_batches(corpus.list_files(list(inputs)), text_field):
+            for text in batch.texts:
+                yield text
+                seen += len(text)
+                if seen >= sample:
+                    return
+
+    tok = tk.train_sentencepiece(texts(), vocab_size, output)
+    _emit(as_json, {"model": output, "vocab_size": tok.vocab_size},
+          f"wrote {output} ({tok.vocab_size} pieces)")
+
+
+def _info(path, as_json):
+    eng = open_index(path)
+    m = eng.manifest
+    data = {"path": path, "tokens": eng.n_tokens, "documents": eng.n_docs,
+            "shards": len(eng.shards), "token_width": eng.token_width,
+            "vocab_size": eng.vocab_size, "tokenizer": m.tokenizer["kind"] if m else "given"}
+    _emit(as_json, data, "\n".join(f"{k:12} {v}" for k, v in data.items()))
+
+
+@main.command()
+@index_arg
+@json_opt
+@_command
+def info(index, as_json):
+    """Summarise an index."""
+    _info(index, as_json)
+
+
+@main.command()
+@index_arg
+@click.argument("text", required=False)
+@ids_opt
+@json_opt
+@_command
+def count(index, text, ids, as_json):
+    """Count occurrences of TEXT (or --ids) in the index."""
+    eng = open_index(index)
+    n = eng.count(_query(eng, text, ids))
+    _emit(as_json, {"count": n}, str(n))
+
+
+@main.command()
+@index_arg
+@click.argument("text", required=False)
+@click.option("--next-id", type=int, required=True, help="The next token's id.")
+@ids_opt
+@json_opt
+@_command
+def prob(index, text, next_id, ids, as_json):
+    """P(next token | TEXT) from n-gram counts."""
+    eng = open_index(index)
+    r = eng.prob(_query(eng, text, ids), next_id)
+    _emit(as_json, r, f"{r.prob:.6g} ({r.cont_count} / {r.prompt_count})")
+
+
+def _dist_lines(eng, r, top):
+    order = np.argsort(-r.counts, kind="stable")[:top]
+    lines = [f"{r.total} continuations, {len(r.ids)} distinct"
+             + (f", suffix length {r.suffix_len}" if r.suffix_len is not None else "")]
+    for i in order:
+        piece = eng.decode([int(r.ids[i])]) if eng.tokenizer is not None else ""
+        lines.append(f"{int(r.ids[i]):>8} {int(r.counts[i]):>10} {r.probs[i]:.4f}  {piece!r}")
+    return "\n".join(lines)
+
+
+@main.command()
+@index_arg
+@click.argument("text", required=False)
+@ids_opt
+@click.option("--top", default=10, show_default=True, help="Rows to print.")
+@json_opt
+@_command
+def ntd(index, text, ids, top, as_json):
+    """Exact next-token distribution after TEXT."""
+    eng = open_index(index)
+    r = eng.ntd(_query(eng, text, ids))
+    _emit(as_json, r, _dist_lines(eng, r, top))
+
+
+@main.command()
+@index_arg
+@click.argument("text", required=False)
+@ids_opt
+@click.option("--next-id", type=int, help="Print P∞(next | TEXT) instead of the distribution.")
+@click.option("--top", default=10, show_default=True, help="Rows to print.")
+@json_opt
+@_command
+def infgram(index, text, ids, next_id, top, as_json):
+    """∞-gram next-token distribution (or probability) after TEXT."""
+    eng = open_index(index)
+    q = _query(eng, text, ids)
+    if next_id is not None:
+        r = eng.infgram_prob(q, next_id)
+        _emit(as_json, r, f"{r.prob:.6g} ({r.cont_count} / {r.prompt_count}, "
+                          f"suffix length {r.suffix_len})")
+    else:
+        r = eng.infgram_ntd(q)
+        _emit(as_json, r, _dist_lines(eng, r, top))
+
+
+@main.command()
+@index_arg
+@click.argument("text", required=False)
+@ids_opt
+@click.option("--limit", default=10, show_default=True, help="Most documents to list.")
+@json_opt
+@_command
+def search(index, text, ids, limit, as_json):
+    """Documents containing TEXT, in index order."""
+    eng = open_index(index)
+    r = eng.search_docs(_query(eng, text, ids), limit=limit)
+    lines = [f"{r.count} occurrences in {r.n_docs} documents"]
+    lines += [f"doc {h.doc_ix} at token {h.position}" for h in r.docs]
+    _emit(as_json, r, "\n".join(lines))
+
+
+@main.command()
+@index_arg
+@click.argument("doc_ix", type=int)
+@click.option("--around", type=int, help="Token position to centre a window on.")
+@click.option("--window", type=int, help="Tokens each side of --around.")
+@json_opt
+@_command
+def doc(index, doc_ix, around, window, as_json):
+    """Print document DOC_IX (or a window of it)."""
+    eng = open_index(index)
+    d = eng.get_doc(doc_ix, window=window, around=around)
+    human = (f"# doc {d.doc_ix}, {len(d.tokens)} tokens, metadata {json.dumps(d.metadata)}\n"
+             + (d.text if d.text is not None else " ".join(map(str, d.tokens.tolist()))))
+    _emit(as_json, d, human)
+
+
+@main.command()
+@index_arg
+@click.option("--no-checksums", is_flag=True, help="Skip the sha256 checks (faster).")
+@json_opt
+@_command
+def verify(index, no_checksums, as_json):
+    """Check sizes, checksums and suffix order of every shard."""
+    report = verify_index(index, checksums=not no_checksums)
+    _emit(as_json, report, "\n".join(report.lines()))
+    if not report.ok:
+        sys.exit(1)

@@ -1,0 +1,19 @@
+"""Numba kernels for infinigram: arrays in, arrays out, no I/O.
+
+Every kernel is compiled through :func:`jit` (on-disk cache, GIL released)
+so users pay compile time once and threads can query in parallel.
+"""
+import numba
+
+_OPTIONS = {"cache": True, "nogil": True}
+
+
+def jit(fn=None, **extra):
+    """The one decorator every kernel in this package uses: ``@jit`` or
+    ``@jit(inline="always")`` (extra numba options on top of the defaults)."""
+    if fn is None:
+        return numba.njit(**_OPTIONS, **extra)
+    return numba.njit(**_OPTIONS)(fn)
+
+pjit = numba.njit(cache=True, nogil=True, parallel=True)
+"""Like :data:`jit`, with ``prange`` loops spread over all cores."""

@@ -1,0 +1,15 @@
+"""Token comparison keys: the suffix order compares little-endian bytes."""
+from . import jit
+
+
+@jit(inline="always")
+def byte_key(token, width):
+    """The value whose numeric order is the byte order of ``token`` stored
+    little-endian in ``width`` bytes (the token byte-swapped)."""
+    t = int(token)
+    if width == 1:
+        return t
+    if width == 2:
+        return ((t & 0xFF) << 8) | (t >> 8)
+    return (((t & 0xFF) << 24) | ((t & 0xFF00) << 8)
+            | ((t >> 8) & 0xFF00) | ((t >> 24) & 0xFF))

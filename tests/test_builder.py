@@ -1,0 +1,177 @@
+"""Builder: corpus -> index, checked against naive tables and counts."""
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import infinigram as ig
+from infinigram import builder, format as fmt
+from infinigram.errors import BuildError, CorpusError, IndexFormatError
+from naive import naive_suffix_array, with_separators
+
+DOCS = ["the cat sat on the mat", "", "the cat", "a dog; the cat sat", "the cat sat on the mat",
+        "ünïcödé ok", "x"]
+
+
+def write_jsonl(path, docs, field="text"):
+    with open(path, "w", encoding="utf-8") as f:
+        for i, d in enumerate(docs):
+            f.write(json.dumps({field: d, "id": i}) + "\n")
+    return path
+
+
+def byte_docs(docs):
+    return [list(d.encode("utf-8")) for d in docs]
+
+
+def naive_table(tokens):
+    n = len(tokens)
+    pointer = fmt.pointer_width(n * tokens.itemsize)
+    offs = naive_suffix_array(tokens) * tokens.itemsize
+    return b"".join(int(o).to_bytes(pointer, "little") for o in offs)
+
+
+def naive_count(tokens, q):
+    q = list(q)
+    t = tokens.tolist()
+    return sum(t[i:i + len(q)] == q for i in range(len(t) - len(q) + 1))
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    return write_jsonl(tmp_path / "c.jsonl", DOCS)
+
+
+def test_build_bytes_matches_naive(tmp_path, corpus):
+    out = ig.build([corpus], tmp_path / "idx", tokenizer="bytes", quiet=True)
+    tokens = with_separators(byte_docs(DOCS), 1)
+    assert (out / "tokenized.0").read_bytes() == tokens.tobytes()
+    assert (out / "table.0").read_bytes() == naive_table(tokens)
+    starts = np.flatnonzero(tokens == 255).astype("<u8")
+    assert (out / "offset.0").read_bytes() == starts.tobytes()
+    eng = ig.open(out)
+    assert eng.n_docs == len(DOCS)
+    for q in ["the cat", "cat sat on", "t", "mat", "nothing here", "ü"]:
+        assert eng.count(q) == naive_count(tokens, q.encode()), q
+    meta = [eng.get_doc(i).metadata for i in range(len(DOCS))]
+    assert [m["id"] for m in meta] == list(range(len(DOCS)))
+    assert eng.get_doc(0).text == DOCS[0]
+
+
+def test_multi_shard_and_parts_are_exact(tmp_path, corpus):
+    one = ig.build([corpus], tmp_path / "one", tokenizer="bytes", quiet=True)
+    many = ig.build([corpus], tmp_path / "many", tokenizer="bytes", shard_tokens=25, quiet=True)
+    parts = ig.build([corpus], tmp_path / "parts", tokenizer="bytes", max_memory=64, quiet=True)
+    assert (parts / "table.0").read_bytes() == (one / "table.0").read_bytes()
+    m = fmt.read_manifest(many)
+    assert len(m.shards) > 2
+    assert all(s.tokens <= 25 or s.docs == 1 for s in m.shards)
+    e1, e2 = ig.open(one), ig.open(many)
+    assert e2.n_docs == e1.n_docs and e2.n_tokens == e1.n_tokens
+    for q in ["the cat", "the", "at", "x", "sat on the mat"]:
+        assert e2.count(q) == e1.count(q), q
+    for s in range(len(m.shards)):
+        toks = np.fromfile(many / f"tokenized.{s}", dtype=np.uint8)
+        assert (many / f"table.{s}").read_bytes() == naive_table(toks)
+
+
+def test_parts_on_repetitive_input(tmp_path):
+    docs = ["ab" * 300, "ab" * 299 + "a", "a" * 500, "ab" * 300]
+    c = write_jsonl(tmp_path / "r.jsonl", docs)
+    one = ig.build([c], tmp_path / "one", tokenizer="bytes", quiet=True)
+    parts = ig.build([c], tmp_path / "parts", tokenizer="bytes", max_memory=2000, quiet=True)
+    assert (parts / "table.0").read_bytes() == (one / "table.0").read_bytes()
+    tokens = np.fromfile(one / "tokenized.0", dtype=np.uint8)
+    assert (one / "table.0").read_bytes() == naive_table(tokens)
+
+
+def test_output_that_exists_is_refused_and_kept(tmp_path, corpus):
+    out = tmp_path / "idx"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(BuildError, match="already exists"):
+        ig.build([corpus], out, tokenizer="bytes", quiet=True)
+    assert (out / "keep.txt").read_text() == "mine"
+
+
+def test_exactly_one_tokenizer_choice(tmp_path, corpus):
+    with pytest.raises(BuildError, match="exactly one"):
+        ig.build([corpus], tmp_path / "idx", quiet=True)
+    with pytest.raises(BuildError, match="exactly one"):
+        ig.build([corpus], tmp_path / "idx", tokenizer="bytes", train_vocab=100, quiet=True)
+
+
+def test_corpus_error_leaves_nothing(tmp_path):
+    c = write_jsonl(tmp_path / "c.jsonl", ["a", "b"], field="body")
+    with pytest.raises(CorpusError, match="text"):
+        ig.build([c], tmp_path / "idx", tokenizer="bytes", quiet=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.jsonl"]
+
+
+def test_full_disk_is_a_clear_error_and_leaves_nothing(tmp_path, corpus, monkeypatch):
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(fmt, "commit", full)
+    with pytest.raises(BuildError, match="disk full") as info:
+        ig.build([corpus], tmp_path / "idx", tokenizer="bytes", quiet=True)
+    assert info.value.errno == errno.ENOSPC
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.jsonl"]
+
+
+def test_killed_build_leaves_nothing_that_opens_and_rerun_completes(tmp_path):
+    big = write_jsonl(tmp_path / "big.jsonl", [f"document {i} " * 200 for i in range(4000)])
+    out = tmp_path / "idx"
+    script = ("import infinigram, sys; infinigram.build([sys.argv[1]], sys.argv[2], "
+              "tokenizer='bytes', shard_tokens=200_000, quiet=True)")
+    proc = subprocess.Popen([sys.executable, "-c", script, str(big), str(out)])
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if any(p.name.startswith(".idx.building-") and any(p.iterdir())
+               for p in tmp_path.iterdir() if p.is_dir()):
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not out.exists()
+    with pytest.raises(IndexFormatError):
+        ig.open(out)
+    ig.build([big], out, tokenizer="bytes", shard_tokens=200_000, quiet=True)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    assert ig.open(out).count("document 3999 ") == 200
+
+
+def test_index_command_fills_in_tables_of_tokenized_files(tmp_path):
+    docs = [[1, 2, 3], [2, 3], [], [258, 1, 2]]
+    tokens = with_separators(docs, 2)
+    d = tmp_path / "ig"
+    d.mkdir()
+    tokens.tofile(d / "tokenized.0")
+    np.flatnonzero(tokens == 0xFFFF).astype("<u8").__mul__(2).tofile(d / "offset.0")
+    with pytest.raises(BuildError, match="token width"):
+        builder.index_tables(d, quiet=True)
+    assert builder.index_tables(d, token_width=2, quiet=True) == [0]
+    assert (d / "table.0").read_bytes() == naive_table(tokens)
+    eng = ig.open(d)
+    assert eng.vocab_size == 259
+    assert eng.count([2, 3]) == 2
+    assert builder.index_tables(d, quiet=True) == []
+
+
+def test_trained_tokenizer_round_trips(tmp_path):
+    words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta"]
+    rng = np.random.default_rng(0)
+    docs = [" ".join(rng.choice(words, 40)) for _ in range(300)]
+    c = write_jsonl(tmp_path / "c.jsonl", docs)
+    out = ig.build([c], tmp_path / "idx", train_vocab=60, quiet=True)
+    eng = ig.open(out)
+    assert (out / fmt.TOKENIZER_FILE).exists()
+    assert eng.vocab_size == 60 and eng.token_width == 1
+    assert eng.get_doc(5).text == docs[5]
+    assert eng.count("gamma delta") == sum(d.count("gamma delta") for d in docs) > 0

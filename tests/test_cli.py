@@ -1,0 +1,89 @@
+"""The command line, through click's CliRunner and one real subprocess."""
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from infinigram.cli import main
+
+DOCS = ["the cat sat on the mat", "the cat ran", "a dog sat"]
+
+
+@pytest.fixture(scope="module")
+def index(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    src = d / "c.jsonl"
+    src.write_text("".join(json.dumps({"text": t, "n": i}) + "\n" for i, t in enumerate(DOCS)))
+    res = CliRunner().invoke(main, ["build", str(src), "-o", str(d / "idx"), "--bytes", "--json"])
+    assert res.exit_code == 0, res.output
+    info = json.loads(res.stdout.strip().splitlines()[-1])
+    assert info["documents"] == 3 and info["tokens"] == sum(len(t) for t in DOCS)
+    return str(d / "idx")
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_count_human_and_json(index):
+    assert run("count", index, "the cat").output.strip() == "2"
+    assert json.loads(run("count", index, "sat", "--json").output) == {"count": 2}
+    ids = " ".join(str(b) for b in b"cat")
+    assert json.loads(run("count", index, "--ids", ids, "--json").output) == {"count": 2}
+
+
+def test_prob_ntd_infgram(index):
+    r = json.loads(run("prob", index, "the ca", "--next-id", ord("t"), "--json").output)
+    assert r["prob"] == 1.0 and r["prompt_count"] == 2
+    r = json.loads(run("ntd", index, "the cat ", "--json").output)
+    assert dict(zip(r["ids"], r["counts"])) == {ord("s"): 1, ord("r"): 1}
+    r = json.loads(run("infgram", index, "zzz the cat ", "--json").output)
+    assert r["suffix_len"] == len("the cat ") and sorted(r["ids"]) == [ord("r"), ord("s")]
+    r = json.loads(run("infgram", index, "zzz sa", "--next-id", ord("t"), "--json").output)
+    assert r["prob"] == 1.0 and r["suffix_len"] == 3
+    assert "suffix length" in run("infgram", index, "the").output
+
+
+def test_search_and_doc(index):
+    r = json.loads(run("search", index, "sat", "--json").output)
+    assert r["count"] == 2 and [h["doc_ix"] for h in r["docs"]] == [0, 2]
+    r = json.loads(run("doc", index, 1, "--json").output)
+    assert r["text"] == DOCS[1] and r["metadata"]["n"] == 1
+    assert DOCS[2] in run("doc", index, 2).output
+
+
+def test_info_and_verify(index):
+    assert "documents" in run("info", index).output
+    res = run("verify", index)
+    assert res.exit_code == 0 and "sound" in res.output
+
+
+def test_errors_are_one_line_without_traceback(index, tmp_path):
+    for args in (["count", tmp_path / "nope", "x"], ["count", index, "--ids", "255"],
+                 ["count", index, ""], ["doc", index, 99]):
+        res = run(*args)
+        assert res.exit_code == 1, (args, res.output)
+        assert res.output.startswith("error: ") and len(res.output.strip().splitlines()) == 1
+        assert "Traceback" not in res.output
+    assert run("build", tmp_path, "-o", tmp_path / "x").exit_code == 2
+
+
+def test_verify_finds_a_corrupt_table(index, tmp_path):
+    import shutil
+    bad = tmp_path / "bad"
+    shutil.copytree(index, bad)
+    table = bytearray((bad / "table.0").read_bytes())
+    table[0], table[1] = table[1], table[0]
+    (bad / "table.0").write_bytes(bytes(table))
+    res = run("verify", bad, "--json")
+    assert res.exit_code == 1
+    problems = json.loads(res.output)["problems"]
+    assert any("sha256" in p for p in problems) and any("suffix order" in p for p in problems)
+
+
+def test_real_subprocess(index):
+    out = subprocess.run([sys.executable, "-m", "infinigram", "count", index, "cat", "--json"],
+                         capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == {"count": 2}
