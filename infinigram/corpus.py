@@ -1,0 +1,337 @@
+"""Corpus input: find corpus files and stream their documents in batches.
+
+Supported files, by suffix: ``.jsonl``/``.json`` (JSON Lines, one object per
+line), the same compressed ``.gz`` or ``.zst``, ``.parquet``, ``.arrow`` /
+``.feather`` (Arrow IPC file or stream) and ``.txt`` (the whole file is one
+document). Reading streams: memory holds about one batch, whatever the
+corpus size.
+
+pyarrow does the I/O (files, gzip/zstd decompression, Parquet, Arrow IPC).
+JSON lines are parsed with the standard library's C parser, one line at a
+time: pyarrow's JSON reader fixes its schema from the first block (a field
+that first appears later, or changes type, aborts the read), fails on lines
+longer than its block size and rewrites metadata (absent fields become null,
+ints become floats); the tokenizer, not the parser, bounds the build speed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .errors import CorpusError
+
+SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".jsonl.zst", ".json.zst",
+            ".parquet", ".arrow", ".feather", ".txt")
+"""File name endings iter_batches reads (matched case-insensitively)."""
+
+DEFAULT_BATCH_BYTES = 8 << 20
+_MAGIC = {"gzip": b"\x1f\x8b", "zstd": b"\x28\xb5\x2f\xfd"}
+_TEXT_FIX = "name the text field with --text-field (text_field=)"
+
+
+@dataclasses.dataclass
+class DocBatch:
+    """Documents read from the corpus, in corpus order.
+
+    ``metadata[i]`` is one JSON object (a str without newline) holding every
+    field of document ``i`` except the text, plus ``"path"`` (its file) and
+    ``"line"`` (0-based record number in that file). ``nbytes`` is the UTF-8
+    size of the texts; ``done_bytes`` is how many bytes of the input files
+    have been consumed so far, counted like :func:`total_bytes` (for an ETA).
+    """
+
+    texts: list[str]
+    metadata: list[str]
+    nbytes: int = 0
+    done_bytes: int = 0
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+def _kind(path: Path) -> str | None:
+    name = path.name.lower()
+    for suffix in SUFFIXES:
+        if name.endswith(suffix):
+            if suffix.endswith((".gz", ".zst")):
+                return "jsonl." + {"gz": "gzip", "zst": "zstd"}[suffix.rsplit(".", 1)[1]]
+            return {".json": "jsonl", ".feather": "arrow"}.get(suffix, suffix[1:])
+    return None
+
+
+def list_files(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
+    """Corpus files named by ``paths``: files as given, directories searched
+    recursively (sorted) for files with a supported suffix."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files.extend(sorted(f for f in p.rglob("*") if f.is_file() and _kind(f)))
+        elif p.is_file():
+            if _kind(p) is None:
+                raise CorpusError(
+                    f"{p} has an unsupported suffix; corpus files must end in "
+                    f"{', '.join(SUFFIXES)} (rename it, or convert it to JSON Lines)")
+            files.append(p)
+        else:
+            raise CorpusError(f"corpus path {p} does not exist; check the path")
+    return files
+
+
+def total_bytes(files: Iterable[str | os.PathLike]) -> int:
+    """Sum of the files' sizes on disk (the scale of ``DocBatch.done_bytes``)."""
+    return sum(os.path.getsize(f) for f in files)
+
+
+def iter_batches(paths, text_field: str = "text",
+                 batch_bytes: int = DEFAULT_BATCH_BYTES) -> Iterator[DocBatch]:
+    """Stream the documents of ``paths`` (see :func:`list_files`) as batches
+    of about ``batch_bytes`` of text (at most about twice that). Null text
+    reads as the empty document. Raises CorpusError naming the file and,
+    where it can, the line or record."""
+    if not isinstance(batch_bytes, int) or batch_bytes < 1:
+        raise CorpusError(f"batch_bytes={batch_bytes!r} must be a positive int")
+    files = list_files(paths)
+    texts: list[str] = []
+    metas: list[str] = []
+    nbytes = finished = 0
+    for path in files:
+        size = os.path.getsize(path)
+        for chunk_texts, chunk_metas, pos in _read_file(path, text_field, batch_bytes):
+            for i, text in enumerate(chunk_texts):
+                nbytes += _utf8_len(text, path, chunk_metas[i])
+            texts += chunk_texts
+            metas += chunk_metas
+            if nbytes >= batch_bytes:
+                yield DocBatch(texts, metas, nbytes, finished + min(pos, size))
+                texts, metas, nbytes = [], [], 0
+        finished += size
+    if texts:
+        yield DocBatch(texts, metas, nbytes, finished)
+
+
+def _utf8_len(text: str, path: Path, meta: str) -> int:
+    if text.isascii():
+        return len(text)
+    try:
+        return len(text.encode("utf-8"))
+    except UnicodeEncodeError as e:
+        where = json.loads(meta)["line"]
+        raise CorpusError(
+            f"{path} record {where}: the text holds a lone surrogate {text[e.start]!r} at "
+            f"character {e.start}, which is not valid UTF-8; fix the \\u escape in the file") from None
+
+
+def _meta(fields: dict, path: Path, line: int) -> str:
+    fields["path"] = str(path)
+    fields["line"] = line
+    out = json.dumps(fields, ensure_ascii=False, separators=(",", ":"), default=str)
+    if not out.isascii():
+        try:
+            out.encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogate in a field: keep it escaped
+            out = json.dumps(fields, separators=(",", ":"), default=str)
+    return out
+
+
+def _read_file(path: Path, text_field: str, chunk: int):
+    """Yield (texts, metadata, bytes of the file consumed) chunks of one file."""
+    kind = _kind(path)
+    if kind == "txt":
+        return _read_txt(path)
+    if kind.startswith("jsonl"):
+        return _read_jsonl(path, kind.partition(".")[2] or None, text_field, max(chunk, 1 << 16))
+    if kind == "parquet":
+        return _read_parquet(path, text_field, chunk)
+    return _read_arrow(path, text_field, chunk)
+
+
+def _read_txt(path: Path):
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise CorpusError(
+            f"{path} is not valid UTF-8 (bad byte {raw[e.start]:#04x} at offset {e.start}); "
+            "re-encode it as UTF-8, e.g. `iconv -f latin1 -t utf-8`") from None
+    yield [text], [_meta({}, path, 0)], len(raw)
+
+
+def _check_magic(path: Path, compression: str) -> None:
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head and not head.startswith(_MAGIC[compression]):
+        raise CorpusError(
+            f"{path} is not {compression}-compressed although its suffix says so; "
+            "rename it to match its content (e.g. drop the compression suffix)")
+
+
+def _read_jsonl(path: Path, compression: str | None, text_field: str, chunk: int):
+    if compression:
+        _check_magic(path, compression)
+    raw = pa.OSFile(str(path))
+    stream = pa.CompressedInputStream(raw, compression) if compression else raw
+    line_no = record = 0
+    rest = b""
+    try:
+        while True:
+            try:
+                block = stream.read(chunk)
+            except (OSError, pa.ArrowException) as e:
+                raise CorpusError(
+                    f"{path}: cannot decompress after line {line_no} ({e}); the file is "
+                    f"truncated or corrupt, re-create it") from None
+            if not block:
+                lines = [rest] if rest.strip() else []
+            else:
+                lines = (rest + block).split(b"\n")
+                rest = lines.pop()
+            if line_no == 0 and lines and lines[0].startswith(b"\xef\xbb\xbf"):
+                lines[0] = lines[0][3:]  # UTF-8 byte-order mark
+            texts, metas = [], []
+            for line in lines:
+                line_no += 1
+                if not line.strip():
+                    continue
+                fields = _parse_line(line, path, line_no)
+                texts.append(_take_text(fields, text_field, path, f"line {line_no}"))
+                metas.append(_meta(fields, path, record))
+                record += 1
+            if texts:
+                yield texts, metas, raw.tell()
+            if not block:
+                return
+    finally:
+        stream.close()
+
+
+def _parse_line(line: bytes, path: Path, line_no: int) -> dict:
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise CorpusError(
+            f"{path} line {line_no} is not valid UTF-8 (bad byte {line[e.start]:#04x} at "
+            f"column {e.start + 1}); re-encode the file as UTF-8") from None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise CorpusError(
+            f"{path} line {line_no} is not JSON ({e.msg} at column {e.colno}); the file must "
+            "be JSON Lines: one JSON object per line (convert a JSON array with "
+            "`jq -c '.[]'`)") from None
+    if not isinstance(value, dict):
+        raise CorpusError(
+            f"{path} line {line_no} holds a JSON {type(value).__name__}, not an object; the "
+            "file must be JSON Lines: one JSON object per line (convert a JSON array with "
+            "`jq -c '.[]'`)")
+    return value
+
+
+def _take_text(fields: dict, text_field: str, path: Path, where: str) -> str:
+    if text_field not in fields:
+        raise CorpusError(
+            f"{path} {where} has no field {text_field!r}; its fields are "
+            f"{sorted(fields)}: {_TEXT_FIX}")
+    text = fields.pop(text_field)
+    if text is None:
+        return ""
+    if not isinstance(text, str):
+        raise CorpusError(
+            f"{path} {where}: field {text_field!r} holds a {type(text).__name__} "
+            f"({str(text)[:40]!r}), not a string; {_TEXT_FIX}")
+    return text
+
+
+def _check_schema(schema: pa.Schema, text_field: str, path: Path) -> None:
+    if text_field not in schema.names:
+        raise CorpusError(
+            f"{path} has no column {text_field!r}; its columns are {schema.names}: {_TEXT_FIX}")
+    t = schema.field(text_field).type
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    if not (pa.types.is_string(t) or pa.types.is_large_string(t)
+            or pa.types.is_string_view(t) or pa.types.is_null(t)):
+        raise CorpusError(
+            f"{path}: column {text_field!r} has type {t}, not string; store the text as "
+            f"UTF-8 strings or {_TEXT_FIX}")
+
+
+def _arrow_chunk(batch: pa.RecordBatch | pa.Table, text_field: str, path: Path, first: int):
+    column = batch.column(text_field)
+    try:
+        texts = column.to_pylist()
+    except UnicodeDecodeError:
+        row = next(i for i in range(len(column)) if _bad(column[i]))
+        raise CorpusError(
+            f"{path} record {first + row}: column {text_field!r} is not valid UTF-8; "
+            "re-write the file with UTF-8 strings") from None
+    texts = ["" if t is None else t for t in texts]
+    rows = batch.drop_columns([text_field]).to_pylist()
+    return texts, [_meta(r, path, first + i) for i, r in enumerate(rows)]
+
+
+def _bad(scalar) -> bool:
+    try:
+        scalar.as_py()
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
+def _rows_per_chunk(nbytes: int, rows: int, chunk: int) -> int:
+    return max(1, int(chunk * rows / max(nbytes, 1)))
+
+
+def _read_parquet(path: Path, text_field: str, chunk: int):
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(4)
+        f.seek(max(size - 4, 0))
+        tail = f.read(4)
+    if size < 12 or head != b"PAR1" or tail != b"PAR1":
+        raise CorpusError(f"{path} is not a Parquet file (no PAR1 marker); rename it to "
+                          "match its content, or re-write it as Parquet")
+    try:
+        pf = pq.ParquetFile(path)
+    except (OSError, pa.ArrowException) as e:
+        raise CorpusError(f"{path} is not a readable Parquet file ({e}); re-write it") from None
+    _check_schema(pf.schema_arrow, text_field, path)
+    meta = pf.metadata
+    text_bytes = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+    rows = _rows_per_chunk(text_bytes, meta.num_rows, chunk)
+    done = 0
+    try:
+        for batch in pf.iter_batches(batch_size=rows):
+            texts, metas = _arrow_chunk(batch, text_field, path, done)
+            done += batch.num_rows
+            yield texts, metas, size * done // max(meta.num_rows, 1)
+    except (OSError, pa.ArrowException) as e:
+        raise CorpusError(f"{path}: cannot read record {done} onward ({e}); the file is "
+                          "truncated or corrupt, re-write it") from None
+
+
+def _read_arrow(path: Path, text_field: str, chunk: int):
+    source = pa.memory_map(str(path))  # batches are zero-copy views of the map
+    try:
+        try:
+            table = pa.ipc.open_file(source).read_all()
+        except pa.ArrowInvalid:
+            source.seek(0)
+            table = pa.ipc.open_stream(source).read_all()
+    except (OSError, pa.ArrowException) as e:
+        raise CorpusError(f"{path} is neither an Arrow IPC file nor stream ({e}); rename "
+                          "it to match its content, or re-write it with pyarrow") from None
+    _check_schema(table.schema, text_field, path)
+    size = os.path.getsize(path)
+    rows = _rows_per_chunk(table.nbytes, table.num_rows, chunk)
+    for start in range(0, table.num_rows, rows):
+        piece = table.slice(start, rows)
+        texts, metas = _arrow_chunk(piece, text_field, path, start)
+        yield texts, metas, size * (start + piece.num_rows) // table.num_rows

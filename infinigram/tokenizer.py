@@ -1,0 +1,396 @@
+"""Tokenizers: UTF-8 bytes or sentencepiece, plus pipelined batch encoding.
+
+Every tokenizer encodes without BOS/EOS and returns ``uint32`` ids.
+``encode_batch`` returns one array per text (what sentencepiece produces
+without a copy); the builder lays them out between separators itself.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import queue
+import re
+import threading
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import sentencepiece as spm
+
+from .corpus import DocBatch
+from .errors import TokenizerError
+from .format import TOKENIZER_FILE, commit, temp_path
+
+
+class Tokenizer:
+    """What the builder and engine need of a tokenizer."""
+
+    kind: str  # "bytes" | "sentencepiece" | "none"
+    vocab_size: int | None
+
+    def encode(self, text: str) -> np.ndarray:
+        """Token ids (uint32) of ``text``, no BOS/EOS."""
+        raise NotImplementedError
+
+    def encode_batch(self, texts: list[str], threads: int | None = None) -> list[np.ndarray]:
+        """One uint32 id array per text."""
+        return [self.encode(t) for t in texts]
+
+    def decode(self, ids) -> str:
+        """Text of a sequence of ids (list or integer array)."""
+        raise NotImplementedError
+
+    def spec(self) -> dict:
+        """The manifest's "tokenizer" entry."""
+        return {"kind": self.kind}
+
+
+def _utf8(text: str) -> bytes:
+    if not isinstance(text, str):
+        raise TokenizerError(f"cannot encode {type(text).__name__} {text!r:.40}; pass a str")
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise TokenizerError(
+            f"text holds a lone surrogate {text[e.start]!r} at character {e.start}, which has "
+            "no UTF-8 encoding; remove it or decode the source with errors='replace'") from None
+
+
+def _ids(ids, vocab_size: int) -> list[int]:
+    """Validated ids as a list of ints."""
+    arr = np.asarray(ids)
+    if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
+        raise TokenizerError(f"cannot decode {ids!r:.60}: pass a flat sequence of integer ids")
+    bad = np.flatnonzero((arr < 0) | (arr >= vocab_size))
+    if bad.size:
+        raise TokenizerError(
+            f"id {arr[bad[0]]} at position {bad[0]} is outside the vocabulary [0, {vocab_size}); "
+            "decode only ids this tokenizer produced (separators excluded)")
+    return arr.tolist()
+
+
+class ByteTokenizer(Tokenizer):
+    """UTF-8 bytes as ids. vocab_size is 255: 0xFF never occurs in UTF-8, so
+    tokens stay one byte wide and 0xFF is free for the separator."""
+
+    kind = "bytes"
+    vocab_size = 255
+
+    def encode(self, text: str) -> np.ndarray:
+        return np.frombuffer(_utf8(text), dtype=np.uint8).astype(np.uint32)
+
+    def decode(self, ids) -> str:
+        return bytes(_ids(ids, self.vocab_size)).decode("utf-8", errors="replace")
+
+
+class NoTokenizer(Tokenizer):
+    """An index of raw token ids (kind "none"): text cannot be encoded."""
+
+    kind = "none"
+
+    def __init__(self, vocab_size: int | None = None):
+        self.vocab_size = vocab_size
+
+    def encode(self, text: str) -> np.ndarray:
+        raise TokenizerError("this index has no tokenizer (kind 'none'); query it with token "
+                             "ids, or rebuild it with a tokenizer")
+
+    def decode(self, ids) -> str:
+        raise TokenizerError("this index has no tokenizer (kind 'none'); token ids cannot be "
+                             "turned into text")
+
+
+class SentencePieceTokenizer(Tokenizer):
+    """A sentencepiece model; batches are encoded on ``threads`` threads
+    (default: every core) with the GIL released."""
+
+    kind = "sentencepiece"
+
+    def __init__(self, model_path: str | os.PathLike, threads: int | None = None):
+        path = Path(model_path)
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise TokenizerError(
+                f"cannot read sentencepiece model {path} ({e.strerror}); give the path of a "
+                ".model file, or train one (train=VOCAB_SIZE)") from None
+        sp = spm.SentencePieceProcessor()
+        try:
+            sp.LoadFromSerializedProto(data)
+        except RuntimeError as e:
+            raise TokenizerError(
+                f"{path} is not a valid sentencepiece model ({str(e).strip()[:80]}); give a "
+                ".model file written by sentencepiece, or train one (train=VOCAB_SIZE)") from None
+        self.model_path = path
+        self.sha256 = hashlib.sha256(data).hexdigest()
+        self.vocab_size = sp.get_piece_size()
+        self.threads = max(1, threads or os.cpu_count() or 1)
+        self._sp = sp
+        self._pool = spm.ThreadPool(self.threads)
+        self._pool_lock = threading.Lock()
+
+    def encode(self, text: str) -> np.ndarray:
+        try:
+            ids = self._sp.encode(text, out_type="numpy", add_bos=False, add_eos=False)
+        except (RuntimeError, TypeError):
+            _utf8(text)  # names a non-str or unencodable text
+            raise
+        return ids.view(np.uint32)
+
+    def encode_batch(self, texts: list[str], threads: int | None = None) -> list[np.ndarray]:
+        """One uint32 array per text, encoded outside the GIL on ``threads``
+        threads (default: this tokenizer's, on its persistent pool)."""
+        texts = list(texts)
+        try:
+            if threads is None:
+                with self._pool_lock:
+                    out = self._sp.encode(texts, out_type="numpy", add_bos=False, add_eos=False,
+                                          num_threads=self.threads, thread_pool=self._pool)
+            else:
+                out = self._sp.encode(texts, out_type="numpy", add_bos=False, add_eos=False,
+                                      num_threads=max(1, threads))
+        except (UnicodeEncodeError, TypeError):
+            for t in texts:
+                _utf8(t)  # names the offending text
+            raise
+        return [a.view(np.uint32) for a in out]
+
+    def decode(self, ids) -> str:
+        return self._sp.decode(_ids(ids, self.vocab_size))
+
+    def spec(self) -> dict:
+        return {"kind": self.kind, "file": TOKENIZER_FILE, "sha256": self.sha256}
+
+
+def load_tokenizer(spec: dict, directory: str | os.PathLike) -> Tokenizer:
+    """The tokenizer a manifest entry describes; a sentencepiece model is read
+    from ``directory`` and must match the recorded sha256."""
+    kind = spec.get("kind") if isinstance(spec, dict) else None
+    if kind == "bytes":
+        return ByteTokenizer()
+    if kind == "none":
+        return NoTokenizer()
+    if kind != "sentencepiece":
+        raise TokenizerError(f"unknown tokenizer entry {spec!r}; expected kind 'bytes', "
+                             "'sentencepiece' or 'none': rebuild the index")
+    path = Path(directory) / spec.get("file", TOKENIZER_FILE)
+    tok = SentencePieceTokenizer(path)
+    if tok.sha256 != spec.get("sha256"):
+        raise TokenizerError(
+            f"{path} has sha256 {tok.sha256}, the manifest records {spec.get('sha256')}: the "
+            "model was replaced or damaged; restore the model the index was built with, or "
+            "rebuild the index")
+    return tok
+
+
+def resolve_tokenizer(arg, threads: int | None = None) -> Tokenizer:
+    """A Tokenizer from a user argument: a Tokenizer, "bytes", None/"none"
+    (ids only), or the path of a sentencepiece .model file."""
+    if isinstance(arg, Tokenizer):
+        return arg
+    if arg is None or arg == "none":
+        return NoTokenizer()
+    if arg == "bytes":
+        return ByteTokenizer()
+    if isinstance(arg, (str, os.PathLike)):
+        if not Path(arg).is_file():
+            raise TokenizerError(
+                f"tokenizer {str(arg)!r} is neither 'bytes' nor an existing sentencepiece "
+                ".model file; check the path, or train one (train=VOCAB_SIZE)")
+        return SentencePieceTokenizer(arg, threads)
+    raise TokenizerError(f"tokenizer {arg!r} is not understood; pass 'bytes', the path of a "
+                         "sentencepiece .model file, or a Tokenizer")
+
+
+_MAX_SENTENCE_CHARS = 4096  # sentencepiece silently drops longer sentences
+
+
+def _sentences(texts: Iterable[str], sample_bytes: int) -> Iterator[str]:
+    """Training sentences: runs of whole lines of at most _MAX_SENTENCE_CHARS,
+    newlines kept, from the first ``sample_bytes`` of text."""
+    budget = sample_bytes
+    for text in texts:
+        if budget <= 0:
+            return
+        text = text[:budget]
+        budget -= len(text)
+        run: list[str] = []
+        size = 0
+        for line in text.splitlines(keepends=True):
+            if size + len(line) > _MAX_SENTENCE_CHARS and run:
+                yield "".join(run)
+                run, size = [], 0
+            while len(line) > _MAX_SENTENCE_CHARS:
+                yield line[:_MAX_SENTENCE_CHARS]
+                line = line[_MAX_SENTENCE_CHARS:]
+            run.append(line)
+            size += len(line)
+        if run:
+            yield "".join(run)
+
+
+def train_sentencepiece(texts: Iterable[str], vocab_size: int, model_path: str | os.PathLike,
+                        sample_bytes: int = 32 << 20, threads: int | None = None,
+                        model_type: str = "unigram") -> SentencePieceTokenizer:
+    """Train a sentencepiece model on the first ``sample_bytes`` characters of
+    ``texts`` (pass a strided or shuffled iterator for a spread-out sample)
+    and write it to ``model_path``; memory is bounded by the sample.
+
+    Settings make ``decode(encode(x)) == x`` for text and source code:
+    identity normalization, whitespace kept as is (runs of spaces may form
+    pieces), no dummy prefix, byte fallback (no <unk> for unseen
+    characters), no BOS/EOS ids.
+    """
+    if not isinstance(vocab_size, int) or isinstance(vocab_size, bool) or vocab_size < 1:
+        raise TokenizerError(f"vocab_size={vocab_size!r} must be a positive int, e.g. 32000")
+    threads = max(1, threads or os.cpu_count() or 1)
+    sentences = [s for s in _sentences(texts, sample_bytes) if s]
+    if not sentences:
+        raise TokenizerError("no text to train the tokenizer on: the corpus sample is empty; "
+                             "check the corpus and --text-field")
+    model = io.BytesIO()
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(sentences), model_writer=model, vocab_size=vocab_size,
+            model_type=model_type, normalization_rule_name="identity",
+            remove_extra_whitespaces=False, add_dummy_prefix=False,
+            allow_whitespace_only_pieces=True, split_digits=False, byte_fallback=True,
+            character_coverage=0.9995, max_sentence_length=4 * _MAX_SENTENCE_CHARS,
+            input_sentence_size=0, bos_id=-1, eos_id=-1, pad_id=-1, unk_id=0,
+            num_threads=threads, minloglevel=2)
+    except RuntimeError as e:
+        msg = str(e)
+        limit = re.search(r"value <= (\d+)", msg)
+        if limit:
+            raise TokenizerError(
+                f"vocab_size {vocab_size} is too large for the training sample "
+                f"({sum(map(len, sentences))} characters): it allows at most {limit.group(1)}; "
+                "lower vocab_size or train on more text (sample_bytes=)") from None
+        need = re.search(r"smaller than required_chars\. \d+ vs (\d+)", msg)
+        if need:
+            raise TokenizerError(
+                f"vocab_size {vocab_size} is too small: the 256 byte pieces and the sample's "
+                f"characters need at least {need.group(1)}; raise vocab_size") from None
+        raise TokenizerError(f"sentencepiece training failed ({msg.strip()[:200]}); check "
+                             f"vocab_size={vocab_size} and the training text") from None
+    final = Path(model_path)
+    tmp = temp_path(final)
+    tmp.write_bytes(model.getvalue())
+    commit(tmp, final)
+    return SentencePieceTokenizer(final, threads)
+
+
+class _Failure:
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+_END = object()
+_UNIT_CHARS = 1 << 16  # documents per work unit: about this much text
+
+
+class _Job:
+    """One batch in flight: its per-document results fill in as units finish."""
+
+    def __init__(self, batch: DocBatch, units: int):
+        self.batch = batch
+        self.ids: list = [None] * len(batch.texts)
+        self.left = units
+        self.error: BaseException | None = None
+        self.lock = threading.Lock()
+        self.done = threading.Event()
+        if not units:
+            self.done.set()
+
+
+def _units(texts: list[str]) -> list[list[int]]:
+    """Document indexes grouped into work units, longest documents first, so
+    the last units to finish are small (the workers end a batch together)."""
+    units, unit, size = [], [], 0
+    for i in sorted(range(len(texts)), key=lambda i: -len(texts[i])):
+        unit.append(i)
+        size += len(texts[i])
+        if size >= _UNIT_CHARS:
+            units.append(unit)
+            unit, size = [], 0
+    if unit:
+        units.append(unit)
+    return units
+
+
+def encode_stream(batches: Iterable[DocBatch], tokenizer: Tokenizer, threads: int | None = None,
+                  prefetch: int = 2) -> Iterator[tuple[DocBatch, list[np.ndarray]]]:
+    """Yield ``(batch, ids)`` for each batch, in order, ``ids`` as from
+    ``tokenizer.encode_batch`` (one uint32 array per document).
+
+    A thread pulls batches (reading and parsing the corpus) and cuts them
+    into units of documents, longest first; ``threads`` workers (default:
+    every core) encode units one thread each with the GIL released, taking
+    the next unit as soon as they finish, across batch boundaries, so no
+    core waits for the slowest document of a batch; the caller consumes
+    finished batches meanwhile. At most ``prefetch`` batches wait ahead of
+    the caller, so memory stays bounded. An error in reading or encoding is
+    raised here, after the batches before it.
+    """
+    workers_n = max(1, threads or os.cpu_count() or 1)
+    stop = threading.Event()
+    jobs: queue.Queue = queue.Queue(max(1, prefetch))
+    work: queue.Queue = queue.Queue()
+
+    def put(q: queue.Queue, item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def read() -> None:
+        try:
+            for batch in batches:
+                units = _units(batch.texts)
+                job = _Job(batch, len(units))
+                if not put(jobs, job):
+                    return
+                for unit in units:
+                    work.put((job, unit))
+            put(jobs, _END)
+        except BaseException as e:  # handed to the consumer
+            put(jobs, _Failure(e))
+        finally:
+            for _ in range(workers_n):
+                work.put(None)
+
+    def encode() -> None:
+        while (item := work.get()) is not None and not stop.is_set():
+            job, unit = item
+            try:
+                out = tokenizer.encode_batch([job.batch.texts[i] for i in unit], 1)
+                for i, ids in zip(unit, out):
+                    job.ids[i] = ids
+            except BaseException as e:
+                job.error = e
+            with job.lock:
+                job.left -= 1
+                if job.left == 0:
+                    job.done.set()
+
+    workers = [threading.Thread(target=read, name="infinigram-read", daemon=True)]
+    workers += [threading.Thread(target=encode, name="infinigram-encode", daemon=True)
+                for _ in range(workers_n)]
+    for w in workers:
+        w.start()
+    try:
+        while (job := jobs.get()) is not _END:
+            if isinstance(job, _Failure):
+                raise job.error
+            job.done.wait()
+            if job.error is not None:
+                raise job.error
+            yield job.batch, job.ids
+    finally:
+        stop.set()
+        for w in workers:
+            w.join()
