@@ -1,2 +1,19 @@
-"""infinigram: suffix-array n-gram and infini-gram queries over tokenized corpora."""
+"""infinigram: suffix-array n-gram and infini-gram queries over tokenized corpora.
+
+The public API::
+
+    import infinigram as ig
+    ig.build(["data/"], "idx/", tokenizer="tok.model")   # or train_vocab=8000, or "bytes"
+    eng = ig.open("idx/")
+    eng.count("any text"); eng.ntd("a prompt"); eng.infgram_prob("a prompt", 42)
+"""
 __version__ = "0.1.0"
+
+from .builder import build, index_tables  # noqa: E402
+from .engine import Engine, open  # noqa: E402
+from .errors import (BuildError, CorpusError, IndexFormatError, InfinigramError,  # noqa: E402
+                     QueryError, TokenizerError)
+from .verify import verify  # noqa: E402
+
+__all__ = ["build", "index_tables", "open", "verify", "Engine", "InfinigramError",
+           "BuildError", "CorpusError", "IndexFormatError", "QueryError", "TokenizerError"]

@@ -232,7 +232,7 @@ class _ShardWriter:
 def _write_tokens(files, text_field, tok, width, shard_tokens, threads, work, progress):
     progress.start("tokenize")
     total = corpus.total_bytes(files)
-    done = tokens = 0
+    tokens = 0
     writer = _ShardWriter(work, width, shard_tokens)
     with _disk_errors(work):
         try:
@@ -241,8 +241,7 @@ def _write_tokens(files, text_field, tok, width, shard_tokens, threads, work, pr
                 for ids, meta in zip(encoded, batch.metadata):
                     writer.add(ids, meta)
                     tokens += len(ids)
-                done += batch.nbytes
-                progress.update(done, total, "B")
+                progress.update(batch.done_bytes, total, "B")
             if not writer.counts:
                 raise BuildError(f"the corpus {[str(f) for f in files]} holds no documents; "
                                  "give files with at least one record")

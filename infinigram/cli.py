@@ -294,3 +294,16 @@ def verify(index, no_checksums, as_json):
     _emit(as_json, report, "\n".join(report.lines()))
     if not report.ok:
         sys.exit(1)
+
+
+@main.command()
+@click.option("-o", "--output", default="stdlib-index", show_default=True,
+              type=click.Path(file_okay=False), help="Where to build (reused if present).")
+@click.option("--vocab-size", default=8000, show_default=True, help="Tokenizer vocabulary.")
+@click.option("--quiet", is_flag=True, help="No progress lines.")
+@_command
+def demo(output, vocab_size, quiet):
+    """Index the Python standard library's sources, then query it."""
+    from .demo import run as run_demo
+    for line in run_demo(output, vocab=vocab_size, quiet=quiet):
+        click.echo(line)

@@ -156,6 +156,8 @@ def write_manifest(directory: str | os.PathLike, manifest: Manifest) -> None:
 
 def read_manifest(directory: str | os.PathLike) -> Manifest:
     """Read and validate ``manifest.json``; raises IndexFormatError."""
+    if not Path(directory).is_dir():
+        raise IndexFormatError(f"index directory {directory} does not exist; build it first")
     path = Path(directory) / MANIFEST
     try:
         text = path.read_text()
