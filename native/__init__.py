@@ -15,5 +15,6 @@ def jit(fn=None, **extra):
         return numba.njit(**_OPTIONS, **extra)
     return numba.njit(**_OPTIONS)(fn)
 
-pjit = numba.njit(cache=True, nogil=True, parallel=True)
+
+pjit = numba.njit(**_OPTIONS, parallel=True)
 """Like :data:`jit`, with ``prange`` loops spread over all cores."""

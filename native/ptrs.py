@@ -1,0 +1,64 @@
+"""Suffix-array pointers as stored in ``table.{s}``: little-endian byte offsets,
+``pointer`` (1..8) bytes each."""
+import numpy as np
+from numba import prange
+
+from . import jit, pjit
+
+
+@jit
+def put_pointer(table, i, pointer, offset):
+    """Store byte ``offset`` as entry ``i`` of the uint8 ``table`` (inlinable in kernels)."""
+    base = i * pointer
+    v = np.int64(offset)
+    for b in range(pointer):
+        table[base + b] = np.uint8(v & 0xFF)
+        v >>= 8
+
+
+@pjit
+def _pack(sa, width, pointer, out):
+    for i in prange(sa.shape[0]):
+        put_pointer(out, i, pointer, np.int64(sa[i]) * width)
+
+
+def pack_pointers(sa: np.ndarray, width: int, pointer: int, out: np.ndarray) -> None:
+    """Write entry i as ``sa[i] * width`` in ``pointer`` little-endian bytes into
+    uint8 ``out`` (length len(sa) * pointer)."""
+    if not 1 <= pointer <= 8:
+        raise ValueError(f"pointer width {pointer} is out of range; use 1..8 bytes")
+    if out.dtype != np.uint8 or out.ndim != 1 or out.shape[0] != sa.shape[0] * pointer:
+        raise ValueError(
+            f"out must be a 1-D uint8 array of {sa.shape[0] * pointer} bytes "
+            f"({sa.shape[0]} entries x {pointer}), got {out.dtype} of shape {out.shape}")
+    if sa.shape[0] and int(sa.max()) * width >= 1 << (8 * pointer):
+        raise ValueError(
+            f"byte offset {int(sa.max()) * width} does not fit in {pointer} bytes; "
+            "use format.pointer_width(size of the token file)")
+    _pack(sa, width, pointer, out)
+
+
+@jit
+def pointer_at(table, i, pointer):
+    """Byte offset stored in entry ``i`` of the uint8 ``table`` (inlinable in kernels)."""
+    base = i * pointer
+    v = np.int64(0)
+    for b in range(pointer - 1, -1, -1):
+        v = (v << 8) | np.int64(table[base + b])
+    return v
+
+
+@pjit
+def _unpack(table, pointer, lo, out):
+    for k in prange(out.shape[0]):
+        out[k] = pointer_at(table, lo + k, pointer)
+
+
+def unpack_pointers(table: np.ndarray, pointer: int, lo: int, hi: int) -> np.ndarray:
+    """Byte offsets of entries [lo, hi) of the uint8 ``table`` as int64."""
+    n = table.shape[0] // pointer
+    if not 0 <= lo <= hi <= n:
+        raise ValueError(f"entry range [{lo}, {hi}) is outside the table's 0..{n} entries")
+    out = np.empty(hi - lo, np.int64)
+    _unpack(table, pointer, lo, out)
+    return out

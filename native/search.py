@@ -1,0 +1,448 @@
+"""Suffix-array search kernels: ranges, counts, next-token tallies, scoring.
+
+All kernels work on ONE shard: ``tokens`` is the token array (uint8/16/32,
+separators included), ``table`` the suffix array as raw bytes, ``pointer``
+bytes per entry, each entry a byte offset into the token file (token index =
+offset // width). Queries come in as int64 token ids. Suffixes are ordered
+by their bytes, i.e. tokens compared by byte-swapped value (``byte_key``),
+a shorter suffix before its extensions; the separator (all ones) sorts after
+every real token. One generic kernel serves every width (Numba specialises
+it per dtype).
+
+Inside the range of suffixes that start with an m-token prompt, the one that
+ends the shard (if any) comes first, then the suffixes grouped by the key of
+their next token, then those followed by the separator; the kernels below
+use "next key" -1 for "no next token" so that this order is plain integer
+order.
+"""
+import numpy as np
+
+from . import jit
+from .keys import byte_key
+from .ptrs import pointer_at
+
+
+@jit(inline="always")
+def _suffix(tokens, table, pointer, i):
+    """Token index where the suffix of table entry ``i`` starts."""
+    return pointer_at(table, i, pointer) // tokens.itemsize
+
+
+@jit
+def _keys(ids, width):
+    out = np.empty(ids.shape[0], dtype=np.int64)
+    for j in range(ids.shape[0]):
+        out[j] = byte_key(ids[j], width)
+    return out
+
+
+@jit
+def _cmp(tokens, s, q, q0, q1):
+    """Order of the suffix at token index ``s`` against ``q[q0:q1]`` (keys):
+    -1 before, 0 if the query is a prefix of the suffix, 1 after."""
+    n = tokens.shape[0]
+    width = tokens.itemsize
+    for j in range(q1 - q0):
+        if s + j >= n:
+            return -1
+        k = byte_key(tokens[s + j], width)
+        if k != q[q0 + j]:
+            return -1 if k < q[q0 + j] else 1
+    return 0
+
+
+@jit
+def _range(tokens, table, pointer, q, q0, q1, lo, hi, depth):
+    """[start, end) of the entries in [lo, hi) whose suffix starts with
+    q[q0:q1], given that all of them share its first ``depth`` tokens."""
+    q0 += depth
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        c = _cmp(tokens, _suffix(tokens, table, pointer, mid) + depth, q, q0, q1)
+        if c < 0:
+            lo = mid + 1
+        elif c > 0:
+            hi = mid
+        else:
+            a, b = lo, mid  # lower bound in [lo, mid]
+            while a < b:
+                m = (a + b) >> 1
+                if _cmp(tokens, _suffix(tokens, table, pointer, m) + depth, q, q0, q1) < 0:
+                    a = m + 1
+                else:
+                    b = m
+            c_, d = mid + 1, hi  # upper bound in [mid + 1, hi]
+            while c_ < d:
+                m = (c_ + d) >> 1
+                if _cmp(tokens, _suffix(tokens, table, pointer, m) + depth, q, q0, q1) > 0:
+                    d = m
+                else:
+                    c_ = m + 1
+            return a, c_
+    return lo, lo
+
+
+@jit(inline="always")
+def _start(tokens, bucket, q, q0, q1):
+    """(lo, hi, depth) to start a search for q[q0:q1] from: the first-token
+    bucket when the shard has a bucket table, else the whole table."""
+    if bucket.shape[0] and q1 > q0:
+        return bucket[q[q0]], bucket[q[q0] + 1], 1
+    return 0, tokens.shape[0], 0
+
+
+@jit
+def _search(tokens, table, pointer, bucket, q, q0, q1):
+    """[start, end) of the entries whose suffix starts with q[q0:q1]."""
+    lo, hi, depth = _start(tokens, bucket, q, q0, q1)
+    return _range(tokens, table, pointer, q, q0, q1, lo, hi, depth)
+
+
+@jit
+def buckets(tokens):
+    """First-token bucket table for widths 1 and 2: entry k is the first
+    suffix-array entry whose first token has key k (length 2^(8W) + 1).
+    Empty for width 4, where searches start from the whole table."""
+    width = tokens.itemsize
+    if width > 2:
+        return np.zeros(0, dtype=np.int64)
+    out = np.zeros((1 << (8 * width)) + 1, dtype=np.int64)
+    for i in range(tokens.shape[0]):
+        out[byte_key(tokens[i], width) + 1] += 1
+    for k in range(1, out.shape[0]):
+        out[k] += out[k - 1]
+    return out
+
+
+@jit
+def _next_key(tokens, table, pointer, i, m):
+    """Key of the token after the first ``m`` tokens of entry ``i``'s suffix;
+    -1 where the suffix ends there (the end of the shard)."""
+    s = _suffix(tokens, table, pointer, i) + m
+    if s >= tokens.shape[0]:
+        return np.int64(-1)
+    return byte_key(tokens[s], tokens.itemsize)
+
+
+@jit
+def _bisect_next(tokens, table, pointer, m, lo, hi, key):
+    """First entry in [lo, hi) whose next key is >= key (binary search)."""
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if _next_key(tokens, table, pointer, mid, m) < key:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@jit
+def _gallop_next(tokens, table, pointer, m, lo, hi, key):
+    """First entry in [lo, hi) whose next key is >= key, galloping from lo:
+    O(log d) probes when the answer is d entries away."""
+    step = 1
+    prev = lo - 1  # every entry <= prev is known to be < key
+    while True:
+        probe = prev + step
+        if probe >= hi:
+            return _bisect_next(tokens, table, pointer, m, prev + 1, hi, key)
+        if _next_key(tokens, table, pointer, probe, m) >= key:
+            return _bisect_next(tokens, table, pointer, m, prev + 1, probe, key)
+        prev = probe
+        step *= 2
+
+
+@jit
+def _gallop_next_back(tokens, table, pointer, m, lo, hi, key):
+    """First entry in [lo, hi) whose next key is >= key, galloping from hi."""
+    step = 1
+    prev = hi  # every entry >= prev is known to be >= key
+    while True:
+        probe = prev - step
+        if probe < lo:
+            return _bisect_next(tokens, table, pointer, m, lo, prev, key)
+        if _next_key(tokens, table, pointer, probe, m) < key:
+            return _bisect_next(tokens, table, pointer, m, probe + 1, prev, key)
+        prev = probe
+        step *= 2
+
+
+@jit
+def _cont(tokens, table, pointer, m, lo, hi):
+    """Sub-range of a prompt's range [lo, hi) whose suffixes continue with a
+    real token: drop the one ending the shard and those followed by the separator."""
+    if lo < hi and _next_key(tokens, table, pointer, lo, m) < 0:
+        lo += 1
+    sep = (np.int64(1) << (8 * tokens.itemsize)) - 1
+    return lo, _gallop_next_back(tokens, table, pointer, m, lo, hi, sep)
+
+
+@jit
+def _group(tokens, table, pointer, m, a, b, key):
+    """Sub-range of [a, b) (a continuation range) whose next key equals key."""
+    start = _bisect_next(tokens, table, pointer, m, a, b, key)
+    return start, _gallop_next(tokens, table, pointer, m, start, b, key + 1)
+
+
+@jit
+def find_range(tokens, table, pointer, bucket, ids):
+    """[start, end) of the suffix-array entries whose suffix starts with ``ids``."""
+    q = _keys(ids, tokens.itemsize)
+    return _search(tokens, table, pointer, bucket, q, 0, q.shape[0])
+
+
+@jit
+def _gallop(tokens, table, pointer, q, q0, q1, depth, lo, hi, upper):
+    """First entry in [lo, hi) whose suffix sorts at or after q[q0:q1] (with
+    ``upper``: after every suffix starting with it), galloping from lo; all
+    entries of [lo, hi) share the query's first ``depth`` tokens."""
+    q0 += depth
+    prev = lo - 1
+    end = hi
+    step = 1
+    while prev + step < hi:
+        c = _cmp(tokens, _suffix(tokens, table, pointer, prev + step) + depth, q, q0, q1)
+        if c > 0 or (c == 0 and not upper):
+            end = prev + step
+            break
+        prev += step
+        step *= 2
+    a = prev + 1
+    while a < end:
+        mid = (a + end) >> 1
+        c = _cmp(tokens, _suffix(tokens, table, pointer, mid) + depth, q, q0, q1)
+        if c < 0 or (c == 0 and upper):
+            a = mid + 1
+        else:
+            end = mid
+    return a
+
+
+@jit
+def _relation(q, p0, p1, q0, q1):
+    """How query q[q0:q1] relates to the previous one q[p0:p1]: 0 equal,
+    1 the previous is a proper prefix of it, 2 it sorts after (and does not
+    extend) the previous, -1 it sorts before."""
+    for j in range(min(p1 - p0, q1 - q0)):
+        if q[q0 + j] != q[p0 + j]:
+            return 2 if q[q0 + j] > q[p0 + j] else -1
+    if q1 - q0 == p1 - p0:
+        return 0
+    return 1 if q1 - q0 > p1 - p0 else -1
+
+
+@jit
+def count_many(tokens, table, pointer, bucket, flat, bounds, order):
+    """Occurrences of each query ``flat[bounds[j]:bounds[j + 1]]``.
+
+    Queries are visited in ``order`` (best: sorted in suffix order; any
+    order is correct). A query that sorts after the previous one starts its
+    search at the previous range and gallops forward, so sorted batches
+    read mostly nearby entries; repeats are answered at once.
+    """
+    q = _keys(flat, tokens.itemsize)
+    out = np.empty(bounds.shape[0] - 1, dtype=np.int64)
+    p0 = p1 = plo = phi = -1
+    for j in order:
+        q0, q1 = bounds[j], bounds[j + 1]
+        lo, hi, depth = _start(tokens, bucket, q, q0, q1)
+        rel = _relation(q, p0, p1, q0, q1) if p0 >= 0 else -1
+        if rel == 0:
+            lo, hi = plo, phi
+        elif depth < q1 - q0:
+            if rel == 1:
+                lo, hi = max(lo, plo), min(hi, phi)
+            elif rel == 2:
+                lo = max(lo, phi)
+            lo = _gallop(tokens, table, pointer, q, q0, q1, depth, lo, hi, False)
+            hi = _gallop(tokens, table, pointer, q, q0, q1, depth, lo, hi, True)
+        out[j] = hi - lo
+        p0, p1, plo, phi = q0, q1, lo, hi
+    return out
+
+
+@jit
+def continuation(tokens, table, pointer, m, lo, hi, next_id):
+    """(total, count) in the range [lo, hi) of an m-token prompt: occurrences
+    followed by a real token, and those followed by ``next_id``."""
+    a, b = _cont(tokens, table, pointer, m, lo, hi)
+    c, d = _group(tokens, table, pointer, m, a, b, byte_key(next_id, tokens.itemsize))
+    return b - a, d - c
+
+
+@jit
+def _grow(a, size):
+    out = np.empty(max(2 * a.shape[0], size), dtype=a.dtype)
+    out[:a.shape[0]] = a
+    return out
+
+
+@jit
+def next_tokens(tokens, table, pointer, m, lo, hi):
+    """Exact next-token tally of the m-token prompt whose range is [lo, hi):
+    (ids, counts) in key order.
+
+    Finds the boundaries between next-token groups by bisecting every
+    interval whose end keys differ, one level at a time for all intervals
+    (the reads of a level are independent, so they overlap in memory): the
+    cost grows with the number of distinct next tokens d, about
+    d * log2(range / d) reads, and never scans the range.
+    """
+    a, b = _cont(tokens, table, pointer, m, lo, hi)
+    if b <= a:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    width = tokens.itemsize
+    starts = np.empty(16, dtype=np.int64)  # group starts found so far
+    skeys = np.empty(16, dtype=np.int64)  # and their next keys
+    ka = _next_key(tokens, table, pointer, a, m)
+    kb = _next_key(tokens, table, pointer, b - 1, m)
+    starts[0], skeys[0] = a, ka
+    nstart = 1
+    I = np.empty(16, dtype=np.int64)  # open intervals [I, J] with key(I) != key(J)
+    J = np.empty(16, dtype=np.int64)
+    KI = np.empty(16, dtype=np.int64)
+    KJ = np.empty(16, dtype=np.int64)
+    nopen = 0
+    if ka != kb:
+        I[0], J[0], KI[0], KJ[0] = a, b - 1, ka, kb
+        nopen = 1
+    I2, J2, KI2, KJ2 = I.copy(), J.copy(), KI.copy(), KJ.copy()
+    mids = np.empty(16, dtype=np.int64)
+    while nopen:
+        if mids.shape[0] < nopen:
+            mids = _grow(mids, nopen)
+        for k in range(nopen):  # independent reads: one probe per interval
+            mids[k] = _next_key(tokens, table, pointer, (I[k] + J[k]) >> 1, m)
+        if I2.shape[0] < 2 * nopen:
+            I2, J2, KI2, KJ2 = (_grow(I2, 2 * nopen), _grow(J2, 2 * nopen),
+                                _grow(KI2, 2 * nopen), _grow(KJ2, 2 * nopen))
+        if starts.shape[0] < nstart + 2 * nopen:
+            starts, skeys = _grow(starts, nstart + 2 * nopen), _grow(skeys, nstart + 2 * nopen)
+        nxt = 0
+        for k in range(nopen):
+            i, j, ki, kj, km = I[k], J[k], KI[k], KJ[k], mids[k]
+            mid = (i + j) >> 1
+            for x, y, kx, ky in ((i, mid, ki, km), (mid, j, km, kj)):
+                if kx != ky:
+                    if y - x == 1:
+                        starts[nstart], skeys[nstart] = y, ky
+                        nstart += 1
+                    else:
+                        I2[nxt], J2[nxt], KI2[nxt], KJ2[nxt] = x, y, kx, ky
+                        nxt += 1
+        I, J, KI, KJ, I2, J2, KI2, KJ2 = I2, J2, KI2, KJ2, I, J, KI, KJ
+        nopen = nxt
+    order = np.argsort(starts[:nstart])
+    ids = np.empty(nstart, dtype=np.int64)
+    counts = np.empty(nstart, dtype=np.int64)
+    for g in range(nstart):
+        ids[g] = byte_key(skeys[order[g]], width)
+        counts[g] = (starts[order[g + 1]] if g + 1 < nstart else b) - starts[order[g]]
+    return ids, counts
+
+
+@jit
+def _usable(tokens, table, pointer, bucket, q, length):
+    """Range of the last ``length`` query keys and whether it is usable
+    (some occurrence is followed by a real token)."""
+    N = q.shape[0]
+    lo, hi = _search(tokens, table, pointer, bucket, q, N - length, N)
+    a, b = _cont(tokens, table, pointer, length, lo, hi)
+    return b > a, lo, hi
+
+
+@jit
+def longest_usable(tokens, table, pointer, bucket, ids):
+    """(L, lo, hi): the longest suffix of ``ids`` (L tokens) that occurs
+    followed by a real token, and its range; L = -1 when the shard holds no
+    real token. Checks the whole prompt first, then gallops up from short
+    lengths and bisects (usable-ness is monotone in the length)."""
+    n = tokens.shape[0]
+    q = _keys(ids, tokens.itemsize)
+    N = q.shape[0]
+    a, b = _cont(tokens, table, pointer, 0, 0, n)
+    if b <= a:
+        return -1, 0, 0
+    if N == 0:
+        return 0, 0, n
+    ok, lo, hi = _usable(tokens, table, pointer, bucket, q, N)
+    if ok:
+        return N, lo, hi
+    good, glo, ghi = 0, 0, n
+    bad = N
+    length = 1
+    while length < bad:
+        ok, lo, hi = _usable(tokens, table, pointer, bucket, q, length)
+        if not ok:
+            bad = length
+            break
+        good, glo, ghi = length, lo, hi
+        length *= 2
+    while bad - good > 1:
+        mid = (good + bad) >> 1
+        ok, lo, hi = _usable(tokens, table, pointer, bucket, q, mid)
+        if ok:
+            good, glo, ghi = mid, lo, hi
+        else:
+            bad = mid
+    return good, glo, ghi
+
+
+@jit
+def score(tokens, table, pointer, bucket, ids, max_context):
+    """Per position t of ``ids``, on this shard: the longest usable suffix
+    length L[t] of ids[:t] (at most ``max_context``; -1 if the shard holds
+    no real token), the continuation total there, the count of ids[t], and
+    the first/last distinct next token ids (key order; -1 if none).
+
+    One pass with matching statistics: L[t+1] <= L[t] + 1, so the range of
+    ids[a:t+1] is the group of ids[t] inside the range of ids[a:t]; leading
+    tokens are dropped (a fresh search each) only while that is unusable.
+    """
+    n = tokens.shape[0]
+    width = tokens.itemsize
+    q = _keys(ids, width)
+    N = q.shape[0]
+    L = np.full(N, -1, dtype=np.int64)
+    total = np.zeros(N, dtype=np.int64)
+    count = np.zeros(N, dtype=np.int64)
+    first = np.full(N, -1, dtype=np.int64)
+    last = np.full(N, -1, dtype=np.int64)
+    a0, b0 = _cont(tokens, table, pointer, 0, 0, n)
+    if b0 <= a0:
+        return L, total, count, first, last
+    start = 0  # the context is ids[start:t]
+    lo, hi = 0, n
+    a, b = a0, b0
+    for t in range(N):
+        m = t - start
+        L[t] = m
+        total[t] = b - a
+        first[t] = tokens[_suffix(tokens, table, pointer, a) + m]
+        last[t] = tokens[_suffix(tokens, table, pointer, b - 1) + m]
+        lo, hi = _group(tokens, table, pointer, m, a, b, q[t])
+        count[t] = hi - lo
+        if t + 1 == N:
+            break
+        m += 1
+        while True:
+            if m <= max_context and hi > lo:
+                a, b = _cont(tokens, table, pointer, m, lo, hi)
+                if b > a:
+                    break
+            start += 1
+            m -= 1
+            if m == 0:
+                lo, hi, a, b = 0, n, a0, b0
+                break
+            lo, hi = _search(tokens, table, pointer, bucket, q, start, t + 1)
+    return L, total, count, first, last
+
+
+@jit
+def positions(tokens, table, pointer, lo, hi):
+    """Token indexes where the suffixes of entries [lo, hi) start."""
+    out = np.empty(hi - lo, dtype=np.int64)
+    for i in range(lo, hi):
+        out[i - lo] = _suffix(tokens, table, pointer, i)
+    return out

@@ -1,0 +1,292 @@
+"""Suffix-array construction by induced sorting (SA-IS), linear time.
+
+Suffixes are ordered by their little-endian bytes, a shorter suffix before
+its extensions (docs/FORMAT.md, "Suffix order"). For 2-byte tokens that is
+the order of the byte-swapped token values, which the kernels read on the
+fly; 4-byte tokens are first replaced by the rank of their byte-swapped
+value among the distinct ones (compacting the alphabet).
+
+The recursion of SA-IS runs as an explicit loop over levels: level ``L + 1``
+sorts the reduced string of level ``L``, which lives at the end of level
+``L``'s part of the one suffix-array buffer, exactly as in the recursive
+algorithm. Extra memory beyond the output: one type bit per symbol per
+level (n/4 bytes in all) and a bucket array per level, placed in unused
+suffix-array space when it fits.
+"""
+import numpy as np
+from numba import prange, types
+from numba.extending import overload
+
+from . import jit, pjit
+from .keys import byte_key
+
+INT32_MAX = 2**31 - 1
+
+
+def sa_dtype(n: int) -> np.dtype:
+    """Suffix-array dtype for ``n`` tokens: int32 when n < 2**31 - 1, else int64."""
+    return np.dtype(np.int32) if n < INT32_MAX else np.dtype(np.int64)
+
+
+def key(s, i):
+    """Sort key of symbol ``s[i]``: the byte-swapped value for unsigned token
+    arrays (so keys order like little-endian bytes), the value itself for the
+    signed arrays of ranks and names the kernels derive."""
+    v = int(s[i])
+    if s.dtype.kind == "u":
+        return int.from_bytes(v.to_bytes(s.dtype.itemsize, "little"), "big")
+    return v
+
+
+@overload(key, inline="always")
+def _key_overload(s, i):
+    if isinstance(s.dtype, types.Integer) and not s.dtype.signed:
+        width = s.dtype.bitwidth // 8
+
+        def swapped(s, i):
+            return np.int64(byte_key(s[i], width))
+        return swapped
+
+    def plain(s, i):
+        return np.int64(s[i])
+    return plain
+
+
+@jit
+def _is_s(t, i):
+    return (t[i >> 3] >> (i & 7)) & 1
+
+
+@jit
+def _is_lms(t, i):
+    return i > 0 and _is_s(t, i) == 1 and _is_s(t, i - 1) == 0
+
+
+@jit
+def _classify(s, n, t):
+    """Type bits: 1 = S (smaller than the next suffix), 0 = L. The last symbol is L."""
+    t[:] = 0
+    if n == 0:
+        return
+    nxt = key(s, n - 1)
+    nxt_s = 0
+    for i in range(n - 2, -1, -1):
+        c = key(s, i)
+        if c < nxt or (c == nxt and nxt_s == 1):
+            t[i >> 3] |= np.uint8(1 << (i & 7))
+            nxt_s = 1
+        else:
+            nxt_s = 0
+        nxt = c
+
+
+@jit
+def _buckets(s, n, B, K, end):
+    """Bucket heads (end=False) or one-past-tails (end=True) of each symbol."""
+    for c in range(K):
+        B[c] = 0
+    for i in range(n):
+        B[key(s, i)] += 1
+    total = 0
+    for c in range(K):
+        total += B[c]
+        B[c] = total if end else total - B[c]
+
+
+@jit
+def _induce(s, SA, n, B, K, mark):
+    """Induce L-type then S-type suffixes from the LMS entries already in SA.
+
+    Types come from the keys, not the type bits (fewer cache misses): in the
+    L pass the predecessor of p is L-type iff its key >= key(p); in the S
+    pass it is S-type iff its key < key(p), or equal and p is S-type, which
+    holds iff p sits at or past its bucket's S fill pointer. With ``mark``,
+    LMS entries (S-type p after an L-type p - 1) are stored as ~p.
+    """
+    _buckets(s, n, B, K, False)
+    c = key(s, n - 1)  # the virtual sentinel induces the last suffix (L-type)
+    SA[B[c]] = n - 1
+    B[c] += 1
+    for i in range(n):
+        p = SA[i]
+        if p > 0:
+            c = key(s, p - 1)
+            if c >= key(s, p):
+                SA[B[c]] = p - 1
+                B[c] += 1
+    _buckets(s, n, B, K, True)
+    for i in range(n - 1, -1, -1):
+        p = SA[i]
+        if p > 0:
+            c = key(s, p - 1)
+            cp = key(s, p)
+            if c < cp or (c == cp and i >= B[cp]):
+                B[c] -= 1
+                SA[B[c]] = p - 1
+            elif mark and c > cp and i >= B[cp]:
+                SA[i] = ~p
+
+
+@jit
+def _down(s, SA, t, B, K):
+    """Sort and name the LMS substrings of ``s`` (length len(SA)).
+
+    Leaves the reduced string in SA[n - n1:] and returns (n1, names). When
+    the names are unique, also writes the reduced suffix array in SA[:n1].
+    """
+    n = SA.shape[0]
+    _classify(s, n, t)
+    for i in range(n):
+        SA[i] = -1
+    if n == 0:
+        return 0, 0
+    _buckets(s, n, B, K, True)
+    for i in range(1, n):
+        if _is_lms(t, i):
+            c = key(s, i)
+            B[c] -= 1
+            SA[B[c]] = i
+    _induce(s, SA, n, B, K, True)
+    n1 = 0
+    for i in range(n):
+        p = SA[i]
+        if p < 0:
+            SA[n1] = ~p
+            n1 += 1
+    for i in range(n1, n):
+        SA[i] = -1
+    names = 0
+    prev = -1
+    for k in range(n1):
+        pos = SA[k]
+        diff = prev < 0
+        d = 0
+        while not diff:
+            if pos + d == n or prev + d == n:
+                diff = True
+            elif key(s, pos + d) != key(s, prev + d) or _is_s(t, pos + d) != _is_s(t, prev + d):
+                diff = True
+            elif d > 0 and (_is_lms(t, pos + d) or _is_lms(t, prev + d)):
+                break
+            d += 1
+        if diff:
+            names += 1
+            prev = pos
+        SA[n1 + (pos >> 1)] = names - 1
+    j = n - 1
+    for i in range(n - 1, n1 - 1, -1):
+        if SA[i] >= 0:
+            SA[j] = SA[i]
+            j -= 1
+    if names == n1:
+        for k in range(n1):
+            SA[SA[n - n1 + k]] = k
+    return n1, names
+
+
+@jit
+def _up(s, SA, t, B, K, n1):
+    """Given the sorted reduced suffixes in SA[:n1], induce the full order."""
+    n = SA.shape[0]
+    if n == 0:
+        return
+    j = n - n1
+    for i in range(1, n):
+        if _is_lms(t, i):
+            SA[j] = i
+            j += 1
+    for k in range(n1):
+        SA[k] = SA[n - n1 + SA[k]]
+    for k in range(n1, n):
+        SA[k] = -1
+    _buckets(s, n, B, K, True)
+    for k in range(n1 - 1, -1, -1):
+        p = SA[k]
+        SA[k] = -1
+        c = key(s, p)
+        B[c] -= 1
+        SA[B[c]] = p
+    _induce(s, SA, n, B, K, False)
+
+
+@pjit
+def _rank_inplace(keys, distinct):
+    """Replace each key by its index in the sorted array ``distinct``."""
+    for i in prange(keys.shape[0]):
+        keys[i] = np.searchsorted(distinct, keys[i])
+
+
+def alphabet(tokens: np.ndarray) -> tuple[np.ndarray, int]:
+    """The level-0 string the kernels sort and its alphabet size.
+
+    uint8 and uint16 arrays are used as they are (uint16 keys are byte-swapped
+    on the fly); uint32 tokens become (signed) ranks of their byte-swapped values.
+    """
+    if tokens.dtype.itemsize == 1:
+        return tokens, 256
+    if tokens.dtype.itemsize == 2:
+        return tokens, 1 << 16
+    keys = tokens.byteswap().astype(np.uint32, copy=False)
+    distinct = np.unique(keys)
+    _rank_inplace(keys, distinct)
+    K = int(distinct.shape[0])
+    return (keys.view(np.int32) if K <= INT32_MAX else keys.astype(np.int64)), K
+
+
+def check_tokens(tokens) -> np.ndarray:
+    """A 1-D little-endian uint8/16/32 array view of ``tokens``; ValueError otherwise."""
+    tokens = np.asarray(tokens)
+    if tokens.ndim != 1 or tokens.dtype.kind != "u" or tokens.dtype.itemsize not in (1, 2, 4):
+        raise ValueError(
+            f"tokens must be a 1-D uint8, uint16 or uint32 array, got {tokens.ndim}-D "
+            f"{tokens.dtype}; convert with np.asarray(tokens, dtype='<u2') (or '<u1', '<u4')")
+    if not tokens.dtype.isnative:
+        tokens = tokens.astype(tokens.dtype.newbyteorder("="))
+    return tokens
+
+
+def sort_string(s: np.ndarray, K: int, SA: np.ndarray) -> None:
+    """SA-IS of the string ``s`` over alphabet [0, K) into ``SA`` (len(s) entries)."""
+    n = s.shape[0]
+    sizes = [n]          # level L sorts SA[:sizes[L]]; its string is s or,
+    alphabets = [K]      # for L > 0, SA[sizes[L-1] - sizes[L]:sizes[L-1]]
+    bits = []
+    while True:
+        level = len(bits)
+        bits.append(np.empty((sizes[level] + 7) // 8, np.uint8))
+        n1, names = _down(_level_string(s, SA, sizes, level), SA[:sizes[level]], bits[level],
+                          _bucket_space(SA, sizes, level, alphabets[level]), alphabets[level])
+        sizes.append(n1)
+        if names == n1:
+            break
+        alphabets.append(names)
+    for level in range(len(bits) - 1, -1, -1):
+        _up(_level_string(s, SA, sizes, level), SA[:sizes[level]], bits.pop(),
+            _bucket_space(SA, sizes, level, alphabets[level]), alphabets[level], sizes[level + 1])
+
+
+def _level_string(s, SA, sizes, level):
+    return s if level == 0 else SA[sizes[level - 1] - sizes[level]:sizes[level - 1]]
+
+
+def _bucket_space(SA, sizes, level, K):
+    """A bucket array of K entries: free suffix-array space between this level's
+    part and its string when it fits, else a new array."""
+    if level > 0:
+        lo, hi = sizes[level], sizes[level - 1] - sizes[level]
+        if hi - lo >= K:
+            return SA[lo:lo + K]
+    return np.empty(K, SA.dtype)
+
+
+def suffix_array(tokens) -> np.ndarray:
+    """Token indexes of all suffixes of ``tokens`` in the format's suffix order.
+
+    ``tokens``: 1-D uint8/uint16/uint32 array (an np.memmap is fine). Returns
+    int32 when len(tokens) < 2**31 - 1, else int64.
+    """
+    tokens = check_tokens(tokens)
+    s, K = alphabet(tokens)
+    SA = np.empty(s.shape[0], sa_dtype(s.shape[0]))
+    sort_string(s, K, SA)
+    return SA

@@ -1,0 +1,205 @@
+"""Suffix-array kernels (native/sort.py, native/merge.py, native/ptrs.py) against
+the brute-force oracles in naive.py."""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from infinigram import format as fmt
+from infinigram.native.merge import EXTRA, merge_parts, plan_parts, sort_part
+from infinigram.native.ptrs import pack_pointers, pointer_at, unpack_pointers
+from infinigram.native.sort import suffix_array
+from naive import doubling_suffix_array, naive_suffix_array, with_separators
+
+WIDTHS = (1, 2, 4)
+
+
+def corpora(width: int) -> dict[str, np.ndarray]:
+    """Adversarial and ordinary token arrays of one width (separators included)."""
+    rng = np.random.default_rng(width)
+    sep = fmt.separator(width)
+    dt = fmt.token_dtype(width)
+    hi = min(sep, 1000)
+    block = [int(v) for v in rng.integers(0, hi, 13)]
+    return {
+        "random": with_separators([rng.integers(0, hi, rng.integers(0, 60)) for _ in range(30)], width),
+        "small_alphabet": with_separators([rng.integers(0, 3, rng.integers(0, 40)) for _ in range(20)], width),
+        "one_token_repeated": np.full(700, 5, dt),
+        "separators_only": np.full(300, sep, dt),
+        "repeated_block": with_separators([block * 25], width),
+        "prefix_docs": with_separators([block[:k] for k in range(13, -1, -1)] * 3, width),
+        "empty_docs": with_separators([[], [], [1, 2], [], [], [1, 2], []], width),
+        "one_token": np.array([3], dt),
+        "one_separator": np.array([sep], dt),
+        "empty": np.zeros(0, dt),
+        "periodic_runs": np.array(([1] * 40 + [2]) * 12 + [1] * 39, dt),
+        "fibonacci": _fibonacci(600).astype(dt),
+        # short suffixes that are prefixes of longer ones continued by zero tokens
+        "zeros_after_prefix": np.array([5] + [0] * 9 + [5, 0, 0, 5, 0, 5, 0, 0, 0, 5], dt),
+    }
+
+
+def _fibonacci(n: int) -> np.ndarray:
+    a, b = [0], [0, 1]
+    while len(b) < n:
+        a, b = b, b + a
+    return np.array(b[:n])
+
+
+CASES = [(w, name) for w in WIDTHS for name in corpora(w)]
+
+
+@pytest.mark.parametrize("width,name", CASES)
+def test_suffix_array_matches_naive(width, name):
+    tokens = corpora(width)[name]
+    sa = suffix_array(tokens)
+    assert sa.dtype == np.int32
+    np.testing.assert_array_equal(sa, naive_suffix_array(tokens))
+
+
+@pytest.mark.parametrize("width", (2, 4))
+def test_byte_order_not_numeric_order(width):
+    dt = fmt.token_dtype(width)
+    tokens = np.array([0x0100, 0x0001, 0x0201, 0x0102, 0x0001, 0x0100, 0x00FF, 0xFF00], dt)
+    if width == 4:
+        tokens = np.concatenate([tokens, np.array([0x01000000, 0x00000001, 0x00010000], dt)])
+    sa = suffix_array(tokens)
+    np.testing.assert_array_equal(sa, naive_suffix_array(tokens))
+    # 0x0100 (bytes 00 01) sorts before 0x0001 (bytes 01 00)
+    rank = np.argsort(sa)
+    assert rank[0] < rank[1]
+
+
+def test_memmap_and_big_endian_input(tmp_path):
+    tokens = corpora(2)["random"]
+    path = tmp_path / "tokenized.0"
+    tokens.tofile(path)
+    mapped = np.memmap(path, dtype="<u2", mode="r")
+    np.testing.assert_array_equal(suffix_array(mapped), naive_suffix_array(tokens))
+    np.testing.assert_array_equal(suffix_array(tokens.astype(">u2")), naive_suffix_array(tokens))
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_larger_repetitive_inputs(width):
+    """Several SA-IS levels: long repeats and a big-alphabet Zipfian corpus."""
+    rng = np.random.default_rng(7)
+    dt = fmt.token_dtype(width)
+    block = rng.integers(0, min(fmt.separator(width), 5000), 997).astype(dt)
+    zipf = np.minimum(rng.zipf(1.3, 30000), fmt.separator(width) - 1).astype(dt)
+    zipf[::500] = fmt.separator(width)
+    for tokens in (np.tile(block, 30), np.full(20000, 9, dt), zipf,
+                   np.concatenate([np.full(5000, 2, dt), block, np.full(5000, 2, dt)])):
+        np.testing.assert_array_equal(suffix_array(tokens), doubling_suffix_array(tokens))
+
+
+@pytest.mark.parametrize("dtype", ["int16", "float32", "uint64"])
+def test_rejects_bad_dtype(dtype):
+    with pytest.raises(ValueError, match="uint8, uint16 or uint32"):
+        suffix_array(np.zeros(4, dtype))
+
+
+def test_rejects_2d():
+    with pytest.raises(ValueError, match="1-D"):
+        suffix_array(np.zeros((2, 2), np.uint16))
+
+
+@settings(max_examples=150, deadline=None)
+@given(width=st.sampled_from(WIDTHS), data=st.data())
+def test_property_matches_naive(width, data):
+    sep = fmt.separator(width)
+    alphabet = data.draw(st.lists(st.integers(0, sep), min_size=1, max_size=5, unique=True))
+    seq = data.draw(st.lists(st.sampled_from(alphabet), max_size=120))
+    tokens = np.array(seq, fmt.token_dtype(width))
+    np.testing.assert_array_equal(suffix_array(tokens), naive_suffix_array(tokens))
+
+
+def merged_table(tokens, part, extra, pointer):
+    """The packed table built through sort_part + merge_parts, parts of ``part`` tokens."""
+    n = len(tokens)
+    parts = [sort_part(tokens, lo, min(lo + part, n), extra) for lo in range(0, n, part)]
+    for (lo, p) in zip(range(0, n, part), parts):
+        assert sorted(p.tolist()) == list(range(lo, min(lo + part, n)))
+    out = np.empty(n * pointer, np.uint8)
+    merge_parts(tokens, parts, tokens.dtype.itemsize, pointer, out)
+    return out
+
+
+def packed(sa, width, pointer):
+    out = np.empty(len(sa) * pointer, np.uint8)
+    pack_pointers(sa, width, pointer, out)
+    return out
+
+
+@pytest.mark.parametrize("width,name", CASES)
+@pytest.mark.parametrize("part,extra", [(7, 1), (7, 3), (1, 2), (50, EXTRA)])
+def test_parts_merge_equal_suffix_array(width, name, part, extra):
+    tokens = corpora(width)[name]
+    pointer = fmt.pointer_width(tokens.nbytes)
+    expected = packed(naive_suffix_array(tokens), width, pointer)
+    np.testing.assert_array_equal(merged_table(tokens, part, extra, pointer), expected)
+
+
+@settings(max_examples=80, deadline=None)
+@given(width=st.sampled_from(WIDTHS), part=st.integers(1, 20), extra=st.integers(1, 8),
+       data=st.data())
+def test_property_parts_merge(width, part, extra, data):
+    seq = data.draw(st.lists(st.sampled_from([0, 1, fmt.separator(width)]), max_size=80))
+    tokens = np.array(seq, fmt.token_dtype(width))
+    expected = packed(naive_suffix_array(tokens), width, 4)
+    np.testing.assert_array_equal(merged_table(tokens, part, extra, 4), expected)
+
+
+def test_sort_part_window_reaches_end_and_checks_range():
+    tokens = corpora(2)["one_token_repeated"]
+    p = sort_part(tokens, 690, 700)
+    np.testing.assert_array_equal(p, np.arange(699, 689, -1))
+    with pytest.raises(ValueError, match="outside"):
+        sort_part(tokens, 5, 800)
+
+
+def test_merge_parts_rejects_missing_parts():
+    tokens = corpora(2)["random"]
+    with pytest.raises(ValueError, match="pass every part"):
+        merge_parts(tokens, [sort_part(tokens, 0, 10)], 2, 4, np.empty(len(tokens) * 4, np.uint8))
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_plan_parts_cover_and_fit(width):
+    n = 10_000_000
+    assert plan_parts(n, width, 1 << 40) == [(0, n)]
+    assert plan_parts(0, width, 1 << 20) == []
+    parts = plan_parts(n, width, 16 << 20)
+    assert len(parts) > 1
+    assert parts[0][0] == 0 and parts[-1][1] == n
+    assert all(a[1] == b[0] for a, b in zip(parts, parts[1:]))
+    assert all(hi - lo <= parts[0][1] for lo, hi in parts)
+    with pytest.raises(ValueError, match="too small"):
+        plan_parts(n, width, 1000)
+
+
+@pytest.mark.parametrize("pointer", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("width", WIDTHS)
+def test_pack_unpack_round_trip(pointer, width):
+    rng = np.random.default_rng(pointer)
+    limit = (1 << (8 * pointer)) // width
+    sa = rng.permutation(min(limit, 3000)).astype(np.int64)
+    if pointer >= 4:
+        sa[:3] = [limit - 1, limit - 2, 2**31 // width]
+    out = packed(sa, width, pointer)
+    np.testing.assert_array_equal(unpack_pointers(out, pointer, 0, len(sa)), sa * width)
+    np.testing.assert_array_equal(unpack_pointers(out, pointer, 5, 9), sa[5:9] * width)
+    assert pointer_at(out, 7, pointer) == sa[7] * width
+    raw = out.reshape(-1, pointer)
+    assert int.from_bytes(raw[1].tobytes(), "little") == sa[1] * width
+
+
+def test_pack_rejects_bad_arguments():
+    sa = np.arange(300)
+    with pytest.raises(ValueError, match="does not fit in 1 bytes"):
+        pack_pointers(sa, 1, 1, np.empty(300, np.uint8))
+    with pytest.raises(ValueError, match="600 bytes"):
+        pack_pointers(sa, 1, 2, np.empty(300, np.uint8))
+    with pytest.raises(ValueError, match="out of range"):
+        pack_pointers(sa, 1, 9, np.empty(2700, np.uint8))
+    with pytest.raises(ValueError, match="outside the table"):
+        unpack_pointers(np.empty(600, np.uint8), 2, 10, 301)
