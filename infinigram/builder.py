@@ -28,16 +28,18 @@ _BUILDING_RE = re.compile(r"^\.(?P<name>.+)\.building-(?P<pid>\d+)$")
 
 
 def build(inputs, output, *, tokenizer=None, train_vocab: int | None = None,
-          text_field: str = "text", shard_tokens: int = DEFAULT_SHARD_TOKENS,
+          text_field: str = "text", text_suffixes=(), shard_tokens: int = DEFAULT_SHARD_TOKENS,
           max_memory: int | None = None, threads: int | None = None,
-          train_sample_bytes: int = 100 << 20, quiet: bool = False) -> Path:
+          train_sample_bytes: int = 16 << 20, quiet: bool = False) -> Path:
     """Build an index of ``inputs`` (files or directories) at ``output``.
 
     Exactly one of ``tokenizer`` (a sentencepiece ``.model`` path, ``"bytes"``
     or a Tokenizer) and ``train_vocab`` (train a sentencepiece model of that
     vocabulary size on a sample of the corpus) is given. ``shard_tokens``
     bounds a shard's size; ``max_memory`` (bytes) bounds the suffix sort,
-    which then sorts in parts merged from disk. Returns the output path.
+    which then sorts in parts merged from disk. Files ending in one of
+    ``text_suffixes`` (e.g. ``".py"``) are read as one plain-text document
+    each. Returns the output path.
     """
     output = Path(output)
     if (tokenizer is None) == (train_vocab is None):
@@ -48,7 +50,8 @@ def build(inputs, output, *, tokenizer=None, train_vocab: int | None = None,
     if output.exists():
         raise BuildError(errno.EEXIST, f"output {output} already exists; choose another "
                          "output directory or delete it first")
-    files = corpus.list_files(inputs)
+    text_suffixes = tuple(text_suffixes)
+    files = corpus.list_files(inputs, text_suffixes)
     threads = threads or os.cpu_count() or 1
     progress = Progress(quiet)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -57,16 +60,21 @@ def build(inputs, output, *, tokenizer=None, train_vocab: int | None = None,
     with _cleanup_on_failure(work):
         work.mkdir()
         if train_vocab is not None:
-            tok = _train(files, text_field, train_vocab, work, train_sample_bytes, threads, progress)
+            tok = train_tokenizer(files, work / fmt.TOKENIZER_FILE, train_vocab,
+                                  text_field=text_field, text_suffixes=text_suffixes,
+                                  sample_bytes=train_sample_bytes, threads=threads, quiet=quiet)
         else:
             tok = tk.resolve_tokenizer(tokenizer)
             if tok.kind == "sentencepiece":
                 shutil.copyfile(tok.model_path, work / fmt.TOKENIZER_FILE)
         width = fmt.token_width(tok.vocab_size)
-        counts = _write_tokens(files, text_field, tok, width, shard_tokens, threads, work, progress)
+        batches = corpus.iter_batches(files, text_field, text_suffixes=text_suffixes)
+        counts = _write_tokens(batches, corpus.total_bytes(files), tok, width, shard_tokens,
+                               threads, work, progress)
         for s in range(len(counts)):
             build_table(work, s, width, max_memory, progress)
         settings = {"inputs": [str(p) for p in inputs], "text_field": text_field,
+                    "text_suffixes": list(text_suffixes),
                     "shard_tokens": shard_tokens, "max_memory": max_memory,
                     "tokenizer": str(tokenizer) if train_vocab is None else f"trained:{train_vocab}"}
         _finish(work, width, tok.vocab_size, tok.spec(), counts, settings, progress)
@@ -141,7 +149,7 @@ def build_table(directory: Path, s: int, width: int, max_memory: int | None,
         np.zeros(0, fmt.token_dtype(width))
     with _disk_errors(tmp):
         out = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=max(n * pointer, 1))
-        parts = merge.plan_parts(n, width, max_memory) if max_memory else [(0, n)]
+        parts = _plan(n, width, max_memory)
         if len(parts) <= 1:
             sa = sort.suffix_array(tokens)
             ptrs.pack_pointers(sa, width, pointer, out)
@@ -155,6 +163,15 @@ def build_table(directory: Path, s: int, width: int, max_memory: int | None,
         fmt.commit(tmp, final)
     progress.update(n, n, "tok", force=True)
     progress.finish(f"sorted {n} tokens")
+
+
+def _plan(n: int, width: int, max_memory: int | None) -> list[tuple[int, int]]:
+    if not max_memory:
+        return [(0, n)]
+    try:
+        return merge.plan_parts(n, width, max_memory)
+    except ValueError as e:
+        raise BuildError(f"--max-memory: {e}") from None
 
 
 def _sort_in_parts(tokens, parts, width, pointer, out, directory, progress) -> None:
@@ -172,19 +189,25 @@ def _sort_in_parts(tokens, parts, width, pointer, out, directory, progress) -> N
         shutil.rmtree(spill, ignore_errors=True)
 
 
-def _train(files, text_field, vocab, work, sample_bytes, threads, progress) -> tk.Tokenizer:
+def train_tokenizer(files, model_path, vocab: int, *, text_field: str = "text",
+                    text_suffixes=(), sample_bytes: int = 16 << 20, threads: int | None = None,
+                    quiet: bool = True) -> tk.Tokenizer:
+    """Train a sentencepiece model on about ``sample_bytes`` of the corpus,
+    taken as every k-th document so a sorted corpus is sampled evenly."""
+    progress = Progress(quiet)
     progress.start("train tokenizer")
+    stride = max(1, -(-corpus.total_bytes(files) // sample_bytes))
 
     def sample():
-        seen = 0
-        for batch in corpus.iter_batches(files, text_field):
+        i = 0
+        for batch in corpus.iter_batches(files, text_field, text_suffixes=text_suffixes):
             for text in batch.texts:
-                yield text
-                seen += len(text)
-                if seen >= sample_bytes:
-                    return
+                if i % stride == 0:
+                    yield text
+                i += 1
 
-    tok = tk.train_sentencepiece(sample(), vocab, work / fmt.TOKENIZER_FILE, threads=threads)
+    tok = tk.train_sentencepiece(sample(), vocab, model_path, sample_bytes=sample_bytes,
+                                 threads=threads)
     progress.finish(f"trained a {vocab}-piece sentencepiece model")
     return tok
 
@@ -229,22 +252,21 @@ class _ShardWriter:
         self.files = None
 
 
-def _write_tokens(files, text_field, tok, width, shard_tokens, threads, work, progress):
+def _write_tokens(batches, total, tok, width, shard_tokens, threads, work, progress):
     progress.start("tokenize")
-    total = corpus.total_bytes(files)
     tokens = 0
     writer = _ShardWriter(work, width, shard_tokens)
     with _disk_errors(work):
         try:
-            stream = tk.encode_stream(corpus.iter_batches(files, text_field), tok, threads)
+            stream = tk.encode_stream(batches, tok, threads)
             for batch, encoded in stream:
                 for ids, meta in zip(encoded, batch.metadata):
                     writer.add(ids, meta)
                     tokens += len(ids)
                 progress.update(batch.done_bytes, total, "B")
             if not writer.counts:
-                raise BuildError(f"the corpus {[str(f) for f in files]} holds no documents; "
-                                 "give files with at least one record")
+                raise BuildError("the corpus holds no documents; give files with at least "
+                                 "one record")
         finally:
             writer.close()
     progress.finish(f"{tokens} tokens in {sum(d for _, d in writer.counts)} documents, "

@@ -13,7 +13,7 @@ import sys
 import click
 import numpy as np
 
-from . import builder, tokenizer as tk
+from . import builder
 from .engine import open as open_index
 from .errors import InfinigramError
 from .verify import verify as verify_index
@@ -93,6 +93,8 @@ def main():
               help="Train a sentencepiece model of VOCAB pieces on a sample of the corpus.")
 @click.option("--bytes", "use_bytes", is_flag=True, help="Index UTF-8 bytes (no tokenizer).")
 @click.option("--text-field", default="text", show_default=True, help="Field holding the text.")
+@click.option("--text-suffix", "text_suffixes", multiple=True, metavar="SUFFIX",
+              help="Also read files ending in SUFFIX (e.g. .py) as one plain-text document.")
 @click.option("--shard-tokens", type=int, default=builder.DEFAULT_SHARD_TOKENS,
               show_default=True, help="Most tokens per shard.")
 @click.option("--max-memory", type=_size, help="Memory budget for sorting, e.g. 8G; larger "
@@ -101,14 +103,15 @@ def main():
 @click.option("--quiet", is_flag=True, help="No progress lines.")
 @json_opt
 @_command
-def build(inputs, output, model, train, use_bytes, text_field, shard_tokens, max_memory,
+def build(inputs, output, model, train, use_bytes, text_field, text_suffixes, shard_tokens, max_memory,
           threads, quiet, as_json):
     """Build an index of INPUTS (files or directories of .jsonl, .jsonl.gz,
     .jsonl.zst, .parquet, .arrow, .txt)."""
     if sum(x is not None and x is not False for x in (model, train, use_bytes)) != 1:
         raise click.UsageError("give exactly one of --tokenizer, --train-tokenizer, --bytes")
     path = builder.build(list(inputs), output, tokenizer="bytes" if use_bytes else model,
-                         train_vocab=train, text_field=text_field, shard_tokens=shard_tokens,
+                         train_vocab=train, text_field=text_field,
+                         text_suffixes=text_suffixes, shard_tokens=shard_tokens,
                          max_memory=max_memory, threads=threads, quiet=quiet)
     _info(str(path), as_json)
 
@@ -139,24 +142,15 @@ def index(index, token_width, vocab_size, model, max_memory, quiet, as_json):
               help="Where to write the .model file.")
 @click.option("--vocab-size", required=True, type=int, help="Number of pieces.")
 @click.option("--text-field", default="text", show_default=True)
-@click.option("--sample", "sample", type=_size, default="100M", show_default=True,
+@click.option("--sample", "sample", type=_size, default="16M", show_default=True,
               help="How much text to train on.")
 @json_opt
 @_command
 def train_tokenizer(inputs, output, vocab_size, text_field, sample, as_json):
     """Train a sentencepiece tokenizer on a sample of INPUTS."""
-    from . import corpus
-
-    def texts():
-        seen = 0
-        for batch in corpus.iter_batches(corpus.list_files(list(inputs)), text_field):
-            for text in batch.texts:
-                yield text
-                seen += len(text)
-                if seen >= sample:
-                    return
-
-    tok = tk.train_sentencepiece(texts(), vocab_size, output)
+    from .corpus import list_files
+    tok = builder.train_tokenizer(list_files(list(inputs)), output, vocab_size,
+                                  text_field=text_field, sample_bytes=sample, quiet=as_json)
     _emit(as_json, {"model": output, "vocab_size": tok.vocab_size},
           f"wrote {output} ({tok.vocab_size} pieces)")
 

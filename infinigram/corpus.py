@@ -55,8 +55,10 @@ class DocBatch:
         return len(self.texts)
 
 
-def _kind(path: Path) -> str | None:
+def _kind(path: Path, text_suffixes: tuple[str, ...] = ()) -> str | None:
     name = path.name.lower()
+    if text_suffixes and name.endswith(tuple(s.lower() for s in text_suffixes)):
+        return "txt"
     for suffix in SUFFIXES:
         if name.endswith(suffix):
             if suffix.endswith((".gz", ".zst")):
@@ -65,20 +67,25 @@ def _kind(path: Path) -> str | None:
     return None
 
 
-def list_files(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
+def list_files(paths: str | os.PathLike | Iterable[str | os.PathLike],
+               text_suffixes: Iterable[str] = ()) -> list[Path]:
     """Corpus files named by ``paths``: files as given, directories searched
-    recursively (sorted) for files with a supported suffix."""
+    recursively (sorted) for files with a supported suffix. Files ending in
+    one of ``text_suffixes`` (e.g. ``".py"``) are read like ``.txt``: one
+    document per file."""
+    text_suffixes = tuple(text_suffixes)
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     files: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            files.extend(sorted(f for f in p.rglob("*") if f.is_file() and _kind(f)))
+            files.extend(sorted(f for f in p.rglob("*") if f.is_file() and _kind(f, text_suffixes)))
         elif p.is_file():
-            if _kind(p) is None:
+            if _kind(p, text_suffixes) is None:
                 raise CorpusError(
                     f"{p} has an unsupported suffix; corpus files must end in "
-                    f"{', '.join(SUFFIXES)} (rename it, or convert it to JSON Lines)")
+                    f"{', '.join(SUFFIXES)} (rename it, convert it to JSON Lines, or "
+                    "read it as one plain-text document with --text-suffix)")
             files.append(p)
         else:
             raise CorpusError(f"corpus path {p} does not exist; check the path")
@@ -90,21 +97,23 @@ def total_bytes(files: Iterable[str | os.PathLike]) -> int:
     return sum(os.path.getsize(f) for f in files)
 
 
-def iter_batches(paths, text_field: str = "text",
-                 batch_bytes: int = DEFAULT_BATCH_BYTES) -> Iterator[DocBatch]:
+def iter_batches(paths, text_field: str = "text", batch_bytes: int = DEFAULT_BATCH_BYTES,
+                 text_suffixes: Iterable[str] = ()) -> Iterator[DocBatch]:
     """Stream the documents of ``paths`` (see :func:`list_files`) as batches
     of about ``batch_bytes`` of text (at most about twice that). Null text
     reads as the empty document. Raises CorpusError naming the file and,
     where it can, the line or record."""
     if not isinstance(batch_bytes, int) or batch_bytes < 1:
         raise CorpusError(f"batch_bytes={batch_bytes!r} must be a positive int")
-    files = list_files(paths)
+    text_suffixes = tuple(text_suffixes)
+    files = list_files(paths, text_suffixes)
     texts: list[str] = []
     metas: list[str] = []
     nbytes = finished = 0
     for path in files:
         size = os.path.getsize(path)
-        for chunk_texts, chunk_metas, pos in _read_file(path, text_field, batch_bytes):
+        for chunk_texts, chunk_metas, pos in _read_file(path, text_field, batch_bytes,
+                                                              text_suffixes):
             for i, text in enumerate(chunk_texts):
                 nbytes += _utf8_len(text, path, chunk_metas[i])
             texts += chunk_texts
@@ -141,9 +150,9 @@ def _meta(fields: dict, path: Path, line: int) -> str:
     return out
 
 
-def _read_file(path: Path, text_field: str, chunk: int):
+def _read_file(path: Path, text_field: str, chunk: int, text_suffixes: tuple[str, ...]):
     """Yield (texts, metadata, bytes of the file consumed) chunks of one file."""
-    kind = _kind(path)
+    kind = _kind(path, text_suffixes)
     if kind == "txt":
         return _read_txt(path)
     if kind.startswith("jsonl"):

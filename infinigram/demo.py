@@ -28,7 +28,7 @@ def run(output: str | Path, vocab: int = 8000, quiet: bool = False) -> list[str]
     if not (output / MANIFEST).exists():
         files = stdlib_sources()
         t = time.perf_counter()
-        build(files, output, train_vocab=vocab, quiet=quiet)
+        build(files, output, train_vocab=vocab, text_suffixes=[".py"], quiet=quiet)
         lines.append(f"built {output} from {len(files)} stdlib files "
                      f"in {time.perf_counter() - t:.1f}s")
     eng = open_index(output)

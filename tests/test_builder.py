@@ -1,7 +1,6 @@
 """Builder: corpus -> index, checked against naive tables and counts."""
 import errno
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -12,6 +11,7 @@ import pytest
 
 import infinigram as ig
 from infinigram import builder, format as fmt
+from infinigram.native import merge
 from infinigram.errors import BuildError, CorpusError, IndexFormatError
 from naive import naive_suffix_array, with_separators
 
@@ -67,8 +67,6 @@ def test_build_bytes_matches_naive(tmp_path, corpus):
 def test_multi_shard_and_parts_are_exact(tmp_path, corpus):
     one = ig.build([corpus], tmp_path / "one", tokenizer="bytes", quiet=True)
     many = ig.build([corpus], tmp_path / "many", tokenizer="bytes", shard_tokens=25, quiet=True)
-    parts = ig.build([corpus], tmp_path / "parts", tokenizer="bytes", max_memory=64, quiet=True)
-    assert (parts / "table.0").read_bytes() == (one / "table.0").read_bytes()
     m = fmt.read_manifest(many)
     assert len(m.shards) > 2
     assert all(s.tokens <= 25 or s.docs == 1 for s in m.shards)
@@ -81,14 +79,29 @@ def test_multi_shard_and_parts_are_exact(tmp_path, corpus):
         assert (many / f"table.{s}").read_bytes() == naive_table(toks)
 
 
-def test_parts_on_repetitive_input(tmp_path):
-    docs = ["ab" * 300, "ab" * 299 + "a", "a" * 500, "ab" * 300]
+TINY_BUDGET = 2_700_000  # bytes: sorts ~9k-token parts
+
+
+@pytest.mark.parametrize("docs", [
+    [" ".join(f"w{(i * 7919 + j * 104729) % 997}" for j in range(200)) for i in range(60)],
+    ["ab" * 3000, "ab" * 2999 + "a", "a" * 5000] * 4 + ["ab" * 3000],
+], ids=["text", "repetitive"])
+def test_parts_under_a_tiny_budget_equal_the_in_memory_table(tmp_path, docs):
     c = write_jsonl(tmp_path / "r.jsonl", docs)
     one = ig.build([c], tmp_path / "one", tokenizer="bytes", quiet=True)
-    parts = ig.build([c], tmp_path / "parts", tokenizer="bytes", max_memory=2000, quiet=True)
+    parts = ig.build([c], tmp_path / "parts", tokenizer="bytes", max_memory=TINY_BUDGET,
+                     quiet=True)
+    n = fmt.read_manifest(one).shards[0].tokens
+    assert len(merge.plan_parts(n, 1, TINY_BUDGET)) > 3
     assert (parts / "table.0").read_bytes() == (one / "table.0").read_bytes()
-    tokens = np.fromfile(one / "tokenized.0", dtype=np.uint8)
-    assert (one / "table.0").read_bytes() == naive_table(tokens)
+    assert ig.verify(parts).ok
+
+
+def test_budget_too_small_is_a_build_error(tmp_path, corpus):
+    big = write_jsonl(tmp_path / "b.jsonl", ["x" * 100_000])
+    with pytest.raises(BuildError, match="allow at least"):
+        ig.build([big], tmp_path / "idx", tokenizer="bytes", max_memory=1000, quiet=True)
+    assert not (tmp_path / "idx").exists()
 
 
 def test_output_that_exists_is_refused_and_kept(tmp_path, corpus):
