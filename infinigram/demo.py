@@ -12,10 +12,19 @@ from .format import MANIFEST
 
 
 def stdlib_sources() -> list[Path]:
-    """The standard library's ``.py`` files, sorted (site-packages left out)."""
+    """The standard library's UTF-8 ``.py`` files, sorted (site-packages and
+    the few test files in other encodings left out)."""
     root = Path(sysconfig.get_paths()["stdlib"])
     return sorted(p for p in root.rglob("*.py")
-                  if "site-packages" not in p.parts and p.is_file())
+                  if "site-packages" not in p.parts and p.is_file() and _is_utf8(p))
+
+
+def _is_utf8(path: Path) -> bool:
+    try:
+        path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 QUERIES = ["import os", "def __init__(self", "raise ValueError(", "for i in range(len("]
@@ -28,7 +37,8 @@ def run(output: str | Path, vocab: int = 8000, quiet: bool = False) -> list[str]
     if not (output / MANIFEST).exists():
         files = stdlib_sources()
         t = time.perf_counter()
-        build(files, output, train_vocab=vocab, text_suffixes=[".py"], quiet=quiet)
+        build(files, output, train_vocab=vocab, text_suffixes=[".py"],
+              train_sample_bytes=4 << 20, quiet=quiet)
         lines.append(f"built {output} from {len(files)} stdlib files "
                      f"in {time.perf_counter() - t:.1f}s")
     eng = open_index(output)
@@ -40,7 +50,7 @@ def run(output: str | Path, vocab: int = 8000, quiet: bool = False) -> list[str]
     top = dist.ids[dist.counts.argsort()[::-1][:5]]
     lines.append(f"after {q!r}: " + ", ".join(
         f"{eng.decode([int(t)])!r} {dist.probs[list(dist.ids).index(t)]:.2f}" for t in top))
-    prompt = "    def __exit__(self, exc_type, exc_value, trace"
+    prompt = "if __name__ =="
     ids = eng.tokenize(prompt)
     r = eng.infgram_ntd(ids)
     best = int(r.ids[r.counts.argmax()])
