@@ -3,7 +3,9 @@
 All kernels work on ONE shard: ``tokens`` is the token array (uint8/16/32,
 separators included), ``table`` the suffix array as raw bytes, ``pointer``
 bytes per entry, each entry a byte offset into the token file (token index =
-offset // width). Queries come in as int64 token ids. Suffixes are ordered
+offset // width), ``bucket`` the shard's first-token bucket table from
+:func:`buckets` (empty for width 4: searches then start from the whole
+table). Queries come in as int64 token ids. Suffixes are ordered
 by their bytes, i.e. tokens compared by byte-swapped value (``byte_key``),
 a shorter suffix before its extensions; the separator (all ones) sorts after
 every real token. One generic kernel serves every width (Numba specialises

@@ -22,3 +22,89 @@ def with_separators(docs, width: int) -> np.ndarray:
         out.append(sep)
         out.extend(int(t) for t in d)
     return np.array(out, dtype=np.dtype(f"<u{width}"))
+
+
+def doubling_suffix_array(tokens: np.ndarray) -> np.ndarray:
+    """Same order as naive_suffix_array by prefix doubling with numpy sorts
+    (fast enough for 10^5-token adversarial corpora)."""
+    t = np.ascontiguousarray(tokens)
+    n = len(t)
+    key = t.astype(t.dtype.newbyteorder(">")).view(f"u{t.dtype.itemsize}").astype(np.int64) \
+        if t.dtype.itemsize > 1 else t.astype(np.int64)
+    rank = np.unique(key, return_inverse=True)[1].astype(np.int64)
+    order = np.argsort(rank, kind="stable")
+    k = 1
+    while n and k < n and len(np.unique(rank)) < n:
+        second = np.full(n, -1, dtype=np.int64)  # -1: the suffix ends (sorts first)
+        second[:n - k] = rank[k:]
+        order = np.lexsort((second, rank))
+        pair = np.stack([rank[order], second[order]], axis=1)
+        new = np.concatenate([[0], np.cumsum((np.diff(pair, axis=0) != 0).any(axis=1))])
+        rank = np.empty(n, dtype=np.int64)
+        rank[order] = new
+        k *= 2
+    return order.astype(np.int64)
+
+
+def naive_positions(tokens: np.ndarray, query) -> np.ndarray:
+    """Start indexes of every occurrence of ``query`` in one token array."""
+    q = np.asarray(query, dtype=np.int64)
+    t = np.asarray(tokens, dtype=np.int64)
+    m = len(q)
+    if m == 0 or m > len(t):
+        return np.zeros(0, dtype=np.int64)
+    win = np.lib.stride_tricks.sliding_window_view(t, m)
+    return np.flatnonzero((win == q).all(axis=1))
+
+
+def naive_count(shards, query) -> int:
+    """Occurrences of ``query`` over a list of shard token arrays."""
+    return sum(len(naive_positions(t, query)) for t in shards)
+
+
+def naive_next_counts(shards, prompt) -> dict:
+    """{token: count} of the real tokens that follow ``prompt`` (the empty
+    prompt: every real token) over a list of shard token arrays."""
+    out: dict = {}
+    for t in shards:
+        sep = (1 << (8 * t.dtype.itemsize)) - 1
+        m = len(prompt)
+        starts = np.arange(len(t)) if m == 0 else naive_positions(t, prompt)
+        for i in starts:
+            if i + m < len(t) and int(t[i + m]) != sep:
+                out[int(t[i + m])] = out.get(int(t[i + m]), 0) + 1
+    return out
+
+
+def naive_infgram(shards, prompt) -> tuple:
+    """(suffix_len, next counts) on the longest suffix of ``prompt`` followed
+    by a real token somewhere; (0, {}) when there is no real token at all."""
+    prompt = list(prompt)
+    for length in range(len(prompt), -1, -1):
+        counts = naive_next_counts(shards, prompt[len(prompt) - length:])
+        if counts:
+            return length, counts
+    return 0, {}
+
+
+def naive_doc_hits(docs, query) -> list:
+    """(doc_ix, first match offset) of each document containing ``query``."""
+    out = []
+    for d, doc in enumerate(docs):
+        pos = naive_positions(np.asarray(doc, dtype=np.int64), query)
+        if len(pos):
+            out.append((d, int(pos[0])))
+    return out
+
+
+def naive_count_cnf(docs, cnf, window: int) -> int:
+    """Start positions p of a first-clause n-gram such that every other clause
+    has an n-gram starting at q in the same document with |q - p| <= window."""
+    total = 0
+    for doc in docs:
+        doc = np.asarray(doc, dtype=np.int64)
+        sets = [set().union(*(set(naive_positions(doc, q).tolist()) for q in c)) for c in cnf]
+        for p in sets[0]:
+            if all(any(abs(q - p) <= window for q in s) for s in sets[1:]):
+                total += 1
+    return total

@@ -1,0 +1,559 @@
+"""The query engine: exact n-gram and ∞-gram queries over an opened index.
+
+``open(path)`` maps every shard read-only. Each shard is served by a
+:class:`ShardSearcher` (ranges, counts, next-token tallies of that shard
+alone: the unit a distributed worker would run); :class:`Engine` validates
+queries and combines the shards' answers with numpy.
+
+Semantics shared by the queries:
+
+* ``count`` counts occurrences in the token arrays. Queries never contain
+  the separator, so a match never crosses a document boundary.
+* For ``prob``/``ntd``/``infgram_*``/``score`` the denominator (``prompt_count``
+  / ``total``) counts the prompt's occurrences FOLLOWED BY A REAL TOKEN, not
+  those ending a document or a shard, so next-token probabilities sum to 1.
+  The empty prompt stands for every real token (unigram distribution).
+* ``prob`` returns ``nan`` with both counts 0 when that denominator is 0;
+  the ∞-gram queries back off to the longest suffix of the prompt whose
+  denominator is > 0 (``suffix_len`` tokens, effective n = suffix_len + 1).
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from . import format as fmt
+from .errors import IndexFormatError, QueryError, TokenizerError
+from .native import search as ks
+from .results import (Document, DocHit, FindResult, InfGramProb, NextTokenDist, ProbResult,
+                      ScoreResult, SearchResult)
+
+_INT_KINDS = "iu"
+
+
+class ShardSearcher:
+    """Answers of one shard: suffix-array ranges, counts, continuation
+    totals, next-token tallies, per-position scores and match positions.
+    Token ids in, numbers out; no validation and no combining."""
+
+    def __init__(self, shard: fmt.Shard):
+        self.shard = shard
+        self.n = shard.n_tokens
+        self._tokens = np.asarray(shard.tokens)
+        self._table = np.asarray(shard.table)
+        self._pointer = shard.pointer
+        self._doc_starts = None
+        self._unigram = None
+        self._bucket = None
+
+    @property
+    def bucket(self) -> np.ndarray:
+        """First-token bucket table (widths 1 and 2; empty for 4), built on first use."""
+        if self._bucket is None:
+            self._bucket = ks.buckets(self._tokens)
+        return self._bucket
+
+    @property
+    def doc_starts(self) -> np.ndarray:
+        """Token index of each document's separator (int64, ascending)."""
+        if self._doc_starts is None:
+            self._doc_starts = np.asarray(self.shard.offsets, dtype=np.int64) // self.shard.width
+        return self._doc_starts
+
+    def range(self, ids: np.ndarray) -> tuple[int, int]:
+        """[start, end) of the suffix-array entries starting with ``ids``."""
+        lo, hi = ks.find_range(self._tokens, self._table, self._pointer, self.bucket, ids)
+        return int(lo), int(hi)
+
+    def count_many(self, flat: np.ndarray, bounds: np.ndarray, order: np.ndarray) -> np.ndarray:
+        """Count of each query ``flat[bounds[j]:bounds[j+1]]``, visited in
+        ``order`` (a permutation; sorted order is fastest, see sort_hint)."""
+        return ks.count_many(self._tokens, self._table, self._pointer, self.bucket, flat, bounds, order)
+
+    def continuation(self, m: int, lo: int, hi: int, next_id: int) -> tuple[int, int]:
+        """(total, count) in the range [lo, hi) of an m-token prompt:
+        occurrences followed by a real token, and by ``next_id``."""
+        total, count = ks.continuation(self._tokens, self._table, self._pointer, m, lo, hi, next_id)
+        return int(total), int(count)
+
+    def next_tokens(self, m: int, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact (ids, counts) of the tokens following the m-token prompt
+        whose range is [lo, hi); cached for the empty prompt."""
+        if m == 0:
+            if self._unigram is None:
+                self._unigram = ks.next_tokens(self._tokens, self._table, self._pointer, 0, 0, self.n)
+            return self._unigram
+        return ks.next_tokens(self._tokens, self._table, self._pointer, m, lo, hi)
+
+    def longest_usable(self, ids: np.ndarray) -> tuple[int, int, int]:
+        """(L, lo, hi): longest suffix of ``ids`` followed by a real token
+        somewhere in this shard, and its range; L = -1 if the shard has none."""
+        L, lo, hi = ks.longest_usable(self._tokens, self._table, self._pointer, self.bucket, ids)
+        return int(L), int(lo), int(hi)
+
+    def score(self, ids: np.ndarray, max_context: int):
+        """Per position: (L, total, count, first, last); see native.search.score."""
+        return ks.score(self._tokens, self._table, self._pointer, self.bucket, ids, max_context)
+
+    def positions(self, ids: np.ndarray) -> np.ndarray:
+        """Sorted token indexes of every occurrence of ``ids``."""
+        lo, hi = self.range(ids)
+        return np.sort(ks.positions(self._tokens, self._table, self._pointer, lo, hi))
+
+    def doc_of(self, pos: np.ndarray) -> np.ndarray:
+        """Local document index of each token index."""
+        return np.searchsorted(self.doc_starts, pos, side="right") - 1
+
+
+def open(path: str | os.PathLike, token_width: int | None = None,  # noqa: A001
+         tokenizer=None) -> "Engine":
+    """Open an index read-only.
+
+    With ``manifest.json`` everything comes from it (``token_width``, if
+    given, must agree; ``tokenizer``, if given, replaces the manifest's for
+    text queries). An index built by infini-gram (no manifest) opens when
+    ``token_width`` is given; ``tokenizer`` is ``"bytes"``, the path of a
+    sentencepiece ``.model`` (or a Tokenizer), or None for token ids only.
+    """
+    from .tokenizer import resolve_tokenizer
+    path = Path(path)
+    tok = None if tokenizer is None else resolve_tokenizer(tokenizer)
+    if (path / fmt.MANIFEST).exists() or token_width is None:
+        manifest = fmt.read_manifest(path)
+        if token_width is not None and token_width != manifest.token_width:
+            raise IndexFormatError(
+                f"token_width={token_width} was given but {path / fmt.MANIFEST} records "
+                f"{manifest.token_width}; leave token_width out for indexes with a manifest")
+        shards = fmt.open_index(path, manifest=manifest)
+        return Engine(path, shards, manifest.token_width, manifest.vocab_size,
+                      manifest.tokenizer, manifest, tok)
+    fmt.token_dtype(token_width)
+    shards = fmt.open_index(path, width=token_width)
+    vocab = fmt.separator(token_width)
+    if tok is not None and tok.kind != "none":
+        vocab = min(tok.vocab_size, vocab)
+    spec = tok.spec() if tok is not None else {"kind": "none"}
+    return Engine(path, shards, token_width, vocab, spec, None, tok)
+
+
+class Engine:
+    """An opened index. Queries take text (str, or UTF-8 bytes) tokenized
+    with the index's tokenizer, a list of ints, or a 1-D integer array."""
+
+    def __init__(self, path: Path, shards: list[fmt.Shard], width: int, vocab_size: int,
+                 tokenizer_spec: dict, manifest: fmt.Manifest | None, tokenizer=None):
+        self.path = path
+        self._shards = tuple(shards)
+        self._searchers = tuple(ShardSearcher(s) for s in shards)
+        self._width = width
+        self._vocab = vocab_size
+        self._spec = tokenizer_spec
+        self._tokenizer = tokenizer  # loaded from the spec on first use when None
+        self._manifest = manifest
+        docs = np.array([s.n_docs for s in shards], dtype=np.int64)
+        self._doc_base = np.concatenate([[0], np.cumsum(docs)])
+
+    # ---- properties -------------------------------------------------------
+    @property
+    def n_tokens(self) -> int:
+        """Real tokens in the index (separators excluded)."""
+        return sum(s.n_tokens - s.n_docs for s in self._shards)
+
+    @property
+    def n_docs(self) -> int:
+        return int(self._doc_base[-1])
+
+    @property
+    def vocab_size(self) -> int:
+        return self._vocab
+
+    @property
+    def token_width(self) -> int:
+        return self._width
+
+    @property
+    def separator(self) -> int:
+        return fmt.separator(self._width)
+
+    @property
+    def shards(self) -> tuple[fmt.Shard, ...]:
+        return self._shards
+
+    @property
+    def searchers(self) -> tuple[ShardSearcher, ...]:
+        """The per-shard query objects."""
+        return self._searchers
+
+    @property
+    def manifest(self) -> fmt.Manifest | None:
+        """The manifest; None for an index built by infini-gram."""
+        return self._manifest
+
+    @property
+    def tokenizer(self):
+        """The index's tokenizer (loaded on first use); None for ids-only indexes."""
+        if self._tokenizer is None:
+            from .tokenizer import load_tokenizer
+            self._tokenizer = load_tokenizer(self._spec, self.path)
+        return None if self._tokenizer.kind == "none" else self._tokenizer
+
+    def tokenize(self, text: str) -> np.ndarray:
+        """Token ids of ``text`` with the index's tokenizer."""
+        tok = self.tokenizer
+        if tok is None:
+            raise QueryError(
+                f"text query {text[:40]!r}: this index has no tokenizer (token ids only); "
+                "pass token ids, or open the index with tokenizer='bytes' or a .model path")
+        try:
+            return np.asarray(tok.encode(text), dtype=np.int64)
+        except TokenizerError as e:
+            raise QueryError(f"text query {text[:40]!r} cannot be tokenized: {e}") from None
+
+    def decode(self, ids) -> str:
+        """Text of token ids (needs a tokenizer)."""
+        tok = self.tokenizer
+        if tok is None:
+            raise QueryError("this index has no tokenizer (token ids only); decode cannot make text")
+        return tok.decode(np.asarray(ids, dtype=np.uint32))
+
+    # ---- validation -------------------------------------------------------
+    def _ids(self, q, empty_ok: bool = False) -> np.ndarray:
+        """A query as validated int64 token ids; raises QueryError naming the
+        bad value, its position and the fix."""
+        if isinstance(q, str):
+            ids = self.tokenize(q)
+        elif isinstance(q, bytes):
+            try:
+                text = q.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise QueryError(
+                    f"bytes query is not valid UTF-8 ({e.reason} at byte {e.start}); "
+                    "pass UTF-8 bytes, a str, or token ids") from None
+            ids = self.tokenize(text)
+        elif isinstance(q, np.ndarray):
+            if q.ndim != 1:
+                raise QueryError(f"query array has shape {q.shape}; pass a 1-D array of token ids")
+            if q.dtype.kind not in _INT_KINDS:
+                raise QueryError(
+                    f"query array has dtype {q.dtype}; pass integer token ids (e.g. .astype(np.int64))")
+            ids = self._checked(q)
+        elif isinstance(q, (list, tuple)):
+            if all(type(x) is int for x in q) and (not q or (-2**63 <= min(q) and max(q) < 2**63)):
+                ids = np.array(q, dtype=np.int64)
+                if q and (min(q) < 0 or max(q) >= self._vocab):
+                    self._checked(ids)
+            else:
+                for j, x in enumerate(q):
+                    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, np.integer)):
+                        raise QueryError(
+                            f"query element {x!r} at position {j} is not an integer token id; "
+                            "pass a flat list of ints")
+                ids = self._checked(np.array([int(x) if -2**63 <= x < 2**63 else -1 for x in q],
+                                             dtype=np.int64), q)
+        else:
+            raise QueryError(
+                f"query of type {type(q).__name__} is not supported; pass text, UTF-8 bytes, "
+                "a list of ints or a 1-D integer numpy array")
+        if ids.shape[0] == 0 and not empty_ok:
+            raise QueryError("the query is empty; pass at least one token (or non-empty text)")
+        return ids
+
+    def _checked(self, ids: np.ndarray, original=None, bounds=None) -> np.ndarray:
+        """int64 copy of ``ids`` after the range check; positions in messages
+        are per query when ``bounds`` delimits several."""
+        if ids.size and (ids.min() < 0 or ids.max() >= self._vocab):
+            i = int(np.flatnonzero((ids < 0) | (ids >= self._vocab))[0])
+            value = ids[i] if original is None else original[i]
+            where = f"at position {i}"
+            if bounds is not None:
+                j = int(np.searchsorted(bounds, i, side="right") - 1)
+                where = f"at position {i - int(bounds[j])} of query {j}"
+            if value == self.separator:
+                fix = "queries cannot contain the document separator; remove it"
+            else:
+                fix = f"token ids must be in [0, {self._vocab})"
+            raise QueryError(f"query id {value} {where} is out of range: {fix}")
+        return ids.astype(np.int64, copy=False)
+
+    def _next_id(self, next_id) -> int:
+        if isinstance(next_id, (bool, np.bool_)) or not isinstance(next_id, (int, np.integer)):
+            raise QueryError(f"next_id {next_id!r} is not an integer token id; pass an int")
+        if not 0 <= next_id < self._vocab:
+            raise QueryError(f"next_id {next_id} is out of range: token ids must be in [0, {self._vocab})")
+        return int(next_id)
+
+    # ---- counting ---------------------------------------------------------
+    def count(self, q) -> int:
+        """Occurrences of the n-gram ``q`` in the corpus."""
+        ids = self._ids(q)
+        return sum(hi - lo for lo, hi in (s.range(ids) for s in self._searchers))
+
+    def count_many(self, queries) -> np.ndarray:
+        """Counts of many n-grams (int64). ``queries`` is a list of queries,
+        or a 2-D integer array with one n-gram per row (the fastest form)."""
+        if isinstance(queries, np.ndarray):
+            if queries.ndim != 2 or queries.dtype.kind not in _INT_KINDS:
+                raise QueryError(
+                    f"count_many array has shape {queries.shape} and dtype {queries.dtype}; "
+                    "pass a 2-D integer array (one n-gram per row) or a list of queries")
+            n, k = queries.shape
+            if k == 0 and n:
+                raise QueryError("count_many rows are empty; pass n-grams of at least one token")
+            bounds = np.arange(n + 1, dtype=np.int64) * k
+            flat = self._checked(np.ascontiguousarray(queries).reshape(-1), bounds=bounds)
+        elif isinstance(queries, (list, tuple)):
+            flat, bounds = _flatten(queries)
+            if flat is not None:
+                flat = self._checked(flat, bounds=bounds)
+                if len(queries) and (np.diff(bounds) == 0).any():
+                    raise QueryError(
+                        f"query {int(np.argmax(np.diff(bounds) == 0))} of count_many is empty; "
+                        "pass at least one token per query")
+            else:
+                arrays = [self._ids(q) for q in queries]
+                lengths = np.fromiter(map(len, arrays), dtype=np.int64, count=len(arrays))
+                bounds = np.concatenate([[0], np.cumsum(lengths)])
+                flat = np.concatenate(arrays) if arrays else np.zeros(0, np.int64)
+        else:
+            raise QueryError(
+                f"count_many takes a list of queries or a 2-D integer array, not "
+                f"{type(queries).__name__}")
+        order = sort_hint(flat, bounds, self._width)
+        out = np.zeros(len(bounds) - 1, dtype=np.int64)
+        for s in self._searchers:
+            out += s.count_many(flat, bounds, order)
+        return out
+
+    def find(self, q) -> FindResult:
+        """Total count and the suffix-array range of ``q`` in every shard."""
+        ids = self._ids(q)
+        ranges = tuple((s.shard.index, *s.range(ids)) for s in self._searchers)
+        return FindResult(sum(e - b for _, b, e in ranges), ranges)
+
+    # ---- probabilities ----------------------------------------------------
+    def prob(self, prompt, next_id) -> ProbResult:
+        """P(next_id | prompt) = cont_count / prompt_count, where prompt_count
+        counts the prompt's occurrences followed by a real token; prob is nan
+        (with both counts 0) when there is none. Empty prompt: unigram."""
+        ids = self._ids(prompt, empty_ok=True)
+        nid = self._next_id(next_id)
+        total = cont = 0
+        for s in self._searchers:
+            lo, hi = s.range(ids) if len(ids) else (0, s.n)
+            t, c = s.continuation(len(ids), lo, hi, nid)
+            total += t
+            cont += c
+        return ProbResult(cont / total if total else float("nan"), total, cont)
+
+    def ntd(self, prompt) -> NextTokenDist:
+        """Exact distribution of the token following ``prompt`` (every
+        distinct next token, no sampling); empty prompt: unigram."""
+        ids = self._ids(prompt, empty_ok=True)
+        m = len(ids)
+        parts = [s.next_tokens(m, *(s.range(ids) if m else (0, s.n))) for s in self._searchers]
+        return _merge(parts, m)
+
+    def _longest(self, ids: np.ndarray):
+        """Global longest usable suffix length L and the shards' (searcher,
+        lo, hi) at L; L = -1 when the index holds no real token."""
+        found = [(s, *s.longest_usable(ids)) for s in self._searchers]
+        L = max((f[1] for f in found), default=-1)
+        return L, [(s, lo, hi) for s, l_s, lo, hi in found if l_s == L]
+
+    def infgram_prob(self, prompt, next_id) -> InfGramProb:
+        """∞-gram P(next_id | prompt): backs off to the longest suffix of the
+        prompt that occurs followed by a real token (the empty suffix stands
+        for all real tokens); nan only when the index has no real token."""
+        ids = self._ids(prompt, empty_ok=True)
+        nid = self._next_id(next_id)
+        L, at = self._longest(ids)
+        total = cont = 0
+        for s, lo, hi in at:
+            t, c = s.continuation(L, lo, hi, nid)
+            total += t
+            cont += c
+        return InfGramProb(cont / total if total else float("nan"), total, cont, max(L, 0))
+
+    def infgram_ntd(self, prompt) -> NextTokenDist:
+        """Exact next-token distribution on the prompt's longest usable suffix."""
+        ids = self._ids(prompt, empty_ok=True)
+        L, at = self._longest(ids)
+        return _merge([s.next_tokens(L, lo, hi) for s, lo, hi in at], max(L, 0))
+
+    def infgram_ntd_many(self, contexts, dense: bool = False):
+        """infgram_ntd of each context: a list of NextTokenDist, or with
+        ``dense`` a float64 array [len(contexts), vocab_size] of probabilities."""
+        dists = [self.infgram_ntd(c) for c in contexts]
+        if not dense:
+            return dists
+        out = np.zeros((len(dists), self._vocab), dtype=np.float64)
+        for row, d in zip(out, dists):
+            row[d.ids] = d.probs
+        return out
+
+    def score(self, ids, max_context: int | None = None) -> ScoreResult:
+        """∞-gram score of every position t of a sequence: P(ids[t] | ids[:t])
+        on the longest usable suffix of ids[:t] (at most ``max_context``
+        tokens), equal to ``infgram_prob(ids[:t], ids[t])``, in one pass."""
+        seq = self._ids(ids, empty_ok=True)
+        if max_context is None:
+            max_context = len(seq)
+        elif isinstance(max_context, (bool, np.bool_)) or not isinstance(max_context, (int, np.integer)) \
+                or max_context < 0:
+            raise QueryError(f"max_context {max_context!r} must be a non-negative int or None")
+        parts = [s.score(seq, int(max_context)) for s in self._searchers]
+        n = len(seq)
+        if not parts:
+            parts = [(np.full(n, -1), np.zeros(n, np.int64), np.zeros(n, np.int64),
+                      np.full(n, -1), np.full(n, -1))]
+        L_s, tot_s, cnt_s, first_s, last_s = (np.stack(x) for x in zip(*parts))
+        L = L_s.max(axis=0)
+        use = L_s == L
+        total = np.where(use, tot_s, 0).sum(axis=0)
+        cont = np.where(use, cnt_s, 0).sum(axis=0)
+        big = np.iinfo(np.int64).max
+        f_min = np.where(use, first_s, big).min(axis=0)
+        f_max = np.where(use, first_s, -1).max(axis=0)
+        one = ((first_s == last_s) | ~use).all(axis=0) & (f_min == f_max) & (total > 0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            probs = np.where(total > 0, cont / np.maximum(total, 1), np.nan)
+        return ScoreResult(probs, np.maximum(L, 0) + 1, total, cont, one)
+
+    def score_many(self, seqs, max_context: int | None = None) -> list[ScoreResult]:
+        """score() of each sequence."""
+        return [self.score(s, max_context) for s in seqs]
+
+    # ---- documents --------------------------------------------------------
+    def search_docs(self, q, limit: int = 10) -> SearchResult:
+        """Documents containing the n-gram ``q``, in ascending global document
+        order, at most ``limit`` of them, each with the token offset of its
+        first match; ``n_docs`` counts all distinct documents."""
+        ids = self._ids(q)
+        if isinstance(limit, (bool, np.bool_)) or not isinstance(limit, (int, np.integer)) or limit < 0:
+            raise QueryError(f"limit {limit!r} must be a non-negative int")
+        count = n_docs = 0
+        hits: list[DocHit] = []
+        for s, base in zip(self._searchers, self._doc_base):
+            pos = s.positions(ids)
+            count += len(pos)
+            docs, first = np.unique(s.doc_of(pos), return_index=True)
+            n_docs += len(docs)
+            take = max(0, limit - len(hits))
+            for d, p in zip(docs[:take], pos[first[:take]]):
+                hits.append(DocHit(int(base + d), int(p - s.doc_starts[d] - 1)))
+        return SearchResult(count, n_docs, tuple(hits))
+
+    def _doc_span(self, doc_ix) -> tuple[ShardSearcher, int, int, int]:
+        """(searcher, local doc, first token index, end token index)."""
+        if isinstance(doc_ix, (bool, np.bool_)) or not isinstance(doc_ix, (int, np.integer)) \
+                or not 0 <= doc_ix < self.n_docs:
+            raise QueryError(f"doc_ix {doc_ix!r} is not a document index; use an int in [0, {self.n_docs})")
+        k = int(np.searchsorted(self._doc_base, doc_ix, side="right") - 1)
+        s = self._searchers[k]
+        d = int(doc_ix - self._doc_base[k])
+        starts = s.doc_starts
+        end = int(starts[d + 1]) if d + 1 < len(starts) else s.n
+        return s, d, int(starts[d]) + 1, end
+
+    def get_doc(self, doc_ix: int, window: int | None = None, around: int | None = None) -> Document:
+        """Document ``doc_ix`` (global index): tokens, text (None for an
+        ids-only index) and parsed metadata (None if absent). With
+        ``around=position`` and ``window=w``: only tokens [position-w, position+w)."""
+        s, d, begin, end = self._doc_span(doc_ix)
+        if (window is None) != (around is None):
+            raise QueryError(f"get_doc got window={window!r}, around={around!r}; pass both or neither")
+        if window is not None:
+            for name, v in (("window", window), ("around", around)):
+                if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v < 0:
+                    raise QueryError(f"{name}={v!r} must be a non-negative int")
+            if around > end - begin:
+                raise QueryError(
+                    f"around={around} is past the end of document {doc_ix} ({end - begin} tokens)")
+            begin, end = max(begin, begin + around - window), min(end, begin + around + window)
+        tokens = np.array(s.shard.tokens[begin:end], dtype=np.int64)
+        text = self.decode(tokens) if self.tokenizer is not None else None
+        meta = None
+        if s.shard.metadata is not None:
+            mo = s.shard.metaoff
+            stop = int(mo[d + 1]) if d + 1 < len(mo) else len(s.shard.metadata)
+            meta = json.loads(bytes(s.shard.metadata[int(mo[d]):stop]).decode("utf-8"))
+        return Document(int(doc_ix), tokens, text, meta)
+
+    def count_cnf(self, cnf, window: int = 100) -> int:
+        """Occurrences matching a CNF query (AND of ORs of n-grams).
+
+        ``cnf`` is a list of clauses, each a list of n-gram queries. The
+        result counts the distinct start positions p of any n-gram of the
+        FIRST clause such that every other clause has an n-gram occurring
+        at a start position q in the same document with |q - p| <= window.
+        """
+        if not isinstance(cnf, (list, tuple)) or not cnf or not all(
+                isinstance(c, (list, tuple)) and c for c in cnf):
+            raise QueryError(
+                f"cnf {cnf!r} must be a non-empty list of non-empty lists of n-gram queries")
+        if isinstance(window, (bool, np.bool_)) or not isinstance(window, (int, np.integer)) or window < 0:
+            raise QueryError(f"window {window!r} must be a non-negative int")
+        clauses = [[self._ids(q) for q in clause] for clause in cnf]
+        total = 0
+        for s in self._searchers:
+            pos = [np.unique(np.concatenate([s.positions(q) for q in c])) for c in clauses]
+            p = pos[0]
+            doc = s.doc_of(p)
+            begin = s.doc_starts[doc] + 1
+            end = np.append(s.doc_starts[1:], s.n)[doc]
+            lo = np.maximum(p - window, begin)
+            hi = np.minimum(p + window, end - 1)
+            keep = np.ones(len(p), dtype=bool)
+            for other in pos[1:]:
+                keep &= np.searchsorted(other, hi, "right") > np.searchsorted(other, lo, "left")
+            total += int(keep.sum())
+        return total
+
+
+def _flatten(queries):
+    """(flat ids, bounds) of a batch whose queries are all 1-D integer arrays
+    or all lists of Python ints (the fast path of count_many); (None, None)
+    when some query needs the general validation."""
+    if not queries:
+        return None, None
+    flat = None
+    if all(isinstance(a, np.ndarray) and a.ndim == 1 and a.dtype.kind in _INT_KINDS
+           for a in queries):
+        flat = np.concatenate(queries)
+    elif all(type(q) is list for q in queries):
+        ints = list(itertools.chain.from_iterable(queries))
+        if all(type(x) is int for x in ints) and -2**63 <= min(ints, default=0) \
+                and max(ints, default=0) < 2**63:
+            flat = np.array(ints, dtype=np.int64)
+    if flat is None:
+        return None, None
+    lengths = np.fromiter(map(len, queries), dtype=np.int64, count=len(queries))
+    return flat, np.concatenate([[0], np.cumsum(lengths)])
+
+
+def sort_hint(flat: np.ndarray, bounds: np.ndarray, width: int) -> np.ndarray:
+    """A visiting order for a batch of queries: sorted in suffix order by
+    their first few tokens (as many as fit one int64), shorter first."""
+    n = len(bounds) - 1
+    if n == 0 or len(flat) == 0:
+        return np.arange(n, dtype=np.int64)
+    keys = flat.astype(fmt.token_dtype(width)).byteswap().astype(np.int64) + 1
+    bits = 8 * width + 1
+    packed = np.zeros(n, dtype=np.int64)
+    for d in range(max(1, 63 // bits)):
+        at = bounds[:-1] + d
+        packed = (packed << bits) | np.where(at < bounds[1:], keys[np.minimum(at, len(flat) - 1)], 0)
+    return np.argsort(packed, kind="stable")
+
+
+def _merge(parts, suffix_len: int) -> NextTokenDist:
+    """Sum per-shard (ids, counts) tallies into one distribution."""
+    ids = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
+    counts = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int64)
+    uniq, inv = np.unique(ids, return_inverse=True)
+    summed = np.bincount(inv, weights=counts, minlength=len(uniq)).astype(np.int64)
+    return NextTokenDist(uniq, summed, int(summed.sum()), suffix_len)

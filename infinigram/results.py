@@ -1,0 +1,103 @@
+"""Typed, frozen results of engine queries (numpy arrays inside).
+
+Classes holding arrays compare by identity (``eq=False``): compare their
+fields with numpy instead.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class FindResult:
+    """Occurrences of an n-gram: total count and, per shard, the suffix-array
+    range ``(shard, start, end)`` holding them (``end - start`` of them)."""
+
+    count: int
+    ranges: tuple[tuple[int, int, int], ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbResult:
+    """P(next | prompt) = cont_count / prompt_count, where prompt_count counts
+    the prompt's occurrences followed by a real token; nan when that is 0."""
+
+    prob: float
+    prompt_count: int
+    cont_count: int
+
+
+@dataclasses.dataclass(frozen=True)
+class InfGramProb:
+    """∞-gram probability: ProbResult on the longest usable suffix of the
+    prompt, ``suffix_len`` tokens long (effective n = suffix_len + 1)."""
+
+    prob: float
+    prompt_count: int
+    cont_count: int
+    suffix_len: int
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class NextTokenDist:
+    """Exact next-token distribution: every distinct next token ``ids``
+    (ascending) with its ``counts``; ``total`` = counts.sum(); the prompt
+    suffix used was ``suffix_len`` tokens long."""
+
+    ids: np.ndarray
+    counts: np.ndarray
+    total: int
+    suffix_len: int
+
+    @property
+    def probs(self) -> np.ndarray:
+        """counts / total (float64; empty when total is 0)."""
+        if self.total == 0:
+            return np.zeros(0, dtype=np.float64)
+        return self.counts / float(self.total)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ScoreResult:
+    """∞-gram scores of a sequence, one entry per position t: ``probs[t]`` =
+    P(ids[t] | ids[:t]) on the longest usable suffix, ``effective_n[t]`` =
+    its length + 1, the counts behind it, and ``sparse[t]`` = that suffix
+    has exactly one distinct next token."""
+
+    probs: np.ndarray
+    effective_n: np.ndarray
+    prompt_counts: np.ndarray
+    cont_counts: np.ndarray
+    sparse: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
+class DocHit:
+    """A document holding the n-gram: global index and the token offset of
+    the first match inside it."""
+
+    doc_ix: int
+    position: int
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchResult:
+    """``count`` occurrences in ``n_docs`` distinct documents; ``docs`` holds
+    the first ones in ascending document order."""
+
+    count: int
+    n_docs: int
+    docs: tuple[DocHit, ...]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Document:
+    """One document (or a window of it): its tokens, decoded text (None for
+    an ids-only index), and parsed metadata (None when the index has none)."""
+
+    doc_ix: int
+    tokens: np.ndarray
+    text: str | None
+    metadata: dict | None

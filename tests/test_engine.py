@@ -1,0 +1,341 @@
+"""Engine queries against the brute-force oracles of tests/naive.py."""
+import concurrent.futures
+import math
+import os
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st, HealthCheck
+
+import infinigram.engine as engine
+from infinigram import format as fmt
+from infinigram.errors import IndexFormatError, QueryError
+from conftest import make_index
+from naive import (naive_count, naive_count_cnf, naive_doc_hits, naive_infgram,
+                   naive_next_counts, with_separators)
+
+# ids whose byte order differs from their numeric order at each width
+ALPHABET = {1: [0, 1, 2, 7, 128, 254], 2: [0, 1, 2, 255, 256, 257, 513, 65534],
+            4: [0, 1, 256, 65536, 16777216, 16777217, 4294967294]}
+
+
+def shard_arrays(eng):
+    return [np.asarray(s.tokens) for s in eng.shards]
+
+
+def random_docs(rng, width, n_docs, max_len, k=None):
+    alpha = ALPHABET[width][:k] if k else ALPHABET[width]
+    return [list(rng.choice(alpha, size=rng.integers(0, max_len + 1))) for _ in range(n_docs)]
+
+
+def queries_for(docs, rng, n=40):
+    """n-grams of the corpus, n-grams crossing document boundaries, ends of
+    documents, absent ones."""
+    out = []
+    flat = [t for d in docs for t in d]
+    for _ in range(n):
+        d = docs[rng.integers(len(docs))]
+        if d:
+            i = rng.integers(len(d))
+            out.append(d[i:i + rng.integers(1, 5)])
+    for a, b in zip(docs, docs[1:]):
+        if a and b:
+            out.append(a[-2:] + b[:2])   # would cross a document boundary
+            out.append(a[-1:])
+    if docs and docs[-1]:
+        out.append(docs[-1][-3:])        # the very end of the last shard
+    if flat:
+        out.append([flat[0]] * 7)
+        out.append(list(rng.choice(flat, size=6)))
+    return [q for q in out if q]
+
+
+def check_queries(eng, docs, queries):
+    shards = shard_arrays(eng)
+    counts = eng.count_many(queries)
+    for q, c in zip(queries, counts):
+        expected = naive_count(shards, q)
+        assert eng.count(q) == expected == c, q
+        f = eng.find(q)
+        assert f.count == expected and len(f.ranges) == len(shards)
+        nxt = naive_next_counts(shards, q)
+        d = eng.ntd(q)
+        assert dict(zip(d.ids.tolist(), d.counts.tolist())) == nxt, q
+        assert d.total == sum(nxt.values()) and d.suffix_len == len(q)
+        if d.total:
+            assert math.isclose(d.probs.sum(), 1.0)
+        for nid in list(nxt)[:3] + [0]:
+            p = eng.prob(q, nid)
+            assert p.prompt_count == sum(nxt.values()) and p.cont_count == nxt.get(nid, 0)
+            assert (math.isnan(p.prob) and p.prompt_count == 0) or p.prob == p.cont_count / p.prompt_count
+        L, inf = naive_infgram(shards, q)
+        g = eng.infgram_ntd(q)
+        assert g.suffix_len == L and dict(zip(g.ids.tolist(), g.counts.tolist())) == inf, q
+        nid = next(iter(inf), 0)
+        ip = eng.infgram_prob(q, nid)
+        assert (ip.suffix_len, ip.prompt_count, ip.cont_count) == (L, sum(inf.values()), inf.get(nid, 0))
+        hits = eng.search_docs(q, limit=3)
+        want = naive_doc_hits(docs, q)
+        assert hits.count == expected and hits.n_docs == len(want)
+        assert [(h.doc_ix, h.position) for h in hits.docs] == want[:3]
+
+
+def check_score(eng, seq, max_context=None):
+    r = eng.score(seq, max_context=max_context)
+    for t in range(len(seq)):
+        ctx = seq[:t] if max_context is None else seq[max(0, t - max_context):t]
+        p = eng.infgram_prob(ctx, seq[t])
+        assert (r.effective_n[t], r.prompt_counts[t], r.cont_counts[t]) == \
+            (p.suffix_len + 1, p.prompt_count, p.cont_count), (seq, t)
+        assert r.probs[t] == p.prob or (math.isnan(p.prob) and math.isnan(r.probs[t]))
+        assert r.sparse[t] == (len(eng.infgram_ntd(ctx).ids) == 1)
+
+
+@pytest.mark.parametrize("width", [1, 2, 4])
+@pytest.mark.parametrize("shards", [1, 3])
+def test_random_corpora(tmp_path, width, shards):
+    rng = np.random.default_rng(width * 10 + shards)
+    for k in (2, None):
+        docs = random_docs(rng, width, 12, 30, k)
+        eng = engine.open(make_index(tmp_path, docs, width=width, shards=shards,
+                                     vocab_size=fmt.separator(width)))
+        check_queries(eng, docs, queries_for(docs, rng))
+        for d in docs[:4]:
+            check_score(eng, d + list(rng.choice(ALPHABET[width], 5)))
+        check_score(eng, docs[0] + docs[1], max_context=2)
+        assert eng.n_tokens == sum(map(len, docs)) and eng.n_docs == len(docs)
+
+
+ADVERSARIAL = {
+    "one token repeated": [[5] * 100_000],
+    "repeated document": [[1, 2, 3, 4, 2, 3]] * 50,
+    "prefix documents": [[1, 2, 3, 4, 5][:k] for k in range(6)] + [[1, 2, 3, 4, 5][:k] for k in range(5, 0, -1)],
+    "empty documents": [[], [], [3, 3], [], [3], []],
+    "one token": [[7]],
+    "repeated block": [[1, 2, 1, 2, 1, 2, 1, 2, 1, 2, 1], [2, 1, 2]],
+}
+
+
+@pytest.mark.parametrize("name", list(ADVERSARIAL))
+@pytest.mark.parametrize("shards", [1, 2])
+def test_adversarial(tmp_path, name, shards):
+    docs = ADVERSARIAL[name]
+    eng = engine.open(make_index(tmp_path, docs, width=2, shards=shards, vocab_size=10))
+    rng = np.random.default_rng(1)
+    queries = queries_for(docs, rng, 10) + [[9], [5] * 1000, [1, 2, 1]]
+    if name == "one token repeated":
+        queries = [[5], [5] * 2, [5] * 99_999, [5] * 100_000, [5] * 100_001, [4, 5], [9]]
+        assert eng.count([5] * 3) == 99_998
+    check_queries(eng, docs, queries)
+    seq = [t for d in docs[:3] for t in d][:60] + [9, 1, 2]
+    check_score(eng, seq)
+    check_score(eng, seq, max_context=3)
+
+
+def test_empty_prompt_is_unigram(tmp_path):
+    docs = [[1, 2, 2], [], [3, 2]]
+    eng = engine.open(make_index(tmp_path, docs, shards=2))
+    d = eng.ntd([])
+    assert (d.ids.tolist(), d.counts.tolist(), d.total) == ([1, 2, 3], [1, 3, 1], 5)
+    assert eng.prob([], 2) == engine.ProbResult(0.6, 5, 3)
+    assert eng.infgram_prob([3, 3, 3], 2).suffix_len == 1
+    assert np.allclose(eng.infgram_ntd_many([[], [3]], dense=True), [[0, .2, .6, .2], [0, 0, 1, 0]])
+
+
+def test_prob_nan_when_prompt_never_continues(tmp_path):
+    eng = engine.open(make_index(tmp_path, [[1, 2], [2, 1]], vocab_size=4))
+    r = eng.prob([1, 2], 1)   # only at the end of a document
+    assert math.isnan(r.prob) and (r.prompt_count, r.cont_count) == (0, 0)
+    assert eng.infgram_prob([1, 2], 1) == engine.InfGramProb(1.0, 1, 1, 1)
+
+
+def test_no_real_tokens(tmp_path):
+    eng = engine.open(make_index(tmp_path, [[], []], vocab_size=3))
+    assert eng.count([1]) == 0 and eng.n_tokens == 0
+    assert math.isnan(eng.infgram_prob([1], 1).prob)
+    r = eng.score([1, 2])
+    assert np.isnan(r.probs).all() and (r.prompt_counts == 0).all() and not r.sparse.any()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(docs=st.lists(st.lists(st.integers(0, 3), max_size=12), min_size=1, max_size=6),
+       queries=st.lists(st.lists(st.integers(0, 3), min_size=1, max_size=4), min_size=1, max_size=8),
+       width=st.sampled_from([1, 2, 4]), shards=st.integers(1, 3))
+def test_count_property(tmp_path, docs, queries, width, shards):
+    scale = {1: 1, 2: 257, 4: 16843009}[width]   # every byte of the id differs from 0
+    docs = [[t * scale for t in d] for d in docs]
+    queries = [[t * scale for t in q] for q in queries]
+    eng = engine.open(make_index(tmp_path, docs, width=width, shards=shards,
+                                 vocab_size=fmt.separator(width)))
+    shards_t = shard_arrays(eng)
+    assert [eng.count(q) for q in queries] == [naive_count(shards_t, q) for q in queries]
+    assert eng.count_many(queries).tolist() == [naive_count(shards_t, q) for q in queries]
+    check_score(eng, queries[0] + [t for d in docs for t in d][:10])
+
+
+def test_count_many_forms(tmp_path):
+    docs = [[1, 2, 3, 1, 2], [2, 3, 3]]
+    eng = engine.open(make_index(tmp_path, docs, shards=2))
+    arr = np.array([[1, 2], [2, 3], [3, 3], [3, 1]], dtype=np.uint16)
+    assert eng.count_many(arr).tolist() == [2, 2, 1, 1]
+    assert eng.count_many(list(arr)).tolist() == [2, 2, 1, 1]
+    assert eng.count_many([[1], np.array([2, 3]), (3,)]).tolist() == [2, 2, 3]
+    assert eng.count_many([]).tolist() == []
+
+
+@pytest.mark.parametrize("window", [0, 1, 2, 5])
+def test_count_cnf(tmp_path, window):
+    rng = np.random.default_rng(window)
+    docs = [list(rng.integers(0, 4, rng.integers(0, 25))) for _ in range(10)]
+    eng = engine.open(make_index(tmp_path, docs, shards=2, vocab_size=4))
+    for cnf in ([[[1]]], [[[1, 2]], [[3]]], [[[0], [1]], [[2, 2]], [[3], [0, 1]]], [[[1], [1, 2]]],
+                [[[0, 0, 0, 0, 0, 0]], [[1]]]):
+        assert eng.count_cnf(cnf, window=window) == naive_count_cnf(docs, cnf, window), cnf
+
+
+def test_get_doc(tmp_path):
+    docs = [[1, 2, 3], [], [4, 5, 6, 7, 8], [9]]
+    meta = [{"id": i, "path": "x.jsonl"} for i in range(4)]
+    eng = engine.open(make_index(tmp_path, docs, shards=2, metadata=meta))
+    for i, d in enumerate(docs):
+        g = eng.get_doc(i)
+        assert g.doc_ix == i and g.tokens.tolist() == d and g.metadata == meta[i] and g.text is None
+    assert eng.get_doc(2, window=1, around=2).tokens.tolist() == [5, 6]
+    assert eng.get_doc(2, window=10, around=0).tokens.tolist() == [4, 5, 6, 7, 8]
+    assert eng.get_doc(np.int64(3)).tokens.tolist() == [9]
+    eng2 = engine.open(make_index(tmp_path, docs))
+    assert eng2.get_doc(1).metadata is None
+    for bad in (-1, 4, 1.0, "0", True, None):
+        with pytest.raises(QueryError):
+            eng.get_doc(bad)
+    with pytest.raises(QueryError):
+        eng.get_doc(0, window=2)
+    with pytest.raises(QueryError):
+        eng.get_doc(0, window=-1, around=0)
+
+
+def test_search_docs_limit(tmp_path):
+    docs = [[1, 2]] * 7 + [[2, 1, 2]]
+    eng = engine.open(make_index(tmp_path, docs, shards=3, vocab_size=5))
+    r = eng.search_docs([1, 2], limit=2)
+    assert (r.count, r.n_docs, r.docs) == (8, 8, (engine.DocHit(0, 0), engine.DocHit(1, 0)))
+    assert eng.search_docs([2], limit=100).docs[-1] == engine.DocHit(7, 0)
+    assert eng.search_docs([3], limit=0) == engine.SearchResult(0, 0, ())
+    with pytest.raises(QueryError):
+        eng.search_docs([1], limit=-1)
+
+
+BAD_QUERIES = ["", b"\xff\xfe", b"abc", "text", [], [[1, 2]], [1.5], [True], [1, "2"], [-1], [10],
+               [2**64], [65535], np.array([1.0]), np.array([True]), np.array([[1]]),
+               np.array([1], dtype=object), np.array([70000], dtype=np.uint32),
+               np.array([-3], dtype=np.int8), np.array([], dtype=np.int64), {1: 2}, None, 3]
+
+
+@pytest.mark.parametrize("q", BAD_QUERIES, ids=repr)
+def test_bad_queries_raise(tmp_path, q):
+    eng = engine.open(make_index(tmp_path, [[1, 2, 3]], vocab_size=10))
+    calls = [eng.count, eng.find, eng.search_docs, lambda x: eng.count_many([x]),
+             lambda x: eng.count_cnf([[x]])]
+    if not (isinstance(q, (list, np.ndarray)) and len(q) == 0):
+        calls += [eng.ntd, eng.infgram_ntd, eng.score, lambda x: eng.prob(x, 1),
+                  lambda x: eng.infgram_prob(x, 1)]
+    for call in calls:
+        with pytest.raises(QueryError):
+            call(q)
+
+
+def test_bad_query_messages(tmp_path):
+    eng = engine.open(make_index(tmp_path, [[1, 2, 3]], vocab_size=10))
+    with pytest.raises(QueryError, match=r"query id 65535 at position 1 .*separator"):
+        eng.count([1, 65535])
+    with pytest.raises(QueryError, match=r"query id 12 at position 0 of query 1 .*\[0, 10\)"):
+        eng.count_many(np.array([[1, 2], [12, 1]]))
+    with pytest.raises(QueryError, match="no tokenizer"):
+        eng.count("hello")
+    for bad in (1.0, -1, 10, True):
+        with pytest.raises(QueryError, match="next_id"):
+            eng.prob([1], bad)
+    for bad_args in ((np.zeros((2, 2), float),), (np.zeros((2, 0), int),), ("ab",),
+                     ([[1], []],), ([np.array([1]), np.array([], np.int64)],)):
+        with pytest.raises(QueryError):
+            eng.count_many(*bad_args)
+    for cnf in ([], [[]], [1], [[[1]], []]):
+        with pytest.raises(QueryError):
+            eng.count_cnf(cnf)
+    with pytest.raises(QueryError):
+        eng.count_cnf([[[1]]], window=-2)
+    with pytest.raises(QueryError):
+        eng.score([1, 2], max_context=-1)
+
+
+def test_manifestless_index(tmp_path):
+    docs = [[1, 2, 3], [3, 2, 1, 2]]
+    path = make_index(tmp_path, docs, shards=2)
+    os.remove(path / fmt.MANIFEST)
+    with pytest.raises(IndexFormatError, match="token_width"):
+        engine.open(path)
+    eng = engine.open(path, token_width=2)
+    assert eng.manifest is None and eng.tokenizer is None
+    assert eng.count([1, 2]) == 2 and eng.vocab_size == 65535 and eng.n_docs == 2
+    assert eng.ntd([2]).counts.tolist() == [1, 1]
+    with pytest.raises(IndexFormatError):
+        engine.open(make_index(tmp_path, docs), token_width=4)
+
+
+def test_threads_count_in_parallel(tmp_path):
+    rng = np.random.default_rng(3)
+    docs = [list(rng.integers(0, 50, 2000)) for _ in range(5)]
+    eng = engine.open(make_index(tmp_path, docs, shards=2, vocab_size=50))
+    queries = [docs[i % 5][i:i + 1 + i % 4] for i in range(400)]
+    expected = [eng.count(q) for q in queries]
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(eng.count, queries))
+        many = list(pool.map(eng.count_many, [queries] * 8))
+    assert got == expected and all(m.tolist() == expected for m in many)
+
+
+def test_properties(tmp_path):
+    eng = engine.open(make_index(tmp_path, [[1, 2], [3]], width=4, shards=2, vocab_size=100))
+    assert (eng.n_tokens, eng.n_docs, eng.vocab_size, eng.token_width, eng.separator) == \
+        (3, 2, 100, 4, 2**32 - 1)
+    assert len(eng.shards) == 2 and eng.manifest.vocab_size == 100
+    with pytest.raises(QueryError):
+        eng.decode([1])
+
+
+def test_count_many_any_visiting_order(tmp_path):
+    rng = np.random.default_rng(7)
+    docs = [list(rng.integers(0, 3, rng.integers(0, 40))) for _ in range(8)]
+    eng = engine.open(make_index(tmp_path, docs, width=2, vocab_size=3))
+    queries = [list(rng.integers(0, 3, rng.integers(1, 5))) for _ in range(300)]
+    queries += queries[:50] + [q[:1] for q in queries[:20]]   # repeats and prefixes
+    flat = np.concatenate([np.array(q, dtype=np.int64) for q in queries])
+    bounds = np.concatenate([[0], np.cumsum([len(q) for q in queries])])
+    want = [naive_count(shard_arrays(eng), q) for q in queries]
+    s = eng.searchers[0]
+    hint = engine.sort_hint(flat, bounds, 2)
+    assert sorted(hint.tolist()) == list(range(len(queries)))
+    for order in (hint, hint[::-1].copy(), rng.permutation(len(queries)), np.arange(len(queries))):
+        assert s.count_many(flat, bounds, order).tolist() == want
+
+
+def test_text_queries_bytes_index(tmp_path):
+    texts = ["hello world", "", "héllo wörld, hello", "lo"]
+    docs = [list(t.encode()) for t in texts]
+    path = make_index(tmp_path, docs, width=1, tokenizer="bytes", shards=2)
+    for eng in (engine.open(path), engine.open(path, token_width=1, tokenizer="bytes")):
+        shards = shard_arrays(eng)
+        assert eng.tokenizer is not None and eng.vocab_size == 255
+        for q in ("lo", "hello", "ö", "o w", "xyz", "lo\u00e9"):
+            assert eng.count(q) == naive_count(shards, list(q.encode())) == eng.count(q.encode())
+        assert eng.count_many(["lo", b"he", [104]]).tolist() == [4, 2, 3]
+        assert eng.get_doc(2).text == texts[2] and eng.get_doc(1).text == ""
+        assert eng.decode(eng.tokenize("wörld")) == "wörld"
+        assert eng.ntd("hell").ids.tolist() == [ord("o")]
+        with pytest.raises(QueryError, match="UTF-8"):
+            eng.count("ö".encode()[:1])
+        with pytest.raises(QueryError):
+            eng.count("\ud800")
+    os.remove(path / fmt.MANIFEST)
+    with pytest.raises(QueryError, match="no tokenizer"):
+        engine.open(path, token_width=1).count("lo")
