@@ -12,7 +12,7 @@ from infinigram import format as fmt
 from infinigram.errors import IndexFormatError, QueryError
 from conftest import make_index
 from naive import (naive_count, naive_count_cnf, naive_doc_hits, naive_infgram,
-                   naive_next_counts, with_separators)
+                   naive_next_counts)
 
 # ids whose byte order differs from their numeric order at each width
 ALPHABET = {1: [0, 1, 2, 7, 128, 254], 2: [0, 1, 2, 255, 256, 257, 513, 65534],
