@@ -33,6 +33,8 @@ from .results import (Document, DocHit, FindResult, InfGramProb, NextTokenDist, 
                       ScoreResult, SearchResult)
 
 _INT_KINDS = "iu"
+_INT = {int}
+_NO_SAMPLE = np.zeros(0, dtype=np.int64)
 
 
 class ShardSearcher:
@@ -46,9 +48,13 @@ class ShardSearcher:
         self._tokens = np.asarray(shard.tokens)
         self._table = np.asarray(shard.table)
         self._pointer = shard.pointer
+        self.step = _sample_step(self.n)
+        self.sample_after = 16
+        self._unsampled = 0
         self._doc_starts = None
         self._unigram = None
         self._bucket = None
+        self._search = None
 
     @property
     def bucket(self) -> np.ndarray:
@@ -56,6 +62,28 @@ class ShardSearcher:
         if self._bucket is None:
             self._bucket = ks.buckets(self._tokens)
         return self._bucket
+
+    @property
+    def search_args(self) -> tuple:
+        """(tokens, table, pointer, bucket, sample, step): the leading
+        arguments of the search kernels. ``sample`` holds the packed first
+        tokens of every ``step``-th entry. Building it costs about n / step
+        random reads, so the first ``sample_after`` calls search without it
+        (a one-shot query stays cheap); ``step`` and ``sample_after`` may be
+        changed before it is built."""
+        if self._search is None and self._unsampled < self.sample_after:
+            self._unsampled += 1
+            return (self._tokens, self._table, self._pointer, self.bucket, _NO_SAMPLE, 1 << 40)
+        return self.sampled_args()
+
+    def sampled_args(self) -> tuple:
+        """``search_args`` with the sample, built now if need be (batches
+        and tallies, which use it a lot, ask for it at once)."""
+        if self._search is None:
+            sample = np.empty(-(-self.n // self.step), dtype=np.int64)  # numpy: huge pages
+            ks.sample_keys(self._tokens, self._table, self._pointer, self.step, sample)
+            self._search = (self._tokens, self._table, self._pointer, self.bucket, sample, self.step)
+        return self._search
 
     @property
     def doc_starts(self) -> np.ndarray:
@@ -66,13 +94,13 @@ class ShardSearcher:
 
     def range(self, ids: np.ndarray) -> tuple[int, int]:
         """[start, end) of the suffix-array entries starting with ``ids``."""
-        lo, hi = ks.find_range(self._tokens, self._table, self._pointer, self.bucket, ids)
+        lo, hi = ks.find_range(*self.search_args, ids)
         return int(lo), int(hi)
 
     def count_many(self, flat: np.ndarray, bounds: np.ndarray, order: np.ndarray) -> np.ndarray:
         """Count of each query ``flat[bounds[j]:bounds[j+1]]``, visited in
         ``order`` (a permutation; sorted order is fastest, see sort_hint)."""
-        return ks.count_many(self._tokens, self._table, self._pointer, self.bucket, flat, bounds, order)
+        return ks.count_many(*self.sampled_args(), flat, bounds, order)
 
     def continuation(self, m: int, lo: int, hi: int, next_id: int) -> tuple[int, int]:
         """(total, count) in the range [lo, hi) of an m-token prompt:
@@ -83,21 +111,23 @@ class ShardSearcher:
     def next_tokens(self, m: int, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact (ids, counts) of the tokens following the m-token prompt
         whose range is [lo, hi); cached for the empty prompt."""
+        _, _, _, _, sample, step = self.sampled_args()
         if m == 0:
             if self._unigram is None:
-                self._unigram = ks.next_tokens(self._tokens, self._table, self._pointer, 0, 0, self.n)
+                self._unigram = ks.next_tokens(self._tokens, self._table, self._pointer,
+                                               sample, step, 0, 0, self.n)
             return self._unigram
-        return ks.next_tokens(self._tokens, self._table, self._pointer, m, lo, hi)
+        return ks.next_tokens(self._tokens, self._table, self._pointer, sample, step, m, lo, hi)
 
     def longest_usable(self, ids: np.ndarray) -> tuple[int, int, int]:
         """(L, lo, hi): longest suffix of ``ids`` followed by a real token
         somewhere in this shard, and its range; L = -1 if the shard has none."""
-        L, lo, hi = ks.longest_usable(self._tokens, self._table, self._pointer, self.bucket, ids)
+        L, lo, hi = ks.longest_usable(*self.search_args, ids)
         return int(L), int(lo), int(hi)
 
     def score(self, ids: np.ndarray, max_context: int):
         """Per position: (L, total, count, first, last); see native.search.score."""
-        return ks.score(self._tokens, self._table, self._pointer, self.bucket, ids, max_context)
+        return ks.score(*self.sampled_args(), ids, max_context)
 
     def positions(self, ids: np.ndarray) -> np.ndarray:
         """Sorted token indexes of every occurrence of ``ids``."""
@@ -107,6 +137,15 @@ class ShardSearcher:
     def doc_of(self, pos: np.ndarray) -> np.ndarray:
         """Local document index of each token index."""
         return np.searchsorted(self.doc_starts, pos, side="right") - 1
+
+
+def _sample_step(n: int) -> int:
+    """Sample stride of a shard of n tokens: 16, doubled until the sample
+    has at most 2^20 keys (8 MiB)."""
+    step = 16
+    while n > step << 20:
+        step *= 2
+    return step
 
 
 def open(path: str | os.PathLike, token_width: int | None = None,  # noqa: A001
@@ -242,8 +281,8 @@ class Engine:
                     f"query array has dtype {q.dtype}; pass integer token ids (e.g. .astype(np.int64))")
             ids = self._checked(q)
         elif isinstance(q, (list, tuple)):
-            if all(type(x) is int for x in q) and (not q or (-2**63 <= min(q) and max(q) < 2**63)):
-                ids = np.array(q, dtype=np.int64)
+            ids = self._int_list(q)
+            if ids is not None:
                 if q and (min(q) < 0 or max(q) >= self._vocab):
                     self._checked(ids)
             else:
@@ -261,6 +300,26 @@ class Engine:
         if ids.shape[0] == 0 and not empty_ok:
             raise QueryError("the query is empty; pass at least one token (or non-empty text)")
         return ids
+
+    @staticmethod
+    def _int_list(q) -> np.ndarray | None:
+        """int64 array of a list/tuple made only of Python ints that fit;
+        None otherwise (bools, floats, numpy scalars, huge ints...)."""
+        if q and set(map(type, q)) != _INT:
+            return None
+        try:
+            return np.array(q, dtype=np.int64)
+        except OverflowError:
+            return None
+
+    def _fast_ids(self, q) -> np.ndarray | None:
+        """int64 ids of a list of ints or an int64 array WITHOUT the range
+        check (the kernels check it); None for any other query."""
+        if type(q) is list:
+            return self._int_list(q)
+        if type(q) is np.ndarray and q.dtype == np.int64 and q.ndim == 1:
+            return q
+        return None
 
     def _checked(self, ids: np.ndarray, original=None, bounds=None) -> np.ndarray:
         """int64 copy of ``ids`` after the range check; positions in messages
@@ -289,8 +348,16 @@ class Engine:
     # ---- counting ---------------------------------------------------------
     def count(self, q) -> int:
         """Occurrences of the n-gram ``q`` in the corpus."""
-        ids = self._ids(q)
-        return sum(hi - lo for lo, hi in (s.range(ids) for s in self._searchers))
+        ids = self._fast_ids(q)
+        if ids is None or not len(ids):  # the general path: text, other types, errors
+            ids = self._ids(q)
+        total = 0
+        for s in self._searchers:
+            c = ks.count(*s.search_args, ids, self._vocab)
+            if c < 0:
+                self._ids(q)  # raises the QueryError naming the bad id
+            total += c
+        return int(total)
 
     def count_many(self, queries) -> np.ndarray:
         """Counts of many n-grams (int64). ``queries`` is a list of queries,
@@ -368,15 +435,22 @@ class Engine:
         """∞-gram P(next_id | prompt): backs off to the longest suffix of the
         prompt that occurs followed by a real token (the empty suffix stands
         for all real tokens); nan only when the index has no real token."""
-        ids = self._ids(prompt, empty_ok=True)
+        ids = self._fast_ids(prompt)
+        if ids is None:
+            ids = self._ids(prompt, empty_ok=True)
         nid = self._next_id(next_id)
-        L, at = self._longest(ids)
+        L = -1
         total = cont = 0
-        for s, lo, hi in at:
-            t, c = s.continuation(L, lo, hi, nid)
-            total += t
-            cont += c
-        return InfGramProb(cont / total if total else float("nan"), total, cont, max(L, 0))
+        for s in self._searchers:
+            l_s, t, c = ks.infgram_counts(*s.search_args, ids, nid, self._vocab)
+            if l_s == -2:
+                self._ids(prompt)  # raises the QueryError naming the bad id
+            if l_s > L:
+                L, total, cont = l_s, 0, 0
+            if l_s == L:
+                total += t
+                cont += c
+        return InfGramProb(cont / total if total else float("nan"), int(total), int(cont), max(int(L), 0))
 
     def infgram_ntd(self, prompt) -> NextTokenDist:
         """Exact next-token distribution on the prompt's longest usable suffix."""

@@ -18,8 +18,9 @@ use "next key" -1 for "no next token" so that this order is plain integer
 order.
 """
 import numpy as np
+from numba import prange
 
-from . import jit
+from . import jit, pjit
 from .keys import byte_key
 from .ptrs import pointer_at
 
@@ -93,11 +94,99 @@ def _start(tokens, bucket, q, q0, q1):
     return 0, tokens.shape[0], 0
 
 
+@jit(inline="always")
+def _packing(width):
+    """(bits per token, tokens per packed key) of :func:`sample_keys`."""
+    bits = 8 * width + 1
+    return bits, 63 // bits
+
+
+@jit(inline="always")
+def _pack_suffix(tokens, s, bits, c):
+    """Packed key of the first ``c`` tokens of the suffix at token index
+    ``s``: each token's key + 1, 0 past the end of the shard."""
+    n = tokens.shape[0]
+    v = np.int64(0)
+    for j in range(c):
+        v <<= bits
+        if s + j < n:
+            v |= byte_key(tokens[s + j], tokens.itemsize) + 1
+    return v
+
+
+@jit(inline="always")
+def _pack_query(q, q0, q1, bits, c, fill):
+    """Packed key of q[q0:q1] (keys) cut or padded to ``c`` tokens with ``fill``."""
+    v = np.int64(0)
+    for j in range(c):
+        v <<= bits
+        v |= q[q0 + j] + 1 if q0 + j < q1 else fill
+    return v
+
+
+@pjit
+def sample_keys(tokens, table, pointer, step, out):
+    """Fill int64 ``out`` (ceil(n / step) long) with the packed keys (see
+    ``_pack_suffix``) of every ``step``-th suffix-array entry: an in-memory
+    sample that answers the top levels of every search without touching the
+    table or the tokens."""
+    bits, c = _packing(tokens.itemsize)
+    for j in prange(out.shape[0]):
+        out[j] = _pack_suffix(tokens, _suffix(tokens, table, pointer, j * step), bits, c)
+
+
+@jit(inline="always")
+def _bisect_sample(sample, lo, hi, key, right):
+    """First j in [lo, hi) with sample[j] >= key (> key with ``right``)."""
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        v = sample[mid]
+        if v < key or (right and v == key):
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
 @jit
-def _search(tokens, table, pointer, bucket, q, q0, q1):
-    """[start, end) of the entries whose suffix starts with q[q0:q1]."""
+def _search(tokens, table, pointer, bucket, sample, step, q, q0, q1):
+    """[start, end) of the entries whose suffix starts with q[q0:q1].
+
+    The first-token bucket and the key sample narrow the range to at most
+    ``step`` entries around each end; when the sample's keys cover the whole
+    query both ends are then bisected in lockstep (their reads overlap).
+    """
     lo, hi, depth = _start(tokens, bucket, q, q0, q1)
-    return _range(tokens, table, pointer, q, q0, q1, lo, hi, depth)
+    m = q1 - q0
+    if m == depth:
+        return lo, hi
+    if hi - lo <= 2 * step:
+        return _range(tokens, table, pointer, q, q0, q1, lo, hi, depth)
+    bits, c = _packing(tokens.itemsize)
+    ja, jb = (lo + step - 1) // step, (hi + step - 1) // step  # samples inside [lo, hi)
+    a = _bisect_sample(sample, ja, jb, _pack_query(q, q0, q1, bits, c, 0), False)
+    b = _bisect_sample(sample, a, jb, _pack_query(q, q0, q1, bits, c, (1 << bits) - 1), True)
+    x0 = (a - 1) * step + 1 if a > ja else lo  # the start lies in [x0, x1]
+    x1 = a * step if a < jb else hi
+    y0 = (b - 1) * step + 1 if b > ja else lo  # the end lies in [y0, y1]
+    y1 = b * step if b < jb else hi
+    if m > c:
+        return _range(tokens, table, pointer, q, q0, q1, x0, y1, depth)
+    q0 += depth
+    while x0 < x1 or y0 < y1:
+        if x0 < x1:
+            mid = (x0 + x1) >> 1
+            if _cmp(tokens, _suffix(tokens, table, pointer, mid) + depth, q, q0, q1) < 0:
+                x0 = mid + 1
+            else:
+                x1 = mid
+        if y0 < y1:
+            mid = (y0 + y1) >> 1
+            if _cmp(tokens, _suffix(tokens, table, pointer, mid) + depth, q, q0, q1) > 0:
+                y1 = mid
+            else:
+                y0 = mid + 1
+    return x0, y0
 
 
 @jit
@@ -187,79 +276,40 @@ def _group(tokens, table, pointer, m, a, b, key):
 
 
 @jit
-def find_range(tokens, table, pointer, bucket, ids):
+def find_range(tokens, table, pointer, bucket, sample, step, ids):
     """[start, end) of the suffix-array entries whose suffix starts with ``ids``."""
     q = _keys(ids, tokens.itemsize)
-    return _search(tokens, table, pointer, bucket, q, 0, q.shape[0])
+    return _search(tokens, table, pointer, bucket, sample, step, q, 0, q.shape[0])
 
 
 @jit
-def _gallop(tokens, table, pointer, q, q0, q1, depth, lo, hi, upper):
-    """First entry in [lo, hi) whose suffix sorts at or after q[q0:q1] (with
-    ``upper``: after every suffix starting with it), galloping from lo; all
-    entries of [lo, hi) share the query's first ``depth`` tokens."""
-    q0 += depth
-    prev = lo - 1
-    end = hi
-    step = 1
-    while prev + step < hi:
-        c = _cmp(tokens, _suffix(tokens, table, pointer, prev + step) + depth, q, q0, q1)
-        if c > 0 or (c == 0 and not upper):
-            end = prev + step
-            break
-        prev += step
-        step *= 2
-    a = prev + 1
-    while a < end:
-        mid = (a + end) >> 1
-        c = _cmp(tokens, _suffix(tokens, table, pointer, mid) + depth, q, q0, q1)
-        if c < 0 or (c == 0 and upper):
-            a = mid + 1
-        else:
-            end = mid
-    return a
+def count(tokens, table, pointer, bucket, sample, step, ids, vocab):
+    """Occurrences of ``ids`` in the shard; -1 when some id is outside
+    [0, vocab) (the caller then reports which)."""
+    for j in range(ids.shape[0]):
+        if ids[j] < 0 or ids[j] >= vocab:
+            return np.int64(-1)
+    lo, hi = find_range(tokens, table, pointer, bucket, sample, step, ids)
+    return hi - lo
 
 
-@jit
-def _relation(q, p0, p1, q0, q1):
-    """How query q[q0:q1] relates to the previous one q[p0:p1]: 0 equal,
-    1 the previous is a proper prefix of it, 2 it sorts after (and does not
-    extend) the previous, -1 it sorts before."""
-    for j in range(min(p1 - p0, q1 - q0)):
-        if q[q0 + j] != q[p0 + j]:
-            return 2 if q[q0 + j] > q[p0 + j] else -1
-    if q1 - q0 == p1 - p0:
-        return 0
-    return 1 if q1 - q0 > p1 - p0 else -1
-
-
-@jit
-def count_many(tokens, table, pointer, bucket, flat, bounds, order):
+@pjit
+def count_many(tokens, table, pointer, bucket, sample, step, flat, bounds, order):
     """Occurrences of each query ``flat[bounds[j]:bounds[j + 1]]``.
 
-    Queries are visited in ``order`` (best: sorted in suffix order; any
-    order is correct). A query that sorts after the previous one starts its
-    search at the previous range and gallops forward, so sorted batches
-    read mostly nearby entries; repeats are answered at once.
+    Queries are visited in ``order`` (best: sorted in suffix order, so that
+    neighbouring searches read the same sample keys and entries; any order
+    is correct), split into contiguous chunks spread over all cores.
     """
     q = _keys(flat, tokens.itemsize)
-    out = np.empty(bounds.shape[0] - 1, dtype=np.int64)
-    p0 = p1 = plo = phi = -1
-    for j in order:
-        q0, q1 = bounds[j], bounds[j + 1]
-        lo, hi, depth = _start(tokens, bucket, q, q0, q1)
-        rel = _relation(q, p0, p1, q0, q1) if p0 >= 0 else -1
-        if rel == 0:
-            lo, hi = plo, phi
-        elif depth < q1 - q0:
-            if rel == 1:
-                lo, hi = max(lo, plo), min(hi, phi)
-            elif rel == 2:
-                lo = max(lo, phi)
-            lo = _gallop(tokens, table, pointer, q, q0, q1, depth, lo, hi, False)
-            hi = _gallop(tokens, table, pointer, q, q0, q1, depth, lo, hi, True)
-        out[j] = hi - lo
-        p0, p1, plo, phi = q0, q1, lo, hi
+    nq = bounds.shape[0] - 1
+    out = np.empty(nq, dtype=np.int64)
+    chunks = min(nq, 64)
+    for k in prange(chunks):
+        for i in range(k * nq // chunks, (k + 1) * nq // chunks):
+            j = order[i]
+            lo, hi = _search(tokens, table, pointer, bucket, sample, step, q, bounds[j], bounds[j + 1])
+            out[j] = hi - lo
     return out
 
 
@@ -280,36 +330,59 @@ def _grow(a, size):
 
 
 @jit
-def next_tokens(tokens, table, pointer, m, lo, hi):
+def next_tokens(tokens, table, pointer, sample, step, m, lo, hi):
     """Exact next-token tally of the m-token prompt whose range is [lo, hi):
     (ids, counts) in key order.
 
-    Finds the boundaries between next-token groups by bisecting every
-    interval whose end keys differ, one level at a time for all intervals
-    (the reads of a level are independent, so they overlap in memory): the
-    cost grows with the number of distinct next tokens d, about
-    d * log2(range / d) reads, and never scans the range.
+    Next keys are sorted inside the range, so a group boundary lies between
+    two entries whose next keys differ. Known keys: both ends of the range
+    and, when the sample's packed keys reach token m, every ``step``-th
+    entry (no reads at all). Every interval whose end keys differ is then
+    bisected, one level at a time for all intervals (the reads of a level
+    are independent, so they overlap in memory): about
+    d * log2(gap / d) reads for d distinct next tokens, never a scan.
     """
     a, b = _cont(tokens, table, pointer, m, lo, hi)
     if b <= a:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     width = tokens.itemsize
-    starts = np.empty(16, dtype=np.int64)  # group starts found so far
-    skeys = np.empty(16, dtype=np.int64)  # and their next keys
-    ka = _next_key(tokens, table, pointer, a, m)
-    kb = _next_key(tokens, table, pointer, b - 1, m)
-    starts[0], skeys[0] = a, ka
-    nstart = 1
-    I = np.empty(16, dtype=np.int64)  # open intervals [I, J] with key(I) != key(J)
-    J = np.empty(16, dtype=np.int64)
-    KI = np.empty(16, dtype=np.int64)
-    KJ = np.empty(16, dtype=np.int64)
+    bits, c = _packing(width)
+    ja, jb = a // step + 1, (b - 2) // step + 1  # samples strictly inside (a, b - 1)
+    if m >= c or jb < ja:
+        jb = ja
+    npts = jb - ja + 2
+    pos = np.empty(npts, dtype=np.int64)
+    key = np.empty(npts, dtype=np.int64)
+    pos[0], key[0] = a, _next_key(tokens, table, pointer, a, m)
+    shift = bits * (c - 1 - m)
+    mask = (np.int64(1) << bits) - 1
+    for j in range(ja, jb):
+        pos[j - ja + 1] = j * step
+        key[j - ja + 1] = ((sample[j] >> shift) & mask) - 1
+    pos[npts - 1], key[npts - 1] = b - 1, _next_key(tokens, table, pointer, b - 1, m)
     nopen = 0
-    if ka != kb:
-        I[0], J[0], KI[0], KJ[0] = a, b - 1, ka, kb
-        nopen = 1
+    for k in range(npts - 1):
+        nopen += key[k] != key[k + 1]
+    size = max(nopen, 16)
+    starts = np.empty(size + 1, dtype=np.int64)  # group starts found so far
+    skeys = np.empty(size + 1, dtype=np.int64)  # and their next keys
+    starts[0], skeys[0] = a, key[0]
+    nstart = 1
+    I = np.empty(size, dtype=np.int64)  # open intervals [I, J] with key(I) != key(J)
+    J = np.empty(size, dtype=np.int64)
+    KI = np.empty(size, dtype=np.int64)
+    KJ = np.empty(size, dtype=np.int64)
+    nopen = 0
+    for k in range(npts - 1):
+        if key[k] != key[k + 1]:
+            if pos[k + 1] - pos[k] == 1:
+                starts[nstart], skeys[nstart] = pos[k + 1], key[k + 1]
+                nstart += 1
+            else:
+                I[nopen], J[nopen], KI[nopen], KJ[nopen] = pos[k], pos[k + 1], key[k], key[k + 1]
+                nopen += 1
     I2, J2, KI2, KJ2 = I.copy(), J.copy(), KI.copy(), KJ.copy()
-    mids = np.empty(16, dtype=np.int64)
+    mids = np.empty(size, dtype=np.int64)
     while nopen:
         if mids.shape[0] < nopen:
             mids = _grow(mids, nopen)
@@ -344,17 +417,17 @@ def next_tokens(tokens, table, pointer, m, lo, hi):
 
 
 @jit
-def _usable(tokens, table, pointer, bucket, q, length):
+def _usable(tokens, table, pointer, bucket, sample, step, q, length):
     """Range of the last ``length`` query keys and whether it is usable
     (some occurrence is followed by a real token)."""
     N = q.shape[0]
-    lo, hi = _search(tokens, table, pointer, bucket, q, N - length, N)
+    lo, hi = _search(tokens, table, pointer, bucket, sample, step, q, N - length, N)
     a, b = _cont(tokens, table, pointer, length, lo, hi)
     return b > a, lo, hi
 
 
 @jit
-def longest_usable(tokens, table, pointer, bucket, ids):
+def longest_usable(tokens, table, pointer, bucket, sample, step, ids):
     """(L, lo, hi): the longest suffix of ``ids`` (L tokens) that occurs
     followed by a real token, and its range; L = -1 when the shard holds no
     real token. Checks the whole prompt first, then gallops up from short
@@ -367,14 +440,14 @@ def longest_usable(tokens, table, pointer, bucket, ids):
         return -1, 0, 0
     if N == 0:
         return 0, 0, n
-    ok, lo, hi = _usable(tokens, table, pointer, bucket, q, N)
+    ok, lo, hi = _usable(tokens, table, pointer, bucket, sample, step, q, N)
     if ok:
         return N, lo, hi
     good, glo, ghi = 0, 0, n
     bad = N
     length = 1
     while length < bad:
-        ok, lo, hi = _usable(tokens, table, pointer, bucket, q, length)
+        ok, lo, hi = _usable(tokens, table, pointer, bucket, sample, step, q, length)
         if not ok:
             bad = length
             break
@@ -382,7 +455,7 @@ def longest_usable(tokens, table, pointer, bucket, ids):
         length *= 2
     while bad - good > 1:
         mid = (good + bad) >> 1
-        ok, lo, hi = _usable(tokens, table, pointer, bucket, q, mid)
+        ok, lo, hi = _usable(tokens, table, pointer, bucket, sample, step, q, mid)
         if ok:
             good, glo, ghi = mid, lo, hi
         else:
@@ -391,7 +464,22 @@ def longest_usable(tokens, table, pointer, bucket, ids):
 
 
 @jit
-def score(tokens, table, pointer, bucket, ids, max_context):
+def infgram_counts(tokens, table, pointer, bucket, sample, step, ids, next_id, vocab):
+    """(L, total, count) on this shard: ``longest_usable`` length of ``ids``
+    and the continuation counts of ``next_id`` there; L = -2 when some id
+    is outside [0, vocab) (the caller then reports which)."""
+    for j in range(ids.shape[0]):
+        if ids[j] < 0 or ids[j] >= vocab:
+            return np.int64(-2), np.int64(0), np.int64(0)
+    L, lo, hi = longest_usable(tokens, table, pointer, bucket, sample, step, ids)
+    if L < 0:
+        return L, np.int64(0), np.int64(0)
+    total, cnt = continuation(tokens, table, pointer, L, lo, hi, next_id)
+    return L, total, cnt
+
+
+@jit
+def score(tokens, table, pointer, bucket, sample, step, ids, max_context):
     """Per position t of ``ids``, on this shard: the longest usable suffix
     length L[t] of ids[:t] (at most ``max_context``; -1 if the shard holds
     no real token), the continuation total there, the count of ids[t], and
@@ -437,7 +525,7 @@ def score(tokens, table, pointer, bucket, ids, max_context):
             if m == 0:
                 lo, hi, a, b = 0, n, a0, b0
                 break
-            lo, hi = _search(tokens, table, pointer, bucket, q, start, t + 1)
+            lo, hi = _search(tokens, table, pointer, bucket, sample, step, q, start, t + 1)
     return L, total, count, first, last
 
 

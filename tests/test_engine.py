@@ -339,3 +339,34 @@ def test_text_queries_bytes_index(tmp_path):
     os.remove(path / fmt.MANIFEST)
     with pytest.raises(QueryError, match="no tokenizer"):
         engine.open(path, token_width=1).count("lo")
+
+
+@pytest.mark.parametrize("width", [1, 2, 4])
+@pytest.mark.parametrize("step", [1, 2, 3])
+def test_sampled_search_small_strides(tmp_path, width, step):
+    """The key sample at strides far below the default (so that almost every
+    search, tally and back-off goes through it): answers match the oracles,
+    on a small alphabet (long runs of equal keys) and the adversarial corpora."""
+    rng = np.random.default_rng(width * 100 + step)
+    corpora = [random_docs(rng, width, 10, 60, 3), random_docs(rng, width, 6, 40, 2),
+               ADVERSARIAL["repeated block"], ADVERSARIAL["prefix documents"],
+               [[ALPHABET[width][1]] * 300]]
+    for docs in corpora:
+        for shards in (1, 2):
+            eng = engine.open(make_index(tmp_path, docs, width=width, shards=shards,
+                                         vocab_size=fmt.separator(width)))
+            for s in eng.searchers:
+                s.step, s.sample_after = step, 0
+            check_queries(eng, docs, queries_for(docs, rng, 20))
+            flat = [t for d in docs for t in d]
+            check_score(eng, flat[:25] + [ALPHABET[width][0]] + flat[-10:])
+
+
+def test_fast_path_rejects_what_the_general_path_rejects(tmp_path):
+    eng = engine.open(make_index(tmp_path, [[1, 2, 3]], vocab_size=10))
+    for bad in ([1, True], [1, 2.0], [1, 2**70], [1, 10], [-1, 1], np.array([1, 10])):
+        with pytest.raises(QueryError):
+            eng.count(bad)
+        with pytest.raises(QueryError):
+            eng.infgram_prob(bad, 1)
+    assert eng.count(np.array([1, 2])) == eng.count((1, 2)) == eng.count([np.int32(1), 2]) == 1
