@@ -9,11 +9,21 @@ The public API::
 """
 __version__ = "0.1.0"
 
-from .builder import build, index_tables  # noqa: E402
 from .engine import Engine, open  # noqa: E402
 from .errors import (BuildError, CorpusError, IndexFormatError, InfinigramError,  # noqa: E402
                      QueryError, TokenizerError)
 from .verify import verify  # noqa: E402
+
+
+
+def __getattr__(name):
+    # The builder pulls in pyarrow and the sort kernels: load it on first use
+    # so that opening and querying an index starts fast.
+    if name in ("build", "index_tables"):
+        from . import builder
+        return getattr(builder, name)
+    raise AttributeError(f"module 'infinigram' has no attribute {name!r}")
+
 
 __all__ = ["build", "index_tables", "open", "verify", "Engine", "InfinigramError",
            "BuildError", "CorpusError", "IndexFormatError", "QueryError", "TokenizerError"]

@@ -23,12 +23,11 @@ from .errors import BuildError, IndexFormatError
 from .native import merge, ptrs, sort
 from .progress import Progress
 
-DEFAULT_SHARD_TOKENS = 1 << 31
 _BUILDING_RE = re.compile(r"^\.(?P<name>.+)\.building-(?P<pid>\d+)$")
 
 
 def build(inputs, output, *, tokenizer=None, train_vocab: int | None = None,
-          text_field: str = "text", text_suffixes=(), shard_tokens: int = DEFAULT_SHARD_TOKENS,
+          text_field: str = "text", text_suffixes=(), shard_tokens: int = fmt.DEFAULT_SHARD_TOKENS,
           max_memory: int | None = None, threads: int | None = None,
           train_sample_bytes: int = 16 << 20, quiet: bool = False) -> Path:
     """Build an index of ``inputs`` (files or directories) at ``output``.

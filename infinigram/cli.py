@@ -13,9 +13,9 @@ import sys
 import click
 import numpy as np
 
-from . import builder
 from .engine import open as open_index
 from .errors import InfinigramError
+from .format import DEFAULT_SHARD_TOKENS
 from .verify import verify as verify_index
 
 
@@ -95,7 +95,7 @@ def main():
 @click.option("--text-field", default="text", show_default=True, help="Field holding the text.")
 @click.option("--text-suffix", "text_suffixes", multiple=True, metavar="SUFFIX",
               help="Also read files ending in SUFFIX (e.g. .py) as one plain-text document.")
-@click.option("--shard-tokens", type=int, default=builder.DEFAULT_SHARD_TOKENS,
+@click.option("--shard-tokens", type=int, default=DEFAULT_SHARD_TOKENS,
               show_default=True, help="Most tokens per shard.")
 @click.option("--max-memory", type=_size, help="Memory budget for sorting, e.g. 8G; larger "
               "shards are sorted in parts and merged from disk.")
@@ -109,7 +109,8 @@ def build(inputs, output, model, train, use_bytes, text_field, text_suffixes, sh
     .jsonl.zst, .parquet, .arrow, .txt)."""
     if sum(x is not None and x is not False for x in (model, train, use_bytes)) != 1:
         raise click.UsageError("give exactly one of --tokenizer, --train-tokenizer, --bytes")
-    path = builder.build(list(inputs), output, tokenizer="bytes" if use_bytes else model,
+    from .builder import build as build_index
+    path = build_index(list(inputs), output, tokenizer="bytes" if use_bytes else model,
                          train_vocab=train, text_field=text_field,
                          text_suffixes=text_suffixes, shard_tokens=shard_tokens,
                          max_memory=max_memory, threads=threads, quiet=quiet)
@@ -129,7 +130,8 @@ def build(inputs, output, model, train, use_bytes, text_field, text_suffixes, sh
 def index(index, token_width, vocab_size, model, max_memory, quiet, as_json):
     """Build the missing table.N files of a directory of tokenized.N files
     (for example infini-gram's tokenized output) and write its manifest."""
-    built = builder.index_tables(index, token_width=token_width and int(token_width),
+    from .builder import index_tables
+    built = index_tables(index, token_width=token_width and int(token_width),
                                  vocab_size=vocab_size, tokenizer=model,
                                  max_memory=max_memory, quiet=quiet)
     _emit(as_json, {"built": built}, f"built table(s) for shard(s) {built}" if built
@@ -148,8 +150,9 @@ def index(index, token_width, vocab_size, model, max_memory, quiet, as_json):
 @_command
 def train_tokenizer(inputs, output, vocab_size, text_field, sample, as_json):
     """Train a sentencepiece tokenizer on a sample of INPUTS."""
+    from .builder import train_tokenizer
     from .corpus import list_files
-    tok = builder.train_tokenizer(list_files(list(inputs)), output, vocab_size,
+    tok = train_tokenizer(list_files(list(inputs)), output, vocab_size,
                                   text_field=text_field, sample_bytes=sample, quiet=as_json)
     _emit(as_json, {"model": output, "vocab_size": tok.vocab_size},
           f"wrote {output} ({tok.vocab_size} pieces)")

@@ -67,13 +67,14 @@ class ShardSearcher:
     def search_args(self) -> tuple:
         """(tokens, table, pointer, bucket, sample, step): the leading
         arguments of the search kernels. ``sample`` holds the packed first
-        tokens of every ``step``-th entry. Building it costs about n / step
-        random reads, so the first ``sample_after`` calls search without it
-        (a one-shot query stays cheap); ``step`` and ``sample_after`` may be
-        changed before it is built."""
+        tokens of every ``step``-th entry. Building it and the bucket table
+        costs about n / step random reads and a scan of the tokens, so the
+        first ``sample_after`` calls search without either (a one-shot query
+        stays cheap); ``step`` and ``sample_after`` may be changed before it
+        is built."""
         if self._search is None and self._unsampled < self.sample_after:
             self._unsampled += 1
-            return (self._tokens, self._table, self._pointer, self.bucket, _NO_SAMPLE, 1 << 40)
+            return (self._tokens, self._table, self._pointer, _NO_SAMPLE, _NO_SAMPLE, 1 << 40)
         return self.sampled_args()
 
     def sampled_args(self) -> tuple:

@@ -21,6 +21,8 @@ from .errors import IndexFormatError
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 TOKENIZER_FILE = "tokenizer.model"
+DEFAULT_SHARD_TOKENS = 1 << 31
+"""Most tokens a builder puts in one shard unless told otherwise."""
 SHARD_FILES = ("tokenized", "table", "offset", "metadata", "metaoff")
 _SHARD_FILE_RE = re.compile(r"^(tokenized|table|offset|metadata|metaoff)\.(\d+)$")
 _DTYPES = {1: np.dtype("<u1"), 2: np.dtype("<u2"), 4: np.dtype("<u4")}
