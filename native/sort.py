@@ -12,10 +12,18 @@ sorts the reduced string of level ``L``, which lives at the end of level
 algorithm. Extra memory beyond the output: one type bit per symbol per
 level (n/4 bytes in all) and a bucket array per level, placed in unused
 suffix-array space when it fits.
+
+Speed: the induce scans prefetch the symbols of the entries AHEAD places
+on, LMS substrings are named by comparing lengths and symbols (no type
+bits) in parallel slices, and the index permutations between levels run
+in parallel; the two induce scans themselves stay sequential.
 """
+import numba
 import numpy as np
+from llvmlite import ir
 from numba import prange, types
-from numba.extending import overload
+from numba.core import cgutils
+from numba.extending import intrinsic, overload
 
 from . import jit, pjit
 from .keys import byte_key
@@ -52,6 +60,25 @@ def _key_overload(s, i):
     return plain
 
 
+@intrinsic
+def prefetch(typingctx, arr, i):
+    """Hint the CPU to load ``arr[i]`` into cache (no bounds check, no effect on results)."""
+    def codegen(context, builder, sig, args):
+        aryty = sig.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1]], wraparound=False)
+        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch.p0")
+        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+    return types.void(arr, types.intp), codegen
+
+
+AHEAD = 32
+"""How many suffix-array entries ahead the induce scans prefetch."""
+
+
 @jit
 def _is_s(t, i):
     return (t[i >> 3] >> (i & 7)) & 1
@@ -63,11 +90,12 @@ def _is_lms(t, i):
 
 
 @jit
-def _classify(s, n, t):
-    """Type bits: 1 = S (smaller than the next suffix), 0 = L. The last symbol is L."""
+def _classify_place(s, SA, t, B):
+    """Type bits of ``s`` (1 = S, smaller than the next suffix; the last symbol
+    is L) and each LMS position put at the tail of its bucket in SA (all -1
+    before), ``B`` holding one-past-tails."""
+    n = SA.shape[0]
     t[:] = 0
-    if n == 0:
-        return
     nxt = key(s, n - 1)
     nxt_s = 0
     for i in range(n - 2, -1, -1):
@@ -76,6 +104,9 @@ def _classify(s, n, t):
             t[i >> 3] |= np.uint8(1 << (i & 7))
             nxt_s = 1
         else:
+            if nxt_s == 1:
+                B[nxt] -= 1
+                SA[B[nxt]] = i + 1
             nxt_s = 0
         nxt = c
 
@@ -108,6 +139,10 @@ def _induce(s, SA, n, B, K, mark):
     SA[B[c]] = n - 1
     B[c] += 1
     for i in range(n):
+        if i + AHEAD < n:
+            q = SA[i + AHEAD]
+            if q > 0:
+                prefetch(s, q - 1)
         p = SA[i]
         if p > 0:
             c = key(s, p - 1)
@@ -116,6 +151,10 @@ def _induce(s, SA, n, B, K, mark):
                 B[c] += 1
     _buckets(s, n, B, K, True)
     for i in range(n - 1, -1, -1):
+        if i >= AHEAD:
+            q = SA[i - AHEAD]
+            if q > 0:
+                prefetch(s, q - 1)
         p = SA[i]
         if p > 0:
             c = key(s, p - 1)
@@ -128,24 +167,17 @@ def _induce(s, SA, n, B, K, mark):
 
 
 @jit
-def _down(s, SA, t, B, K):
-    """Sort and name the LMS substrings of ``s`` (length len(SA)).
-
-    Leaves the reduced string in SA[n - n1:] and returns (n1, names). When
-    the names are unique, also writes the reduced suffix array in SA[:n1].
-    """
+def _sort_lms(s, SA, t, B, K):
+    """Classify ``s`` (length len(SA)) and sort its LMS substrings by induction;
+    returns their number n1, their start positions in order in SA[:n1] and
+    -1 in SA[n1:]."""
     n = SA.shape[0]
-    _classify(s, n, t)
     for i in range(n):
         SA[i] = -1
     if n == 0:
-        return 0, 0
+        return 0
     _buckets(s, n, B, K, True)
-    for i in range(1, n):
-        if _is_lms(t, i):
-            c = key(s, i)
-            B[c] -= 1
-            SA[B[c]] = i
+    _classify_place(s, SA, t, B)
     _induce(s, SA, n, B, K, True)
     n1 = 0
     for i in range(n):
@@ -155,58 +187,164 @@ def _down(s, SA, t, B, K):
             n1 += 1
     for i in range(n1, n):
         SA[i] = -1
-    names = 0
-    prev = -1
-    for k in range(n1):
-        pos = SA[k]
-        diff = prev < 0
-        d = 0
-        while not diff:
-            if pos + d == n or prev + d == n:
-                diff = True
-            elif key(s, pos + d) != key(s, prev + d) or _is_s(t, pos + d) != _is_s(t, prev + d):
-                diff = True
-            elif d > 0 and (_is_lms(t, pos + d) or _is_lms(t, prev + d)):
-                break
-            d += 1
-        if diff:
-            names += 1
+    return n1
+
+
+@jit
+def _lms_lengths(SA, t, n1):
+    """Store the length of each LMS substring (LMS position to the next one, both
+    included; to the end plus one for the last) in SA[n1 + pos // 2]."""
+    n = SA.shape[0]
+    nxt = n + 1
+    for i in range(n - 1, 0, -1):
+        if _is_lms(t, i):
+            SA[n1 + (i >> 1)] = nxt - i
+            nxt = i + 1
+
+
+@jit
+def _same_lms(s, SA, n1, a, b):
+    """Whether the LMS substrings at a and b are equal: equal lengths and symbols
+    imply equal types (the types follow from the symbols back from an LMS end)."""
+    n = SA.shape[0]
+    m = SA[n1 + (a >> 1)]
+    if m != SA[n1 + (b >> 1)] or a + m > n or b + m > n:
+        return False
+    for d in range(m):
+        if s[a + d] != s[b + d]:
+            return False
+    return True
+
+
+@pjit
+def _name_lms(s, SA, n1, chunks):
+    """Name the sorted LMS substrings in SA[:n1] (equal substrings, equal names)
+    into SA[n1 + pos // 2], which holds their lengths; returns the number of
+    distinct names.
+
+    Two parallel passes over ``chunks`` slices of SA[:n1]: the first compares
+    neighbours and flags each new name by complementing its entry, the second
+    writes the names from per-slice prefix counts.
+    """
+    size = -(-n1 // chunks)
+    before = np.empty(chunks, SA.dtype)  # the entry before each slice, read before any flagging
+    for c in range(chunks):
+        before[c] = SA[c * size - 1] if 0 < c * size <= n1 else -1
+    counts = np.zeros(chunks + 1, np.int64)
+    for c in prange(chunks):
+        prev = before[c]
+        new = 0
+        hi = min(n1, (c + 1) * size)
+        for k in range(c * size, hi):
+            if k + AHEAD < hi:
+                q = SA[k + AHEAD]
+                prefetch(s, q)
+                prefetch(SA, n1 + (q >> 1))
+            pos = SA[k]
+            if prev < 0 or not _same_lms(s, SA, n1, pos, prev):
+                SA[k] = ~pos
+                new += 1
             prev = pos
-        SA[n1 + (pos >> 1)] = names - 1
+        counts[c + 1] = new
+    for c in range(chunks):
+        counts[c + 1] += counts[c]
+    for c in prange(chunks):
+        name = counts[c] - 1
+        hi = min(n1, (c + 1) * size)
+        for k in range(c * size, hi):
+            if k + AHEAD < hi:
+                prefetch(SA, n1 + (max(SA[k + AHEAD], ~SA[k + AHEAD]) >> 1))
+            pos = SA[k]
+            if pos < 0:
+                pos = ~pos
+                SA[k] = pos
+                name += 1
+            SA[n1 + (pos >> 1)] = name
+    return counts[chunks]
+
+
+@jit
+def _gather_names(SA, n1):
+    """Move the names in SA[n1:] (in text order) to SA[n - n1:]."""
+    n = SA.shape[0]
     j = n - 1
     for i in range(n - 1, n1 - 1, -1):
         if SA[i] >= 0:
             SA[j] = SA[i]
             j -= 1
+
+
+@pjit
+def _invert_names(SA, n1):
+    """Unique names: the reduced suffix array is the inverse of the reduced string."""
+    n = SA.shape[0]
+    for k in prange(n1):
+        SA[SA[n - n1 + k]] = k
+
+
+def _down(s, SA, t, B, K):
+    """Sort and name the LMS substrings of ``s`` (length len(SA)).
+
+    Leaves the reduced string in SA[n - n1:] and returns (n1, names). When
+    the names are unique, also writes the reduced suffix array in SA[:n1].
+    """
+    n1 = _sort_lms(s, SA, t, B, K)
+    if n1 == 0:
+        return 0, 0
+    _lms_lengths(SA, t, n1)
+    names = int(_name_lms(s, SA, n1, 8 * numba.get_num_threads()))
+    _gather_names(SA, n1)
     if names == n1:
-        for k in range(n1):
-            SA[SA[n - n1 + k]] = k
+        _invert_names(SA, n1)
     return n1, names
 
 
-@jit
-def _up(s, SA, t, B, K, n1):
-    """Given the sorted reduced suffixes in SA[:n1], induce the full order."""
+@pjit
+def _lms_from_names(SA, n1):
+    """Replace the reduced suffix array in SA[:n1] by the LMS positions it
+    ranks, listed in SA[n - n1:]."""
     n = SA.shape[0]
-    if n == 0:
-        return
+    for k in prange(n1):
+        SA[k] = SA[n - n1 + SA[k]]
+
+
+@jit
+def _list_lms(SA, t, n1):
+    """List the LMS positions in text order in SA[n - n1:]."""
+    n = SA.shape[0]
     j = n - n1
     for i in range(1, n):
         if _is_lms(t, i):
             SA[j] = i
             j += 1
-    for k in range(n1):
-        SA[k] = SA[n - n1 + SA[k]]
+
+
+@jit
+def _place_sorted_lms(s, SA, B, K, n1):
+    """Move the sorted LMS positions in SA[:n1] to the tails of their buckets,
+    then induce the full order from them."""
+    n = SA.shape[0]
     for k in range(n1, n):
         SA[k] = -1
     _buckets(s, n, B, K, True)
     for k in range(n1 - 1, -1, -1):
+        if k >= AHEAD:
+            prefetch(s, SA[k - AHEAD])
         p = SA[k]
         SA[k] = -1
         c = key(s, p)
         B[c] -= 1
         SA[B[c]] = p
     _induce(s, SA, n, B, K, False)
+
+
+def _up(s, SA, t, B, K, n1):
+    """Given the sorted reduced suffixes in SA[:n1], induce the full order."""
+    if SA.shape[0] == 0:
+        return
+    _list_lms(SA, t, n1)
+    _lms_from_names(SA, n1)
+    _place_sorted_lms(s, SA, B, K, n1)
 
 
 @pjit

@@ -203,3 +203,12 @@ def test_pack_rejects_bad_arguments():
         pack_pointers(sa, 1, 9, np.empty(2700, np.uint8))
     with pytest.raises(ValueError, match="outside the table"):
         unpack_pointers(np.empty(600, np.uint8), 2, 10, 301)
+
+
+def test_reduced_alphabet_beyond_u16():
+    """A reduced string with more than 2**16 names (wider than any token alphabet),
+    and runs of equal LMS substrings across the parallel naming slices."""
+    rng = np.random.default_rng(11)
+    tokens = rng.integers(0, 60000, 220_000).astype("<u2")
+    tokens[100_000:102_000] = np.tile(tokens[:20], 100)
+    np.testing.assert_array_equal(suffix_array(tokens), doubling_suffix_array(tokens))
