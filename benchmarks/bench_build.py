@@ -1,0 +1,514 @@
+"""Build benchmark: tokenized.0 -> table.0 for ours, infini-gram and tokengrams.
+
+Every tool runs in a fresh child process on a fresh directory holding hard
+links to the same tokenized.0 / offset.0; wall time and peak RSS come from
+the child (common.run_child). Our kernels run with a warm Numba cache; the
+compile time is measured apart on a tiny corpus with an empty cache.
+
+    python benchmarks/bench_build.py            # 15M tokens, ~10 min on 2 cores
+    python benchmarks/bench_build.py --quick    # 2M tokens, smoke run
+    python benchmarks/bench_build.py --tokens 300M --corpora zipf --runs 1
+    python benchmarks/bench_build.py --jsonl data.jsonl --corpora jsonl
+"""
+from __future__ import annotations
+
+import argparse
+import filecmp
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common as c  # noqa: E402
+
+TOOLS = ("ours", "ours-parts", "infini-gram", "tokengrams")
+PEERS = ("infini-gram", "tokengrams")
+
+OURS_CHILD = """
+import json, sys, time
+t0 = time.perf_counter()
+from infinigram import builder
+t1 = time.perf_counter()
+mm = int(sys.argv[3]) or None
+builder.index_tables(sys.argv[1], token_width=2, vocab_size=int(sys.argv[2]), max_memory=mm,
+                     quiet=True)
+t2 = time.perf_counter()
+print(json.dumps({"import_s": t1 - t0, "inner_s": t2 - t1}))
+"""
+
+TOKENGRAMS_CHILD = """
+import json, sys, time
+t0 = time.perf_counter()
+import tokengrams
+t1 = time.perf_counter()
+tokengrams.MemmapIndex.build(sys.argv[1], sys.argv[2], vocab=2**16, verbose=False)
+t2 = time.perf_counter()
+print(json.dumps({"import_s": t1 - t0, "inner_s": t2 - t1}))
+"""
+
+
+def command(tool: str, run_dir: Path, vocab: int, max_memory: int) -> list[str]:
+    if tool == "ours":
+        return [c.PYTHON, "-c", OURS_CHILD, str(run_dir), str(vocab), "0"]
+    if tool == "ours-parts":
+        return [c.PYTHON, "-c", OURS_CHILD, str(run_dir), str(vocab), str(max_memory)]
+    if tool == "infini-gram":
+        empty = run_dir / "empty"
+        empty.mkdir(exist_ok=True)
+        return [c.PYTHON, "-m", "infini_gram.indexing", "--data_dir", str(empty.resolve()),
+                "--save_dir", str(run_dir.resolve()), "--mem", "8", "--cpus", "2",
+                "--token_dtype", "u16", "--ulimit", "20000"]
+    if tool == "tokengrams":
+        return [c.PYTHON, "-c", TOKENGRAMS_CHILD, str(run_dir / "tokenized.0"),
+                str(run_dir / "tokengrams.idx")]
+    raise ValueError(tool)
+
+
+def shell_command(tool: str, vocab: int, max_memory: int) -> str:
+    """The command line as a user would type it (for RESULTS.md)."""
+    return {
+        "ours": f"python -m infinigram index DIR --token-width 2 --vocab-size {vocab}",
+        "ours-parts": f"python -m infinigram index DIR --token-width 2 --vocab-size {vocab} "
+                      f"--max-memory {max_memory}",
+        "infini-gram": "python -m infini_gram.indexing --data_dir EMPTY_DIR --save_dir DIR "
+                       "--mem 8 --cpus 2 --token_dtype u16 --ulimit 20000",
+        "tokengrams": "python -c 'tokengrams.MemmapIndex.build(\"DIR/tokenized.0\", "
+                      "\"DIR/tokengrams.idx\", vocab=2**16, verbose=False)'",
+    }[tool]
+
+
+def index_bytes(run_dir: Path, tool: str) -> int:
+    names = ["tokenized.0", "offset.0"] + (["tokengrams.idx"] if tool == "tokengrams"
+                                            else ["table.0"])
+    return sum((run_dir / n).stat().st_size for n in names if (run_dir / n).exists())
+
+
+def parts_budget(n_tokens: int, want: int = 4) -> tuple[int | None, int]:
+    """The largest --max-memory that makes the planner split the shard into
+    >= ``want`` parts (or the smallest it accepts, if that gives fewer but
+    >= 2), and the number of parts; (None, 0) while merge.py is absent."""
+    try:
+        from infinigram.native import merge
+    except ImportError:
+        return None, 0
+
+    def parts(mm):
+        try:
+            return len(merge.plan_parts(n_tokens, 2, mm))
+        except ValueError:  # budget too small to split at all
+            return None
+
+    lo, hi = 1 << 12, n_tokens * 64 + (16 << 20)
+    while hi - lo > 1024:  # smallest accepted budget
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if parts(mid) is not None else (mid, hi)
+    lo = hi
+    if (parts(lo) or 0) < 2:
+        return None, 0
+    hi = n_tokens * 64 + (16 << 20)
+    while hi - lo > 1024 and parts(lo) >= want:  # largest budget still giving >= want
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if parts(mid) >= want else (lo, mid)
+    return lo, parts(lo)
+
+
+def compile_time(timeout: float) -> dict:
+    """Our JIT compile time: a tiny build with an empty Numba cache minus the
+    same build with that cache warm (plain and --max-memory runs)."""
+    src = c.zipf_corpus(20_000, seed=3)
+    mm, _ = parts_budget(20_000)
+    out = {}
+    with tempfile.TemporaryDirectory(dir=c.OUT) as tmp:
+        env = c.child_env(Path(tmp) / "cache")
+        for tool in ("ours", "ours-parts"):
+            if tool == "ours-parts" and mm is None:
+                continue
+            walls = []
+            for _ in range(2):
+                run_dir = c.fresh_copy(src, Path(tmp) / "run")
+                r = c.run_child(command(tool, run_dir, c.ZIPF_VOCAB, mm or 0), env=env,
+                                timeout=timeout)
+                if r["rc"] != 0:
+                    return {"error": r["output"][-1500:]}
+                walls.append(r["wall_s"])
+            out[tool] = {"cold_s": walls[0], "warm_s": walls[1], "compile_s": walls[0] - walls[1]}
+    return out
+
+
+def warm_cache(timeout: float) -> None:
+    """Fill the benchmark Numba cache so timed runs load kernels, never compile."""
+    src = c.zipf_corpus(20_000, seed=3)
+    mm, _ = parts_budget(20_000)
+    for tool in ("ours",) + (("ours-parts",) if mm else ()):
+        run_dir = c.fresh_copy(src, c.OUT / "runs" / "warm")
+        c.run_child(command(tool, run_dir, c.ZIPF_VOCAB, mm or 0), timeout=timeout)
+    shutil.rmtree(c.OUT / "runs" / "warm", ignore_errors=True)
+
+
+def available_tools(requested: list[str]) -> list[str]:
+    tools = []
+    for t in requested:
+        try:
+            if t.startswith("ours"):
+                from infinigram.native import sort, ptrs  # noqa: F401
+                if t == "ours-parts":
+                    from infinigram.native import merge  # noqa: F401
+            elif t == "infini-gram":
+                import infini_gram  # noqa: F401
+            elif t == "tokengrams":
+                import tokengrams  # noqa: F401
+        except ImportError as e:
+            print(f"skipping {t}: {e}", file=sys.stderr)
+            continue
+        tools.append(t)
+    return tools
+
+
+def bench_corpus(name: str, src: Path, tools: list[str], runs: int, timeout: float) -> dict:
+    info = c.corpus_info(src)
+    n = info["tokens"]
+    vocab = info.get("vocab", c.ZIPF_VOCAB)
+    mm, n_parts = parts_budget(n)
+    res = {"corpus": name, "tokens": n, "docs": info["docs"], "vocab": vocab,
+           "max_memory": mm, "parts": n_parts, "tools": {}, "identical": {}}
+    tools = [t for t in tools if t != "ours-parts" or mm]
+    for t in tools:
+        res["tools"][t] = {"runs": [], "command": shell_command(t, vocab, mm or 0)}
+    for r in range(runs):
+        tables = {}
+        for t in tools:
+            if any(x["timeout"] for x in res["tools"][t]["runs"]):
+                continue  # once past the timeout, never again: the bound is the result
+            run_dir = c.fresh_copy(src, c.OUT / "runs" / f"{name}-{t}")
+            out = c.run_child(command(t, run_dir, vocab, mm or 0), timeout=timeout)
+            rec = {k: out[k] for k in ("wall_s", "rss_bytes", "rusage_rss_bytes",
+                                       "tree_rss_bytes", "cpu_s", "rc", "timeout")}
+            rec.update(c.last_json(out["output"]))
+            rec["index_bytes"] = index_bytes(run_dir, t)
+            if out["rc"] != 0:
+                rec["error"] = out["output"][-1500:]
+            res["tools"][t]["runs"].append(rec)
+            status = "TIMEOUT" if out["timeout"] else ("FAILED" if out["rc"] else "")
+            rss = "" if out["timeout"] else f"{out['rss_bytes'] / 2**20:8.0f} MiB"
+            print(f"  {name:8} run {r} {t:12} {out['wall_s']:8.2f} s  {rss} {status}", flush=True)
+            if out["rc"] == 0 and (run_dir / "table.0").exists():
+                tables[t] = run_dir / "table.0"
+        for a, b in (("ours", "infini-gram"), ("ours-parts", "ours")):
+            if a in tables and b in tables:
+                same = filecmp.cmp(tables[a], tables[b], shallow=False)
+                res["identical"].setdefault(f"{a} == {b}", []).append(same)
+        for t in tools:
+            shutil.rmtree(c.OUT / "runs" / f"{name}-{t}", ignore_errors=True)
+    for t, d in res["tools"].items():
+        ok = [x for x in d["runs"] if x["rc"] == 0 and not x["timeout"]]
+        d["ok_runs"] = len(ok)
+        d["wall_s"] = c.median([x["wall_s"] for x in ok])
+        d["inner_s"] = c.median([x.get("inner_s") for x in ok])
+        d["rss_bytes"] = c.median([x["rss_bytes"] for x in ok])
+        d["index_bytes"] = ok[-1]["index_bytes"] if ok else None
+        d["mtok_s"] = n / d["wall_s"] / 1e6 if d["wall_s"] else None
+        d["rss_over_index"] = d["rss_bytes"] / d["index_bytes"] if ok else None
+        d["timed_out_after_s"] = next((x["wall_s"] for x in d["runs"] if x["timeout"]), None)
+    return res
+
+
+# ---------------------------------------------------------------- tokenization
+
+def bench_tokenize(src: Path, runs: int, max_bytes: int) -> dict:
+    """Ours (encode_stream, 2 threads) vs a plain SentencePieceProcessor.encode
+    (batch, num_threads=2) loop with conversion to numpy, over the same
+    batches (the builder's batch size) holding the first ``max_bytes`` of text."""
+    try:
+        from infinigram import corpus, tokenizer as tk
+    except ImportError as e:
+        return {"error": f"not available yet: {e}"}
+    import sentencepiece as spm
+    files = [src / "text.jsonl"]
+    model = src / "tokenizer.model"
+    batches, seen = [], 0
+    for b in corpus.iter_batches(files, "text"):
+        batches.append(b)
+        seen += b.nbytes
+        if seen >= max_bytes:
+            break
+    nbytes = sum(len(t.encode("utf-8")) for b in batches for t in b.texts)
+    sp = spm.SentencePieceProcessor(model_file=str(model))
+    tok = tk.resolve_tokenizer(str(model), threads=2)
+
+    def plain():
+        return [[np.asarray(x, dtype=np.uint32) for x in sp.encode(b.texts, num_threads=2)]
+                for b in batches]
+
+    def ours():
+        return [enc for _, enc in tk.encode_stream(iter(batches), tok, 2)]
+
+    def ours_from_file():
+        stream = tk.encode_stream(corpus.iter_batches(files, "text"), tok, 2)
+        for i, _ in enumerate(stream):
+            if i + 1 == len(batches):
+                stream.close()
+                break
+
+    ref, got = plain(), ours()
+    flat_ref = np.concatenate([np.concatenate(x) for x in ref if x])
+    flat_got = np.concatenate([np.concatenate([np.asarray(a) for a in g]) if
+                               not isinstance(g, np.ndarray) else g for g in got if len(g)])
+    same = bool(flat_ref.shape == flat_got.shape and np.array_equal(flat_ref, flat_got))
+    times = {"plain": [], "ours": [], "ours_from_file": []}
+    for _ in range(runs):
+        for k, fn in (("plain", plain), ("ours", ours), ("ours_from_file", ours_from_file)):
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    out = {"corpus": src.name, "text_bytes": nbytes, "batches": len(batches), "same_ids": same,
+           "times": times}
+    for k, v in times.items():
+        out[f"{k}_mb_s"] = nbytes / c.median(v) / 1e6
+    out["speedup"] = out["ours_mb_s"] / out["plain_mb_s"]
+    out["speedup_from_file"] = out["ours_from_file_mb_s"] / out["plain_mb_s"]
+    return out
+
+
+# ---------------------------------------------------------------- report
+
+def report(data: dict, heading: str = "## Build") -> str:
+    m = data["machine"]
+    lines = [heading, "", c.machine_md(m),
+             f"Command: `{data['command']}` ({data['runs']} runs per tool; medians; "
+             f"{c.busy_md(data)}).",
+             "Wall = a fresh process from tokenized.0 to table.0 (Python start-up and imports "
+             "included, our kernels loaded from a warm Numba cache); in-process = the build call "
+             "alone; CPU = user + system seconds of the child and its children (less "
+             "sensitive to other jobs than wall time, but it adds up both cores of a parallel "
+             "tool); peak RSS = the larger of /usr/bin/time's maximum (largest single process) "
+             "and the summed RSS of the process tree sampled every 20-200 ms (infini-gram runs two "
+             "sorting processes at once), file-backed mmap pages included; index = tokenized.0 + "
+             "offset.0 + table.0 (tokengrams: its .idx). A tool killed at the time-out is not "
+             "run again on that corpus; its row shows the bound.", ""]
+    if data.get("import_rss_bytes"):
+        lines += [f"A child that only imports our builder: {data['import_wall_s']:.2f} s, peak RSS "
+                  f"{c.fmt_bytes(data['import_rss_bytes'])} (included in ours' rows).", ""]
+    comp = data.get("compile", {})
+    if comp and "error" not in comp:
+        lines.append("JIT compile time of ours (excluded above): " + ", ".join(
+            f"{k} {v['compile_s']:.1f} s (cold {v['cold_s']:.1f} s, warm {v['warm_s']:.1f} s)"
+            for k, v in comp.items()) + ".")
+        lines.append("")
+    for res in data["corpora"]:
+        lines.append(f"### {res['corpus']}: {res['tokens']:,} tokens, {res['docs']:,} documents")
+        lines.append("")
+        best, bound = faster_peer(res)
+        rows = []
+        for t, d in res["tools"].items():
+            speed = best / d["wall_s"] if best and d["wall_s"] else None
+            wall = d["wall_s"] or (f"> {d['timed_out_after_s']:.0f} (killed)"
+                                   if d.get("timed_out_after_s") else None)
+            cpu = c.median([x.get("cpu_s") for x in d["runs"] if not (x["rc"] or x["timeout"])])
+            rows.append([t, wall, d.get("inner_s"), cpu, d["mtok_s"],
+                         c.fmt_bytes(d["rss_bytes"]), d["rss_over_index"],
+                         f"{'> ' if bound else ''}{speed:.2f}x" if speed else None,
+                         " ".join(f"{x['wall_s']:.2f}" + ("!" if x["rc"] or x["timeout"] else "")
+                                  for x in d["runs"])])
+        lines.append(c.md_table(["tool", "wall s", "in-process s", "CPU s", "Mtok/s", "peak RSS",
+                                 "RSS / index", "speed vs faster peer", "runs (s; ! = failed)"],
+                                rows))
+        extra = []
+        if res["max_memory"] and "ours-parts" in res["tools"]:
+            extra.append(f"ours-parts: --max-memory {res['max_memory']:,} bytes, "
+                         f"{res['parts']} parts")
+        for k, v in res["identical"].items():
+            extra.append(f"table.0 {k}: {'byte-identical' if all(v) else 'DIFFERENT'} "
+                         f"({sum(v)}/{len(v)} runs)")
+        if extra:
+            lines += ["", "; ".join(extra) + "."]
+        lines.append("")
+    if data["corpora"]:
+        first = data["corpora"][0]
+        lines += [f"Command per tool ({first['corpus']}; DIR = a fresh directory holding links "
+                  "to tokenized.0 and offset.0; ours runs `builder.index_tables` with the same "
+                  "arguments in a `python -c` child, which is what this command calls):", ""]
+        lines += [f"- {t}: `{d['command']}`" for t, d in first["tools"].items()]
+        lines.append("")
+    tok = data.get("tokenize")
+    if tok:
+        lines.append(f"### Tokenization ({tok.get('corpus', 'stdlib')} text, vocab-8000 "
+                     "sentencepiece, 2 threads)")
+        lines.append("")
+        if "error" in tok:
+            lines.append(f"Not measured: {tok['error']}")
+        else:
+            lines.append(c.md_table(
+                ["", "MB/s", "vs plain loop"],
+                [["plain `sp.encode(batch, num_threads=2)` + numpy", tok["plain_mb_s"], "1x"],
+                 ["ours `encode_stream`, same batches in memory", tok["ours_mb_s"],
+                  f"{tok['speedup']:.2f}x"],
+                 ["ours `encode_stream` reading text.jsonl", tok["ours_from_file_mb_s"],
+                  f"{tok['speedup_from_file']:.2f}x"]]))
+            lines.append("")
+            lines.append(f"The first {tok['text_bytes'] / 1e6:.1f} MB of text in {tok['batches']} "
+                         "batches (the builder's batch size); "
+                         f"ids identical to the plain loop: {tok['same_ids']}.")
+        lines.append("")
+    lines += ["### Targets (issue 3)", ""] + [f"- {t}" for t in targets(data)]
+    if not heading.startswith("## "):  # a nested block: push its sub-headings one level down
+        lines = [lines[0]] + ["#" + x if x.startswith("### ") else x for x in lines[1:]]
+    return "\n".join(lines)
+
+
+def faster_peer(res: dict) -> tuple[float | None, bool]:
+    """Median wall of the faster peer, or (when every peer was killed) the
+    shortest time it ran before the kill, flagged as a lower bound."""
+    walls = [res["tools"][p]["wall_s"] for p in PEERS if res["tools"].get(p, {}).get("wall_s")]
+    if walls:
+        return min(walls), False
+    killed = [res["tools"][p]["timed_out_after_s"] for p in PEERS
+              if res["tools"].get(p, {}).get("timed_out_after_s")]
+    return (min(killed), True) if killed else (None, False)
+
+
+def targets(data: dict) -> list[str]:
+    by = {r["corpus"]: r for r in data["corpora"]}
+
+    def speedup(res):
+        o = res["tools"].get("ours", {}).get("wall_s")
+        best, _ = faster_peer(res)
+        return best / o if o and best else None
+
+    out = []
+    z = by.get("zipf")
+    s = speedup(z) if z else None
+    big = z and z["tokens"] >= 300_000_000
+    if z and not big:
+        verdict = (c.met(s and s >= 3) if z["tokens"] >= 10_000_000
+                   else "not measured at 15M (smaller run)")
+        out.append(f"Build >= 3x the faster peer at ~15M tokens (zipf, {z['tokens']:,} tokens): "
+                   f"{s and f'{s:.2f}x'} — {verdict}")
+    st = by.get("stdlib")
+    if st:
+        s2 = speedup(st)
+        out.append(f"Same on stdlib source ({st['tokens']:,} tokens): {s2 and f'{s2:.2f}x'} — "
+                   + (c.met(s2 and s2 >= 3) if st["tokens"] >= 5_000_000 else
+                      "indicative only (quick run)"))
+    if big:
+        out.append(f"Build >= 4x the faster peer at >= 300M tokens with long repeats: "
+                   f"{s and f'{s:.2f}x'} — {c.met(s and s >= 4)}")
+    else:
+        out.append("Build >= 4x at >= 300M tokens: not measured in this run "
+                   "(`--tokens 300M --corpora zipf`)")
+    base = data.get("import_rss_bytes")
+    for res in data["corpora"]:
+        d = res["tools"].get("ours", {})
+        if d.get("rss_over_index"):
+            above = (f" ({(d['rss_bytes'] - base) / d['index_bytes']:.2f}x counting only what "
+                     "is above the import baseline)") if base else ""
+            out.append(f"Peak RSS <= 1.5x index size ({res['corpus']}): "
+                       f"{d['rss_over_index']:.2f}x{above} — {c.met(d['rss_over_index'] <= 1.5)}")
+    base = z and z["tools"].get("ours", {}).get("wall_s")
+    for name in ("block", "single"):
+        r = by.get(name)
+        w = r and r["tools"].get("ours", {}).get("wall_s")
+        if base and w:
+            out.append(f"Repetitive input ({name}) <= 2x ordinary text of the same length: "
+                       f"{w / base:.2f}x — {c.met(w / base <= 2)}")
+    for res in data["corpora"]:
+        v = res["identical"].get("ours-parts == ours")
+        if v is not None:
+            out.append(f"--max-memory parts merged from disk, byte-identical ({res['corpus']}, "
+                       f"{res['parts']} parts): {c.met(all(v))}")
+        v = res["identical"].get("ours == infini-gram")
+        if v is not None:
+            out.append(f"table.0 byte-identical to infini-gram's ({res['corpus']}): "
+                       f"{c.met(all(v))}")
+    tok = data.get("tokenize")
+    if tok and "error" not in tok:
+        out.append(f"Tokenization >= 1.5x a plain encode(batch, num_threads=2) loop: "
+                   f"{tok['speedup']:.2f}x — {c.met(tok['speedup'] >= 1.5)}")
+    elif any(r["corpus"] in ("stdlib", "jsonl") for r in data["corpora"]):
+        out.append("Tokenization >= 1.5x: not measured")
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="2M tokens, shorter timeouts")
+    ap.add_argument("--tokens", default=None, help="synthetic corpus size (default 15M)")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--corpora", default="stdlib,zipf,block,single",
+                    help="comma list of stdlib, zipf, block, single, jsonl")
+    ap.add_argument("--tools", default=",".join(TOOLS))
+    ap.add_argument("--jsonl", type=Path, help="a JSONL corpus (adds corpus 'jsonl')")
+    ap.add_argument("--text-field", default="text")
+    ap.add_argument("--timeout", type=float, default=None, help="seconds per child run")
+    ap.add_argument("--busy", action="store_true",
+                    help="label the results as taken on a busy machine "
+                    "(automatic when the 1-minute load average at start is > 1)")
+    ap.add_argument("--no-results", action="store_true", help="do not touch RESULTS.md")
+    ap.add_argument("--repeat-timeout", type=float, default=None,
+                    help="seconds per child run on block/single (default 60, quick 30)")
+    ap.add_argument("--tokenize-mb", type=float, default=None,
+                    help="text to tokenize in the tokenization benchmark (default 16, quick 4)")
+    ap.add_argument("--section", default="build",
+                    help="RESULTS.md block to write (another name, e.g. build-large, "
+                         "adds a block after the build section)")
+    ap.add_argument("--from-json", type=Path, help="only re-render RESULTS.md from a saved run")
+    args = ap.parse_args(argv)
+    if args.from_json:
+        data = json.loads(args.from_json.read_text())
+        return write_report(data, args, data["tokens"])
+    n = c.parse_count(args.tokens or ("2M" if args.quick else "15M"))
+    args.repeat_timeout = args.repeat_timeout or (30 if args.quick else 60)
+    args.tokenize_bytes = int((args.tokenize_mb or (4 if args.quick else 16)) * 1e6)
+    timeout = args.timeout or (60 if args.quick else max(300, n / 1e6 * 20))
+    names = [x for x in args.corpora.split(",") if x]
+    if args.jsonl and "jsonl" not in names:
+        names.append("jsonl")
+    tools = available_tools(args.tools.split(","))
+    m = c.machine()
+    print(f"build benchmark: {n:,} tokens, tools {tools}, load {m['load_avg']}", flush=True)
+    data = {"machine": m, "tokens": n, "runs": args.runs,
+            "busy": args.busy or m["load_avg"][0] > 1.0,
+            "command": " ".join(["python benchmarks/bench_build.py"] + (argv or sys.argv[1:])),
+            "corpora": []}
+    if any(t.startswith("ours") for t in tools):
+        data["compile"] = compile_time(timeout)
+        print(f"compile: {data['compile']}", flush=True)
+        warm_cache(timeout)
+        base = c.run_child([c.PYTHON, "-c", "from infinigram import builder"], timeout=timeout)
+        data["import_rss_bytes"] = base["rss_bytes"]
+        data["import_wall_s"] = base["wall_s"]
+    for name in names:
+        src = {"stdlib": lambda: c.stdlib_corpus(6_000_000 if args.quick else None),
+               "zipf": lambda: c.zipf_corpus(n),
+               "block": lambda: c.block_corpus(n), "single": lambda: c.single_corpus(n),
+               "jsonl": lambda: c.jsonl_corpus(args.jsonl, args.text_field)}[name]()
+        slow = name in ("block", "single")  # peers are quadratic here: bound, don't wait
+        data["corpora"].append(bench_corpus(name, src, tools, args.runs,
+                                            args.repeat_timeout if slow else timeout))
+        if name in ("stdlib", "jsonl") and "tokenize" not in data:
+            data["tokenize"] = bench_tokenize(src, args.runs, args.tokenize_bytes)
+            print(f"tokenize: {data['tokenize']}", flush=True)
+        c.save_json(f"build-{n}-{'-'.join(names)}.json", data)
+    data["machine"]["load_avg_end"] = [round(x, 2) for x in __import__("os").getloadavg()]
+    path = c.save_json(f"build-{n}-{'-'.join(names)}.json", data)
+    write_report(data, args, n)
+    print(f"wrote {path}")
+
+
+def write_report(data: dict, args, n: int) -> None:
+    text = report(data, "## Build" if args.section == "build" else
+                  f"### Build, {n / 1e6:g}M tokens ({args.section})")
+    print(text)
+    if not args.no_results:
+        if args.section == "build":
+            c.update_results("build", text, before="queries")
+        else:
+            c.update_results(args.section, text, after=("build",), before="queries")
+
+
+if __name__ == "__main__":
+    main()
