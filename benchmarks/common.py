@@ -107,9 +107,10 @@ def busy_md(data: dict) -> str:
     load = f"load average {m['load_avg'][0]} at start, {m.get('load_avg_end', ['?'])[0]} at end"
     end = m.get("load_avg_end", [0])[0]
     if data.get("busy") or (isinstance(end, (int, float)) and end > 2.0):
-        return (f"**Busy machine** (other jobs were running; {load}): indicative numbers, "
-                "rerun on an idle machine")
-    return f"Machine otherwise idle ({load})"
+        return (f"**Load average above 2** ({load}; it counts the benchmark's own "
+                "processes too, and this VM's reading also moves with no process running): "
+                "timings can be disturbed, compare ratios from the same run")
+    return f"Load average low ({load})"
 
 
 def machine_md(m: dict) -> str:
