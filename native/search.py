@@ -66,23 +66,30 @@ def _range(tokens, table, pointer, q, q0, q1, lo, hi, depth):
             lo = mid + 1
         elif c > 0:
             hi = mid
-        else:
-            a, b = lo, mid  # lower bound in [lo, mid]
-            while a < b:
-                m = (a + b) >> 1
-                if _cmp(tokens, _suffix(tokens, table, pointer, m) + depth, q, q0, q1) < 0:
-                    a = m + 1
-                else:
-                    b = m
-            c_, d = mid + 1, hi  # upper bound in [mid + 1, hi]
-            while c_ < d:
-                m = (c_ + d) >> 1
-                if _cmp(tokens, _suffix(tokens, table, pointer, m) + depth, q, q0, q1) > 0:
-                    d = m
-                else:
-                    c_ = m + 1
-            return a, c_
+        else:  # a hit: the start lies in [lo, mid], the end in [mid + 1, hi]
+            return _bounds(tokens, table, pointer, q, q0, q1, depth, lo, mid, mid + 1, hi)
     return lo, lo
+
+
+@jit(inline="always")
+def _bounds(tokens, table, pointer, q, q0, q1, depth, x0, x1, y0, y1):
+    """First entry in [x0, x1] whose suffix (past ``depth`` tokens) is not
+    before q[q0:q1], and first entry in [y0, y1] after it, bisected in
+    lockstep so the two searches' memory reads overlap."""
+    while x0 < x1 or y0 < y1:
+        if x0 < x1:
+            mid = (x0 + x1) >> 1
+            if _cmp(tokens, _suffix(tokens, table, pointer, mid) + depth, q, q0, q1) < 0:
+                x0 = mid + 1
+            else:
+                x1 = mid
+        if y0 < y1:
+            mid = (y0 + y1) >> 1
+            if _cmp(tokens, _suffix(tokens, table, pointer, mid) + depth, q, q0, q1) > 0:
+                y1 = mid
+            else:
+                y0 = mid + 1
+    return x0, y0
 
 
 @jit(inline="always")
@@ -172,21 +179,7 @@ def _search(tokens, table, pointer, bucket, sample, step, q, q0, q1):
     y1 = b * step if b < jb else hi
     if m > c:
         return _range(tokens, table, pointer, q, q0, q1, x0, y1, depth)
-    q0 += depth
-    while x0 < x1 or y0 < y1:
-        if x0 < x1:
-            mid = (x0 + x1) >> 1
-            if _cmp(tokens, _suffix(tokens, table, pointer, mid) + depth, q, q0, q1) < 0:
-                x0 = mid + 1
-            else:
-                x1 = mid
-        if y0 < y1:
-            mid = (y0 + y1) >> 1
-            if _cmp(tokens, _suffix(tokens, table, pointer, mid) + depth, q, q0, q1) > 0:
-                y1 = mid
-            else:
-                y0 = mid + 1
-    return x0, y0
+    return _bounds(tokens, table, pointer, q, q0 + depth, q1, depth, x0, x1, y0, y1)
 
 
 @jit
