@@ -47,9 +47,9 @@ def run(output: str | Path, vocab: int = 8000, quiet: bool = False) -> list[str]
         lines.append(f"count({q!r}) = {eng.count(q)}")
     q = "def __init__(self"
     dist = eng.ntd(q)
-    top = dist.ids[dist.counts.argsort()[::-1][:5]]
+    top = dist.counts.argsort()[::-1][:5]
     lines.append(f"after {q!r}: " + ", ".join(
-        f"{eng.decode([int(t)])!r} {dist.probs[list(dist.ids).index(t)]:.2f}" for t in top))
+        f"{eng.decode([int(dist.ids[i])])!r} {dist.probs[i]:.2f}" for i in top))
     prompt = "if __name__ =="
     ids = eng.tokenize(prompt)
     r = eng.infgram_ntd(ids)
