@@ -444,18 +444,11 @@ def main(argv=None):
     ap.add_argument("--jsonl", type=Path, help="a JSONL corpus (adds corpus 'jsonl')")
     ap.add_argument("--text-field", default="text")
     ap.add_argument("--timeout", type=float, default=None, help="seconds per child run")
-    ap.add_argument("--busy", action="store_true",
-                    help="label the results as taken on a busy machine "
-                    "(automatic when the 1-minute load average at start is > 1)")
-    ap.add_argument("--no-results", action="store_true", help="do not touch RESULTS.md")
     ap.add_argument("--repeat-timeout", type=float, default=None,
                     help="seconds per child run on block/single (default 60, quick 30)")
     ap.add_argument("--tokenize-mb", type=float, default=None,
                     help="text to tokenize in the tokenization benchmark (default 16, quick 4)")
-    ap.add_argument("--section", default="build",
-                    help="RESULTS.md block to write (another name, e.g. build-large, "
-                         "adds a block after the build section)")
-    ap.add_argument("--from-json", type=Path, help="only re-render RESULTS.md from a saved run")
+    c.add_report_options(ap, "build", "build-large")
     args = ap.parse_args(argv)
     if args.from_json:
         data = json.loads(args.from_json.read_text())

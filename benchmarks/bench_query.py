@@ -545,14 +545,7 @@ def main(argv=None):
     ap.add_argument("--text-field", default="text")
     ap.add_argument("--queries", type=int, default=None, help="queries per row (default 2000)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--busy", action="store_true",
-                    help="label the results as taken on a busy machine "
-                    "(automatic when the 1-minute load average at start is > 1)")
-    ap.add_argument("--no-results", action="store_true", help="do not touch RESULTS.md")
-    ap.add_argument("--section", default="queries",
-                    help="RESULTS.md block to write (another name, e.g. queries-stdlib, adds a "
-                         "block after the queries section)")
-    ap.add_argument("--from-json", type=Path, help="only re-render RESULTS.md from a saved run")
+    c.add_report_options(ap, "queries", "queries-stdlib")
     args = ap.parse_args(argv)
     if args.from_json:
         return write_report(json.loads(args.from_json.read_text()), args)

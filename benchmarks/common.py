@@ -102,6 +102,18 @@ def machine() -> dict:
             "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
 
 
+def add_report_options(ap, section: str, example: str) -> None:
+    """The RESULTS.md options both benchmark scripts take."""
+    ap.add_argument("--busy", action="store_true",
+                    help="label the results as taken on a busy machine "
+                    "(automatic when the load average is > 1 at start or > 2 at the end)")
+    ap.add_argument("--no-results", action="store_true", help="do not touch RESULTS.md")
+    ap.add_argument("--section", default=section,
+                    help=f"RESULTS.md block to write (another name, e.g. {example}, adds a "
+                         f"block after the {section} section)")
+    ap.add_argument("--from-json", type=Path, help="only re-render RESULTS.md from a saved run")
+
+
 def busy_md(data: dict) -> str:
     m = data["machine"]
     load = f"load average {m['load_avg'][0]} at start, {m.get('load_avg_end', ['?'])[0]} at end"
