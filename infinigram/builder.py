@@ -147,18 +147,19 @@ def build_table(directory: Path, s: int, width: int, max_memory: int | None,
     tokens = np.memmap(src, dtype=fmt.token_dtype(width), mode="r") if n else \
         np.zeros(0, fmt.token_dtype(width))
     with _disk_errors(tmp):
-        out = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=max(n * pointer, 1))
         parts = _plan(n, width, max_memory)
-        if len(parts) <= 1:
+        if len(parts) <= 1:  # packed in the suffix array's own memory: no second copy
             sa = sort.suffix_array(tokens)
-            ptrs.pack_pointers(sa, width, pointer, out)
+            if pointer > sa.itemsize:
+                sa = sa.astype(np.int64)
+            with open(tmp, "wb") as f:
+                f.write(ptrs.pack_in_place(sa, width, pointer))
             del sa
         else:
+            out = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=n * pointer)
             _sort_in_parts(tokens, parts, width, pointer, out, directory, progress)
-        out.flush()
-        del out
-        if n == 0:
-            os.truncate(tmp, 0)
+            out.flush()
+            del out
         fmt.commit(tmp, final)
     progress.update(n, n, "tok", force=True)
     progress.finish(f"sorted {n} tokens")

@@ -31,11 +31,36 @@ def pack_pointers(sa: np.ndarray, width: int, pointer: int, out: np.ndarray) -> 
         raise ValueError(
             f"out must be a 1-D uint8 array of {sa.shape[0] * pointer} bytes "
             f"({sa.shape[0]} entries x {pointer}), got {out.dtype} of shape {out.shape}")
+    _check_fits(sa, width, pointer)
+    _pack(sa, width, pointer, out)
+
+
+def _check_fits(sa, width, pointer):
     if sa.shape[0] and int(sa.max()) * width >= 1 << (8 * pointer):
         raise ValueError(
             f"byte offset {int(sa.max()) * width} does not fit in {pointer} bytes; "
             "use format.pointer_width(size of the token file)")
-    _pack(sa, width, pointer, out)
+
+
+@jit
+def _pack_in_place(sa, width, pointer, out):
+    # entry i's bytes go to [i*pointer, (i+1)*pointer), never past the bytes
+    # of entries not read yet (pointer <= itemsize), so one forward pass is safe
+    for i in range(sa.shape[0]):
+        put_pointer(out, i, pointer, np.int64(sa[i]) * width)
+
+
+def pack_in_place(sa: np.ndarray, width: int, pointer: int) -> np.ndarray:
+    """``pack_pointers`` into ``sa``'s own memory: returns the uint8 view of
+    its first len(sa) * pointer bytes (``sa`` is overwritten). Needs
+    ``pointer <= sa.itemsize`` and a C-contiguous ``sa``."""
+    if not 1 <= pointer <= sa.itemsize or not sa.flags.c_contiguous:
+        raise ValueError(f"in-place packing needs a C-contiguous array and 1 <= pointer <= "
+                         f"{sa.itemsize} (its item size), got pointer {pointer}")
+    _check_fits(sa, width, pointer)
+    out = sa.view(np.uint8)
+    _pack_in_place(sa, width, pointer, out)
+    return out[:sa.shape[0] * pointer]
 
 
 @jit

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from infinigram import format as fmt
 from infinigram.native.merge import EXTRA, merge_parts, plan_parts, sort_part
-from infinigram.native.ptrs import pack_pointers, pointer_at, unpack_pointers
+from infinigram.native.ptrs import pack_in_place, pack_pointers, pointer_at, unpack_pointers
 from infinigram.native.sort import suffix_array
 from naive import doubling_suffix_array, naive_suffix_array, with_separators
 
@@ -191,6 +191,21 @@ def test_pack_unpack_round_trip(pointer, width):
     assert pointer_at(out, 7, pointer) == sa[7] * width
     raw = out.reshape(-1, pointer)
     assert int.from_bytes(raw[1].tobytes(), "little") == sa[1] * width
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64])
+@pytest.mark.parametrize("width", WIDTHS)
+def test_pack_in_place_equals_pack_pointers(dtype, width):
+    rng = np.random.default_rng(width)
+    for pointer in range(1, np.dtype(dtype).itemsize + 1):
+        limit = min((1 << (8 * pointer)) // width, np.iinfo(dtype).max)
+        sa = rng.integers(0, limit, 2000).astype(dtype)
+        expected = packed(sa, width, pointer)
+        got = pack_in_place(sa.copy(), width, pointer)
+        assert got.dtype == np.uint8 and got.shape == expected.shape
+        np.testing.assert_array_equal(got, expected)
+    with pytest.raises(ValueError, match="pointer"):
+        pack_in_place(np.arange(10, dtype=dtype), width, np.dtype(dtype).itemsize + 1)
 
 
 def test_pack_rejects_bad_arguments():
