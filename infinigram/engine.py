@@ -28,7 +28,7 @@ import numpy as np
 
 from . import format as fmt
 from .errors import IndexFormatError, QueryError, TokenizerError
-from .native import search as ks
+from .native import direct, search as ks
 from .results import (Document, DocHit, FindResult, InfGramProb, NextTokenDist, ProbResult,
                       ScoreResult, SearchResult)
 
@@ -55,6 +55,7 @@ class ShardSearcher:
         self._unigram = None
         self._bucket = None
         self._search = None
+        self._direct = {}
 
     @property
     def bucket(self) -> np.ndarray:
@@ -81,7 +82,7 @@ class ShardSearcher:
         """``search_args`` with the sample, built now if need be (batches
         and tallies, which use it a lot, ask for it at once)."""
         if self._search is None:
-            sample = np.empty(-(-self.n // self.step), dtype=np.int64)  # numpy: huge pages
+            sample = np.empty(ks.sample_size(self.n, self.step), dtype=np.int64)  # numpy: huge pages
             ks.sample_keys(self._tokens, self._table, self._pointer, self.step, sample)
             self._search = (self._tokens, self._table, self._pointer, self.bucket, sample, self.step)
         return self._search
@@ -93,10 +94,23 @@ class ShardSearcher:
             self._doc_starts = np.asarray(self.shard.offsets, dtype=np.int64) // self.shard.width
         return self._doc_starts
 
+    def _call(self, kernel, *args):
+        """``kernel(*args)`` through its code compiled for these argument
+        types (``native.direct``, no per-call type dispatch): every caller
+        passes the same types, query ids as C-contiguous int64 arrays."""
+        fn = self._direct.get(kernel)
+        if fn is None:
+            fn = self._direct[kernel] = direct(kernel, *args)
+        return fn(*args)
+
     def range(self, ids: np.ndarray) -> tuple[int, int]:
         """[start, end) of the suffix-array entries starting with ``ids``."""
-        lo, hi = ks.find_range(*self.search_args, ids)
+        lo, hi = self._call(ks.find_range, *self.search_args, ids)
         return int(lo), int(hi)
+
+    def count(self, ids: np.ndarray, vocab: int) -> int:
+        """Occurrences of ``ids``; -1 when some id is outside [0, vocab)."""
+        return self._call(ks.count, *self.search_args, ids, vocab)
 
     def count_many(self, flat: np.ndarray, bounds: np.ndarray, order: np.ndarray) -> np.ndarray:
         """Count of each query ``flat[bounds[j]:bounds[j+1]]``, visited in
@@ -106,7 +120,8 @@ class ShardSearcher:
     def continuation(self, m: int, lo: int, hi: int, next_id: int) -> tuple[int, int]:
         """(total, count) in the range [lo, hi) of an m-token prompt:
         occurrences followed by a real token, and by ``next_id``."""
-        total, count = ks.continuation(self._tokens, self._table, self._pointer, m, lo, hi, next_id)
+        total, count = self._call(ks.continuation, self._tokens, self._table, self._pointer,
+                                  m, lo, hi, next_id)
         return int(total), int(count)
 
     def next_tokens(self, m: int, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
@@ -117,14 +132,21 @@ class ShardSearcher:
             if self._unigram is None:
                 self._unigram = ks.next_tokens(self._tokens, self._table, self._pointer,
                                                sample, step, 0, 0, self.n)
+                for a in self._unigram:
+                    a.setflags(write=False)
             return self._unigram
         return ks.next_tokens(self._tokens, self._table, self._pointer, sample, step, m, lo, hi)
 
     def longest_usable(self, ids: np.ndarray) -> tuple[int, int, int]:
         """(L, lo, hi): longest suffix of ``ids`` followed by a real token
         somewhere in this shard, and its range; L = -1 if the shard has none."""
-        L, lo, hi = ks.longest_usable(*self.search_args, ids)
+        L, lo, hi = self._call(ks.longest_usable, *self.search_args, ids)
         return int(L), int(lo), int(hi)
+
+    def infgram_counts(self, ids: np.ndarray, next_id: int, vocab: int) -> tuple[int, int, int]:
+        """(L, total, count): ``longest_usable`` length and the continuation
+        counts of ``next_id`` there; L = -2 when some id is outside [0, vocab)."""
+        return self._call(ks.infgram_counts, *self.search_args, ids, next_id, vocab)
 
     def score(self, ids: np.ndarray, max_context: int):
         """Per position: (L, total, count, first, last); see native.search.score."""
@@ -318,7 +340,7 @@ class Engine:
         check (the kernels check it); None for any other query."""
         if type(q) is list:
             return self._int_list(q)
-        if type(q) is np.ndarray and q.dtype == np.int64 and q.ndim == 1:
+        if type(q) is np.ndarray and q.dtype == np.int64 and q.ndim == 1 and q.flags.c_contiguous:
             return q
         return None
 
@@ -337,7 +359,7 @@ class Engine:
             else:
                 fix = f"token ids must be in [0, {self._vocab})"
             raise QueryError(f"query id {value} {where} is out of range: {fix}")
-        return ids.astype(np.int64, copy=False)
+        return np.ascontiguousarray(ids, dtype=np.int64)
 
     def _next_id(self, next_id) -> int:
         if isinstance(next_id, (bool, np.bool_)) or not isinstance(next_id, (int, np.integer)):
@@ -354,7 +376,7 @@ class Engine:
             ids = self._ids(q)
         total = 0
         for s in self._searchers:
-            c = ks.count(*s.search_args, ids, self._vocab)
+            c = s.count(ids, self._vocab)
             if c < 0:
                 self._ids(q)  # raises the QueryError naming the bad id
             total += c
@@ -443,7 +465,7 @@ class Engine:
         L = -1
         total = cont = 0
         for s in self._searchers:
-            l_s, t, c = ks.infgram_counts(*s.search_args, ids, nid, self._vocab)
+            l_s, t, c = s.infgram_counts(ids, nid, self._vocab)
             if l_s == -2:
                 self._ids(prompt)  # raises the QueryError naming the bad id
             if l_s > L:
@@ -626,7 +648,10 @@ def sort_hint(flat: np.ndarray, bounds: np.ndarray, width: int) -> np.ndarray:
 
 
 def _merge(parts, suffix_len: int) -> NextTokenDist:
-    """Sum per-shard (ids, counts) tallies into one distribution."""
+    """Sum per-shard (ids, counts) tallies (ids ascending) into one distribution."""
+    if len(parts) == 1:
+        ids, counts = parts[0]
+        return NextTokenDist(ids, counts, int(counts.sum()), suffix_len)
     ids = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
     counts = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int64)
     uniq, inv = np.unique(ids, return_inverse=True)

@@ -131,28 +131,58 @@ def _pack_query(q, q0, q1, bits, c, fill):
     return v
 
 
-@pjit
-def sample_keys(tokens, table, pointer, step, out):
-    """Fill int64 ``out`` (ceil(n / step) long) with the packed keys (see
-    ``_pack_suffix``) of every ``step``-th suffix-array entry: an in-memory
-    sample that answers the top levels of every search without touching the
-    table or the tokens."""
-    bits, c = _packing(tokens.itemsize)
-    for j in prange(out.shape[0]):
-        out[j] = _pack_suffix(tokens, _suffix(tokens, table, pointer, j * step), bits, c)
+TOP = 64
+"""Every TOP-th sample key is repeated after the sample, as a small index
+(1/TOP of its size, it stays in cache) that each bisection reads first."""
 
 
 @jit(inline="always")
-def _bisect_sample(sample, lo, hi, key, right):
-    """First j in [lo, hi) with sample[j] >= key (> key with ``right``)."""
+def _sample_len(n, step):
+    return (n + step - 1) // step
+
+
+def sample_size(n: int, step: int) -> int:
+    """Length of the ``out`` array that :func:`sample_keys` fills."""
+    ns = _sample_len(n, step)
+    return ns + (ns + TOP - 1) // TOP
+
+
+@pjit
+def sample_keys(tokens, table, pointer, step, out):
+    """Fill int64 ``out`` (``sample_size`` long) with the packed keys (see
+    ``_pack_suffix``) of every ``step``-th suffix-array entry, then every
+    TOP-th of those again: an in-memory sample that answers the top levels
+    of every search without touching the table or the tokens."""
+    bits, c = _packing(tokens.itemsize)
+    ns = _sample_len(tokens.shape[0], step)
+    for j in prange(ns):
+        out[j] = _pack_suffix(tokens, _suffix(tokens, table, pointer, j * step), bits, c)
+    for t in range(out.shape[0] - ns):
+        out[ns + t] = out[t * TOP]
+
+
+@jit(inline="always")
+def _bisect_keys(keys, lo, hi, key, right):
+    """First j in [lo, hi) with keys[j] >= key (> key with ``right``)."""
     while lo < hi:
         mid = (lo + hi) >> 1
-        v = sample[mid]
+        v = keys[mid]
         if v < key or (right and v == key):
             lo = mid + 1
         else:
             hi = mid
     return lo
+
+
+@jit(inline="always")
+def _bisect_sample(sample, ns, lo, hi, key, right):
+    """``_bisect_keys`` over sample[lo:hi] (ns sample keys), narrowed first by
+    the cached index of every TOP-th key to one block of TOP keys."""
+    tl, th = (lo + TOP - 1) // TOP, (hi + TOP - 1) // TOP  # index keys inside [lo, hi)
+    t = _bisect_keys(sample, ns + tl, ns + th, key, right) - ns
+    a = (t - 1) * TOP + 1 if t > tl else lo
+    b = t * TOP if t < th else hi
+    return _bisect_keys(sample, a, b, key, right)
 
 
 @jit
@@ -170,9 +200,10 @@ def _search(tokens, table, pointer, bucket, sample, step, q, q0, q1):
     if hi - lo <= 2 * step:
         return _range(tokens, table, pointer, q, q0, q1, lo, hi, depth)
     bits, c = _packing(tokens.itemsize)
+    ns = _sample_len(tokens.shape[0], step)
     ja, jb = (lo + step - 1) // step, (hi + step - 1) // step  # samples inside [lo, hi)
-    a = _bisect_sample(sample, ja, jb, _pack_query(q, q0, q1, bits, c, 0), False)
-    b = _bisect_sample(sample, a, jb, _pack_query(q, q0, q1, bits, c, (1 << bits) - 1), True)
+    a = _bisect_sample(sample, ns, ja, jb, _pack_query(q, q0, q1, bits, c, 0), False)
+    b = _bisect_sample(sample, ns, a, jb, _pack_query(q, q0, q1, bits, c, (1 << bits) - 1), True)
     x0 = (a - 1) * step + 1 if a > ja else lo  # the start lies in [x0, x1]
     x1 = a * step if a < jb else hi
     y0 = (b - 1) * step + 1 if b > ja else lo  # the end lies in [y0, y1]
@@ -322,10 +353,17 @@ def _grow(a, size):
     return out
 
 
+@pjit
+def _probe_parallel(tokens, table, pointer, m, I, J, mids, n):
+    """Next keys of the midpoints of the first n intervals [I, J], on all cores."""
+    for k in prange(n):
+        mids[k] = _next_key(tokens, table, pointer, (I[k] + J[k]) >> 1, m)
+
+
 @jit
 def next_tokens(tokens, table, pointer, sample, step, m, lo, hi):
     """Exact next-token tally of the m-token prompt whose range is [lo, hi):
-    (ids, counts) in key order.
+    (ids, counts), ids ascending.
 
     Next keys are sorted inside the range, so a group boundary lies between
     two entries whose next keys differ. Known keys: both ends of the range
@@ -379,8 +417,11 @@ def next_tokens(tokens, table, pointer, sample, step, m, lo, hi):
     while nopen:
         if mids.shape[0] < nopen:
             mids = _grow(mids, nopen)
-        for k in range(nopen):  # independent reads: one probe per interval
-            mids[k] = _next_key(tokens, table, pointer, (I[k] + J[k]) >> 1, m)
+        if nopen >= 4096:  # independent reads: one probe per interval
+            _probe_parallel(tokens, table, pointer, m, I, J, mids, nopen)
+        else:
+            for k in range(nopen):
+                mids[k] = _next_key(tokens, table, pointer, (I[k] + J[k]) >> 1, m)
         if I2.shape[0] < 2 * nopen:
             I2, J2, KI2, KJ2 = (_grow(I2, 2 * nopen), _grow(J2, 2 * nopen),
                                 _grow(KI2, 2 * nopen), _grow(KJ2, 2 * nopen))
@@ -400,13 +441,37 @@ def next_tokens(tokens, table, pointer, sample, step, m, lo, hi):
                         nxt += 1
         I, J, KI, KJ, I2, J2, KI2, KJ2 = I2, J2, KI2, KJ2, I, J, KI, KJ
         nopen = nxt
-    order = np.argsort(starts[:nstart])
-    ids = np.empty(nstart, dtype=np.int64)
-    counts = np.empty(nstart, dtype=np.int64)
-    for g in range(nstart):
+    return _tally(starts, skeys, nstart, b, width)
+
+
+@jit
+def _tally(starts, skeys, n, end, width):
+    """(ids ascending, counts) of the groups that start at starts[:n] (any
+    order) with next keys skeys[:n], the last one ending at ``end``. Keys
+    grow with the starts, so a group ends where the next key's group begins;
+    many groups of a narrow token are placed by key and by id in two tables
+    instead of sorted."""
+    if n > 4096 and width <= 2:
+        K = 1 << (8 * width)
+        first = np.full(K, -1, dtype=np.int64)
+        for g in range(n):
+            first[skeys[g]] = starts[g]
+        counts = np.zeros(K, dtype=np.int64)  # by id
+        nxt = end
+        for k in range(K - 1, -1, -1):
+            if first[k] >= 0:
+                counts[byte_key(k, width)] = nxt - first[k]  # byte_key swaps keys and ids
+                nxt = first[k]
+        ids = np.flatnonzero(counts)
+        return ids, counts[ids]
+    order = np.argsort(starts[:n])
+    ids = np.empty(n, dtype=np.int64)
+    counts = np.empty(n, dtype=np.int64)
+    for g in range(n):
         ids[g] = byte_key(skeys[order[g]], width)
-        counts[g] = (starts[order[g + 1]] if g + 1 < nstart else b) - starts[order[g]]
-    return ids, counts
+        counts[g] = (starts[order[g + 1]] if g + 1 < n else end) - starts[order[g]]
+    by_id = np.argsort(ids)
+    return ids[by_id], counts[by_id]
 
 
 @jit

@@ -142,6 +142,30 @@ def test_empty_prompt_is_unigram(tmp_path):
     assert np.allclose(eng.infgram_ntd_many([[], [3]], dense=True), [[0, .2, .6, .2], [0, 0, 1, 0]])
 
 
+@pytest.mark.parametrize("width", [1, 2, 4])
+@pytest.mark.parametrize("shards", [1, 2])
+def test_ntd_with_thousands_of_distinct_next_tokens(tmp_path, width, shards):
+    """Past the kernels' thresholds (parallel probes, tallies placed by key
+    and id instead of sorted): exact, ids ascending, the cache unharmed."""
+    rng = np.random.default_rng(width)
+    vocab = 250 if width == 1 else 12000
+    nxt = rng.integers(2, vocab, 40000)
+    nxt[::7] = rng.integers(2, 40, len(nxt[::7]))  # some frequent next tokens
+    docs = [[t for x in part for t in (1, int(x))] for part in np.array_split(nxt, 4)]
+    eng = engine.open(make_index(tmp_path, docs, width=width, vocab_size=vocab, shards=shards))
+    arrays = shard_arrays(eng)
+    for prompt in ([1], []):
+        d = eng.ntd(prompt)
+        assert dict(zip(d.ids.tolist(), d.counts.tolist())) == naive_next_counts(arrays, prompt)
+        assert (np.diff(d.ids) > 0).all() and d.total == d.counts.sum()
+    d = eng.ntd([])
+    try:
+        d.counts[0] = 0
+    except ValueError:  # one shard: the cached unigram tally itself, read-only
+        assert shards == 1
+    assert eng.ntd([]).total == sum(map(len, docs))
+
+
 def test_prob_nan_when_prompt_never_continues(tmp_path):
     eng = engine.open(make_index(tmp_path, [[1, 2], [2, 1]], vocab_size=4))
     r = eng.prob([1, 2], 1)   # only at the end of a document
