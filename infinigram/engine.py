@@ -34,6 +34,7 @@ from .results import (Document, DocHit, FindResult, InfGramProb, NextTokenDist, 
 
 _INT_KINDS = "iu"
 _INT = {int}
+_INT64 = np.dtype(np.int64)
 _NO_SAMPLE = np.zeros(0, dtype=np.int64)
 
 
@@ -73,7 +74,9 @@ class ShardSearcher:
         first ``sample_after`` calls search without either (a one-shot query
         stays cheap); ``step`` and ``sample_after`` may be changed before it
         is built."""
-        if self._search is None and self._unsampled < self.sample_after:
+        if self._search is not None:
+            return self._search
+        if self._unsampled < self.sample_after:
             self._unsampled += 1
             return (self._tokens, self._table, self._pointer, _NO_SAMPLE, _NO_SAMPLE, 1 << 40)
         return self.sampled_args()
@@ -110,7 +113,10 @@ class ShardSearcher:
 
     def count(self, ids: np.ndarray, vocab: int) -> int:
         """Occurrences of ``ids``; -1 when some id is outside [0, vocab)."""
-        return self._call(ks.count, *self.search_args, ids, vocab)
+        fn = self._direct.get(ks.count)
+        if fn is None:
+            return self._call(ks.count, *self.search_args, ids, vocab)
+        return fn(*self.search_args, ids, vocab)  # the hot path of single counts, spelled out
 
     def count_many(self, flat: np.ndarray, bounds: np.ndarray, order: np.ndarray) -> np.ndarray:
         """Count of each query ``flat[bounds[j]:bounds[j+1]]``, visited in
@@ -340,7 +346,7 @@ class Engine:
         check (the kernels check it); None for any other query."""
         if type(q) is list:
             return self._int_list(q)
-        if type(q) is np.ndarray and q.dtype == np.int64 and q.ndim == 1 and q.flags.c_contiguous:
+        if type(q) is np.ndarray and q.dtype is _INT64 and q.ndim == 1 and q.flags.c_contiguous:
             return q
         return None
 

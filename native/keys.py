@@ -1,5 +1,20 @@
 """Token comparison keys: the suffix order compares little-endian bytes."""
+from numba.extending import overload
+
 from . import jit
+
+
+def width_of(tokens):
+    """Bytes per token of a token array; inside kernels a compile-time
+    constant (``tokens.itemsize`` is read at run time there, which turns
+    every token-index division into a slow integer division)."""
+    return tokens.itemsize
+
+
+@overload(width_of, inline="always")
+def _width_of(tokens):
+    width = tokens.dtype.bitwidth // 8
+    return lambda tokens: width
 
 
 @jit(inline="always")

@@ -63,7 +63,7 @@ def pack_in_place(sa: np.ndarray, width: int, pointer: int) -> np.ndarray:
     return out[:sa.shape[0] * pointer]
 
 
-@jit
+@jit(inline="always")
 def pointer_at(table, i, pointer):
     """Byte offset stored in entry ``i`` of the uint8 ``table`` (inlinable in kernels).
 

@@ -21,14 +21,14 @@ import numpy as np
 from numba import prange
 
 from . import jit, pjit
-from .keys import byte_key
+from .keys import byte_key, width_of
 from .ptrs import pointer_at
 
 
 @jit(inline="always")
 def _suffix(tokens, table, pointer, i):
     """Token index where the suffix of table entry ``i`` starts."""
-    return pointer_at(table, i, pointer) // tokens.itemsize
+    return pointer_at(table, i, pointer) // width_of(tokens)
 
 
 @jit
@@ -39,12 +39,12 @@ def _keys(ids, width):
     return out
 
 
-@jit
+@jit(inline="always")
 def _cmp(tokens, s, q, q0, q1):
     """Order of the suffix at token index ``s`` against ``q[q0:q1]`` (keys):
     -1 before, 0 if the query is a prefix of the suffix, 1 after."""
     n = tokens.shape[0]
-    width = tokens.itemsize
+    width = width_of(tokens)
     for j in range(q1 - q0):
         if s + j >= n:
             return -1
@@ -117,7 +117,7 @@ def _pack_suffix(tokens, s, bits, c):
     for j in range(c):
         v <<= bits
         if s + j < n:
-            v |= byte_key(tokens[s + j], tokens.itemsize) + 1
+            v |= byte_key(tokens[s + j], width_of(tokens)) + 1
     return v
 
 
@@ -153,7 +153,7 @@ def sample_keys(tokens, table, pointer, step, out):
     ``_pack_suffix``) of every ``step``-th suffix-array entry, then every
     TOP-th of those again: an in-memory sample that answers the top levels
     of every search without touching the table or the tokens."""
-    bits, c = _packing(tokens.itemsize)
+    bits, c = _packing(width_of(tokens))
     ns = _sample_len(tokens.shape[0], step)
     for j in prange(ns):
         out[j] = _pack_suffix(tokens, _suffix(tokens, table, pointer, j * step), bits, c)
@@ -199,7 +199,7 @@ def _search(tokens, table, pointer, bucket, sample, step, q, q0, q1):
         return lo, hi
     if hi - lo <= 2 * step:
         return _range(tokens, table, pointer, q, q0, q1, lo, hi, depth)
-    bits, c = _packing(tokens.itemsize)
+    bits, c = _packing(width_of(tokens))
     ns = _sample_len(tokens.shape[0], step)
     ja, jb = (lo + step - 1) // step, (hi + step - 1) // step  # samples inside [lo, hi)
     a = _bisect_sample(sample, ns, ja, jb, _pack_query(q, q0, q1, bits, c, 0), False)
@@ -218,7 +218,7 @@ def buckets(tokens):
     """First-token bucket table for widths 1 and 2: entry k is the first
     suffix-array entry whose first token has key k (length 2^(8W) + 1).
     Empty for width 4, where searches start from the whole table."""
-    width = tokens.itemsize
+    width = width_of(tokens)
     if width > 2:
         return np.zeros(0, dtype=np.int64)
     out = np.zeros((1 << (8 * width)) + 1, dtype=np.int64)
@@ -229,14 +229,14 @@ def buckets(tokens):
     return out
 
 
-@jit
+@jit(inline="always")
 def _next_key(tokens, table, pointer, i, m):
     """Key of the token after the first ``m`` tokens of entry ``i``'s suffix;
     -1 where the suffix ends there (the end of the shard)."""
     s = _suffix(tokens, table, pointer, i) + m
     if s >= tokens.shape[0]:
         return np.int64(-1)
-    return byte_key(tokens[s], tokens.itemsize)
+    return byte_key(tokens[s], width_of(tokens))
 
 
 @jit
@@ -288,7 +288,7 @@ def _cont(tokens, table, pointer, m, lo, hi):
     real token: drop the one ending the shard and those followed by the separator."""
     if lo < hi and _next_key(tokens, table, pointer, lo, m) < 0:
         lo += 1
-    sep = (np.int64(1) << (8 * tokens.itemsize)) - 1
+    sep = (np.int64(1) << (8 * width_of(tokens))) - 1
     return lo, _gallop_next_back(tokens, table, pointer, m, lo, hi, sep)
 
 
@@ -302,7 +302,7 @@ def _group(tokens, table, pointer, m, a, b, key):
 @jit
 def find_range(tokens, table, pointer, bucket, sample, step, ids):
     """[start, end) of the suffix-array entries whose suffix starts with ``ids``."""
-    q = _keys(ids, tokens.itemsize)
+    q = _keys(ids, width_of(tokens))
     return _search(tokens, table, pointer, bucket, sample, step, q, 0, q.shape[0])
 
 
@@ -325,7 +325,7 @@ def count_many(tokens, table, pointer, bucket, sample, step, flat, bounds, order
     neighbouring searches read the same sample keys and entries; any order
     is correct), split into contiguous chunks spread over all cores.
     """
-    q = _keys(flat, tokens.itemsize)
+    q = _keys(flat, width_of(tokens))
     nq = bounds.shape[0] - 1
     out = np.empty(nq, dtype=np.int64)
     chunks = min(nq, 64)
@@ -342,7 +342,7 @@ def continuation(tokens, table, pointer, m, lo, hi, next_id):
     """(total, count) in the range [lo, hi) of an m-token prompt: occurrences
     followed by a real token, and those followed by ``next_id``."""
     a, b = _cont(tokens, table, pointer, m, lo, hi)
-    c, d = _group(tokens, table, pointer, m, a, b, byte_key(next_id, tokens.itemsize))
+    c, d = _group(tokens, table, pointer, m, a, b, byte_key(next_id, width_of(tokens)))
     return b - a, d - c
 
 
@@ -376,7 +376,7 @@ def next_tokens(tokens, table, pointer, sample, step, m, lo, hi):
     a, b = _cont(tokens, table, pointer, m, lo, hi)
     if b <= a:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    width = tokens.itemsize
+    width = width_of(tokens)
     bits, c = _packing(width)
     ja, jb = a // step + 1, (b - 2) // step + 1  # samples strictly inside (a, b - 1)
     if m >= c or jb < ja:
@@ -491,7 +491,7 @@ def longest_usable(tokens, table, pointer, bucket, sample, step, ids):
     real token. Checks the whole prompt first, then gallops up from short
     lengths and bisects (usable-ness is monotone in the length)."""
     n = tokens.shape[0]
-    q = _keys(ids, tokens.itemsize)
+    q = _keys(ids, width_of(tokens))
     N = q.shape[0]
     a, b = _cont(tokens, table, pointer, 0, 0, n)
     if b <= a:
@@ -548,7 +548,7 @@ def score(tokens, table, pointer, bucket, sample, step, ids, max_context):
     tokens are dropped (a fresh search each) only while that is unusable.
     """
     n = tokens.shape[0]
-    width = tokens.itemsize
+    width = width_of(tokens)
     q = _keys(ids, width)
     N = q.shape[0]
     L = np.full(N, -1, dtype=np.int64)
