@@ -120,7 +120,7 @@ class ShardSearcher:
 
     def count_many(self, flat: np.ndarray, bounds: np.ndarray, order: np.ndarray) -> np.ndarray:
         """Count of each query ``flat[bounds[j]:bounds[j+1]]``, visited in
-        ``order`` (a permutation; sorted order is fastest, see sort_hint)."""
+        ``order`` (a permutation; ``native.search.visit_order`` is fastest)."""
         return ks.count_many(*self.sampled_args(), flat, bounds, order)
 
     def continuation(self, m: int, lo: int, hi: int, next_id: int) -> tuple[int, int]:
@@ -418,7 +418,7 @@ class Engine:
             raise QueryError(
                 f"count_many takes a list of queries or a 2-D integer array, not "
                 f"{type(queries).__name__}")
-        order = sort_hint(flat, bounds, self._width)
+        order = ks.visit_order(flat, bounds, self._width)
         out = np.zeros(len(bounds) - 1, dtype=np.int64)
         for s in self._searchers:
             out += s.count_many(flat, bounds, order)
@@ -636,21 +636,6 @@ def _flatten(queries):
         return None, None
     lengths = np.fromiter(map(len, queries), dtype=np.int64, count=len(queries))
     return flat, np.concatenate([[0], np.cumsum(lengths)])
-
-
-def sort_hint(flat: np.ndarray, bounds: np.ndarray, width: int) -> np.ndarray:
-    """A visiting order for a batch of queries: sorted in suffix order by
-    their first few tokens (as many as fit one int64), shorter first."""
-    n = len(bounds) - 1
-    if n == 0 or len(flat) == 0:
-        return np.arange(n, dtype=np.int64)
-    keys = flat.astype(fmt.token_dtype(width)).byteswap().astype(np.int64) + 1
-    bits = 8 * width + 1
-    packed = np.zeros(n, dtype=np.int64)
-    for d in range(max(1, 63 // bits)):
-        at = bounds[:-1] + d
-        packed = (packed << bits) | np.where(at < bounds[1:], keys[np.minimum(at, len(flat) - 1)], 0)
-    return np.argsort(packed, kind="stable")
 
 
 def _merge(parts, suffix_len: int) -> NextTokenDist:

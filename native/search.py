@@ -317,6 +317,37 @@ def count(tokens, table, pointer, bucket, sample, step, ids, vocab):
     return hi - lo
 
 
+@jit
+def visit_order(flat, bounds, width):
+    """A visiting order for ``count_many``: the queries grouped by the top
+    bits of the packed key of their first tokens (a counting sort; about as
+    many groups as queries), i.e. roughly in suffix order, so that
+    neighbouring searches share their first reads."""
+    bits, c = _packing(width)
+    nq = bounds.shape[0] - 1
+    b = 1
+    while b < 16 and (1 << b) < nq:
+        b += 1
+    shift = bits * c - b
+    group = np.empty(nq, dtype=np.int64)
+    starts = np.zeros((1 << b) + 1, dtype=np.int64)
+    for j in range(nq):
+        v = np.int64(0)
+        for d in range(c):
+            v <<= bits
+            if bounds[j] + d < bounds[j + 1]:
+                v |= byte_key(flat[bounds[j] + d], width) + 1
+        group[j] = v >> shift
+        starts[group[j] + 1] += 1
+    for k in range(1 << b):
+        starts[k + 1] += starts[k]
+    order = np.empty(nq, dtype=np.int64)
+    for j in range(nq):
+        order[starts[group[j]]] = j
+        starts[group[j]] += 1
+    return order
+
+
 @pjit
 def count_many(tokens, table, pointer, bucket, sample, step, flat, bounds, order):
     """Occurrences of each query ``flat[bounds[j]:bounds[j + 1]]``.

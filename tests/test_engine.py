@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings, strategies as st, HealthCheck
 
 import infinigram.engine as engine
+from infinigram.native import search as ks
 from infinigram import format as fmt
 from infinigram.errors import IndexFormatError, QueryError
 from conftest import make_index
@@ -337,7 +338,7 @@ def test_count_many_any_visiting_order(tmp_path):
     bounds = np.concatenate([[0], np.cumsum([len(q) for q in queries])])
     want = [naive_count(shard_arrays(eng), q) for q in queries]
     s = eng.searchers[0]
-    hint = engine.sort_hint(flat, bounds, 2)
+    hint = ks.visit_order(flat, bounds, 2)
     assert sorted(hint.tolist()) == list(range(len(queries)))
     for order in (hint, hint[::-1].copy(), rng.permutation(len(queries)), np.arange(len(queries))):
         assert s.count_many(flat, bounds, order).tolist() == want
