@@ -113,10 +113,7 @@ class ShardSearcher:
 
     def count(self, ids: np.ndarray, vocab: int) -> int:
         """Occurrences of ``ids``; -1 when some id is outside [0, vocab)."""
-        fn = self._direct.get(ks.count)
-        if fn is None:
-            return self._call(ks.count, *self.search_args, ids, vocab)
-        return fn(*self.search_args, ids, vocab)  # the hot path of single counts, spelled out
+        return self._call(ks.count, *self.search_args, ids, vocab)
 
     def count_many(self, flat: np.ndarray, bounds: np.ndarray, order: np.ndarray) -> np.ndarray:
         """Count of each query ``flat[bounds[j]:bounds[j+1]]``, visited in

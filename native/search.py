@@ -324,20 +324,15 @@ def visit_order(flat, bounds, width):
     many groups as queries), i.e. roughly in suffix order, so that
     neighbouring searches share their first reads."""
     bits, c = _packing(width)
+    q = _keys(flat, width)
     nq = bounds.shape[0] - 1
     b = 1
     while b < 16 and (1 << b) < nq:
         b += 1
-    shift = bits * c - b
     group = np.empty(nq, dtype=np.int64)
     starts = np.zeros((1 << b) + 1, dtype=np.int64)
     for j in range(nq):
-        v = np.int64(0)
-        for d in range(c):
-            v <<= bits
-            if bounds[j] + d < bounds[j + 1]:
-                v |= byte_key(flat[bounds[j] + d], width) + 1
-        group[j] = v >> shift
+        group[j] = _pack_query(q, bounds[j], bounds[j + 1], bits, c, 0) >> (bits * c - b)
         starts[group[j] + 1] += 1
     for k in range(1 << b):
         starts[k + 1] += starts[k]
