@@ -69,7 +69,8 @@ class ShardSearcher:
     def search_args(self) -> tuple:
         """(tokens, table, pointer, bucket, sample, step): the leading
         arguments of the search kernels. ``sample`` holds the packed first
-        tokens of every ``step``-th entry. Building it and the bucket table
+        tokens of every ``step``-th entry and a small index of its own keys
+        (``native.search.sample_keys``). Building it and the bucket table
         costs about n / step random reads and a scan of the tokens, so the
         first ``sample_after`` calls search without either (a one-shot query
         stays cheap); ``step`` and ``sample_after`` may be changed before it

@@ -3,7 +3,7 @@ import numpy as np
 
 from . import jit
 from .ptrs import pointer_at
-from .keys import byte_key
+from .keys import byte_key, width_of
 
 
 @jit
@@ -16,7 +16,7 @@ def first_disorder(tokens, table, pointer):
     suffixes one token later (linear time, no cliff on long repeats).
     """
     n = tokens.shape[0]
-    width = tokens.itemsize
+    width = width_of(tokens)
     rank = np.full(n + 1, -1, dtype=np.int64)  # rank[n]: the empty suffix
     for i in range(n):
         off = pointer_at(table, i, pointer)

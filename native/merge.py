@@ -18,6 +18,7 @@ import numpy as np
 from numba.typed import List
 
 from . import jit
+from .keys import width_of
 from .ptrs import put_pointer
 from .sort import alphabet, check_tokens, key, sa_dtype, sort_string
 
@@ -158,7 +159,7 @@ def _prefix_key(tokens, p):
     """The first 8 bytes of suffix p as a big-endian number (zero-padded past the
     end); unequal prefix keys order their suffixes, equal ones need compare()."""
     n = tokens.shape[0]
-    bits = tokens.itemsize * 8
+    bits = width_of(tokens) * 8
     v = np.uint64(0)
     for j in range(64 // bits):
         v <<= np.uint64(bits)
@@ -172,7 +173,7 @@ def _less(tokens, heads, prefix, a, b):
     """Whether part a's head suffix sorts before part b's."""
     if prefix[a] != prefix[b]:
         return prefix[a] < prefix[b]
-    return compare(tokens, heads[a], heads[b], 64 // (tokens.itemsize * 8)) < 0
+    return compare(tokens, heads[a], heads[b], 64 // (width_of(tokens) * 8)) < 0
 
 
 @jit
