@@ -48,6 +48,8 @@ class ShardSearcher:
         self.n = shard.n_tokens
         self._tokens = np.asarray(shard.tokens)
         self._table = np.asarray(shard.table)
+        if shard.pointer == 4:  # the kernels read 4-byte entries as uint32: one load each
+            self._table = self._table.view(np.uint32)
         self._pointer = shard.pointer
         self.step = _sample_step(self.n)
         self.sample_after = 16

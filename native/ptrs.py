@@ -4,6 +4,7 @@ import numpy as np
 from numba import prange
 
 from . import jit, pjit
+from .keys import width_of
 
 
 @jit
@@ -65,11 +66,16 @@ def pack_in_place(sa: np.ndarray, width: int, pointer: int) -> np.ndarray:
 
 @jit(inline="always")
 def pointer_at(table, i, pointer):
-    """Byte offset stored in entry ``i`` of the uint8 ``table`` (inlinable in kernels).
+    """Byte offset stored in entry ``i`` of ``table`` (inlinable in kernels):
+    a uint8 array of ``pointer``-byte entries, or, the fast form, 4-byte
+    entries viewed as uint32 (one load; the element width is a compile-time
+    constant, so the other branch is compiled away).
 
-    Widths 4 and 5 (token files up to 4 GiB and 1 TiB) are spelled out: the
-    generic byte loop costs a loop exit per entry, which keeps the reads of
-    independent entries from overlapping (2-3x slower on random entries)."""
+    Widths 4 and 5 of a uint8 table are spelled out: the generic byte loop
+    costs a loop exit per entry, which keeps the reads of independent
+    entries from overlapping (2-3x slower on random entries)."""
+    if width_of(table) == 4:
+        return np.int64(table[i])
     base = i * pointer
     if pointer == 4 or pointer == 5:
         v = (np.int64(table[base]) | (np.int64(table[base + 1]) << 8)

@@ -20,7 +20,7 @@ order.
 import numpy as np
 from numba import prange
 
-from . import jit, pjit
+from . import jit, lean, pjit
 from .keys import byte_key, width_of
 from .ptrs import pointer_at
 
@@ -54,7 +54,7 @@ def _cmp(tokens, s, q, q0, q1):
     return 0
 
 
-@jit
+@lean
 def _range(tokens, table, pointer, q, q0, q1, lo, hi, depth):
     """[start, end) of the entries in [lo, hi) whose suffix starts with
     q[q0:q1], given that all of them share its first ``depth`` tokens."""
@@ -185,7 +185,7 @@ def _bisect_sample(sample, ns, lo, hi, key, right):
     return _bisect_keys(sample, a, b, key, right)
 
 
-@jit
+@lean
 def _search(tokens, table, pointer, bucket, sample, step, q, q0, q1):
     """[start, end) of the entries whose suffix starts with q[q0:q1].
 
@@ -239,7 +239,7 @@ def _next_key(tokens, table, pointer, i, m):
     return byte_key(tokens[s], width_of(tokens))
 
 
-@jit
+@lean
 def _bisect_next(tokens, table, pointer, m, lo, hi, key):
     """First entry in [lo, hi) whose next key is >= key (binary search)."""
     while lo < hi:
@@ -251,7 +251,7 @@ def _bisect_next(tokens, table, pointer, m, lo, hi, key):
     return lo
 
 
-@jit
+@lean
 def _gallop_next(tokens, table, pointer, m, lo, hi, key):
     """First entry in [lo, hi) whose next key is >= key, galloping from lo:
     O(log d) probes when the answer is d entries away."""
@@ -267,7 +267,7 @@ def _gallop_next(tokens, table, pointer, m, lo, hi, key):
         step *= 2
 
 
-@jit
+@lean
 def _gallop_next_back(tokens, table, pointer, m, lo, hi, key):
     """First entry in [lo, hi) whose next key is >= key, galloping from hi."""
     step = 1
@@ -282,7 +282,7 @@ def _gallop_next_back(tokens, table, pointer, m, lo, hi, key):
         step *= 2
 
 
-@jit
+@lean
 def _cont(tokens, table, pointer, m, lo, hi):
     """Sub-range of a prompt's range [lo, hi) whose suffixes continue with a
     real token: drop the one ending the shard and those followed by the separator."""
@@ -292,7 +292,7 @@ def _cont(tokens, table, pointer, m, lo, hi):
     return lo, _gallop_next_back(tokens, table, pointer, m, lo, hi, sep)
 
 
-@jit
+@lean
 def _group(tokens, table, pointer, m, a, b, key):
     """Sub-range of [a, b) (a continuation range) whose next key equals key."""
     start = _bisect_next(tokens, table, pointer, m, a, b, key)
@@ -363,7 +363,7 @@ def count_many(tokens, table, pointer, bucket, sample, step, flat, bounds, order
     return out
 
 
-@jit
+@lean
 def continuation(tokens, table, pointer, m, lo, hi, next_id):
     """(total, count) in the range [lo, hi) of an m-token prompt: occurrences
     followed by a real token, and those followed by ``next_id``."""
@@ -379,11 +379,46 @@ def _grow(a, size):
     return out
 
 
+@jit(inline="always")
+def _keep(I, J, KI, KJ, n, starts, skeys, ns, i, j, ki, kj):
+    """File the interval [i, j] with end keys ki, kj (no branches): open (at
+    I..KJ[n]) when the keys differ and j > i + 1, a group starting at j
+    (at starts/skeys[ns]) when they differ and j == i + 1, else dropped.
+    Returns the new (n, ns)."""
+    I[n], J[n], KI[n], KJ[n] = i, j, ki, kj
+    starts[ns], skeys[ns] = j, kj
+    differ = np.int64(ki != kj)
+    adjacent = np.int64(j - i == 1)
+    return n + differ * (1 - adjacent), ns + differ * adjacent
+
+
+@lean
+def _probe(tokens, table, pointer, m, I, J, mids, lo, hi):
+    """Next keys of the midpoints of the open intervals lo..hi-1 (independent
+    reads, so they overlap in memory)."""
+    for k in range(lo, hi):
+        mids[k] = _next_key(tokens, table, pointer, (I[k] + J[k]) >> 1, m)
+
+
 @pjit
 def _probe_parallel(tokens, table, pointer, m, I, J, mids, n):
-    """Next keys of the midpoints of the first n intervals [I, J], on all cores."""
-    for k in prange(n):
-        mids[k] = _next_key(tokens, table, pointer, (I[k] + J[k]) >> 1, m)
+    """``_probe`` of the first n open intervals in slices on all cores."""
+    chunks = 16
+    for c in prange(chunks):
+        _probe(tokens, table, pointer, m, I, J, mids, c * n // chunks, (c + 1) * n // chunks)
+
+
+@lean
+def _split(I, J, KI, KJ, mids, n, I2, J2, KI2, KJ2, starts, skeys, ns):
+    """File both halves of each of the n probed open intervals with ``_keep``
+    into I2..KJ2 and starts/skeys[ns:]; returns the new (open, groups)."""
+    nxt = 0
+    for k in range(n):
+        i, j, ki, kj, km = I[k], J[k], KI[k], KJ[k], mids[k]
+        mid = (i + j) >> 1
+        nxt, ns = _keep(I2, J2, KI2, KJ2, nxt, starts, skeys, ns, i, mid, ki, km)
+        nxt, ns = _keep(I2, J2, KI2, KJ2, nxt, starts, skeys, ns, mid, j, km, kj)
+    return nxt, ns
 
 
 @jit
@@ -396,8 +431,9 @@ def next_tokens(tokens, table, pointer, sample, step, m, lo, hi):
     and, when the sample's packed keys reach token m, every ``step``-th
     entry (no reads at all). Every interval whose end keys differ is then
     bisected, one level at a time for all intervals (the reads of a level
-    are independent, so they overlap in memory): about
-    d * log2(gap / d) reads for d distinct next tokens, never a scan.
+    are independent, so they overlap in memory, and wide levels read on all
+    cores; the bookkeeping has no branches): about d * log2(gap / d) reads for d distinct next tokens,
+    never a scan.
     """
     a, b = _cont(tokens, table, pointer, m, lo, hi)
     if b <= a:
@@ -407,66 +443,42 @@ def next_tokens(tokens, table, pointer, sample, step, m, lo, hi):
     ja, jb = a // step + 1, (b - 2) // step + 1  # samples strictly inside (a, b - 1)
     if m >= c or jb < ja:
         jb = ja
-    npts = jb - ja + 2
-    pos = np.empty(npts, dtype=np.int64)
-    key = np.empty(npts, dtype=np.int64)
-    pos[0], key[0] = a, _next_key(tokens, table, pointer, a, m)
     shift = bits * (c - 1 - m)
     mask = (np.int64(1) << bits) - 1
+    ka, kb = _next_key(tokens, table, pointer, a, m), _next_key(tokens, table, pointer, b - 1, m)
+    size = 1  # intervals between known keys that differ, plus room for the last
+    prev = ka
     for j in range(ja, jb):
-        pos[j - ja + 1] = j * step
-        key[j - ja + 1] = ((sample[j] >> shift) & mask) - 1
-    pos[npts - 1], key[npts - 1] = b - 1, _next_key(tokens, table, pointer, b - 1, m)
-    nopen = 0
-    for k in range(npts - 1):
-        nopen += key[k] != key[k + 1]
-    size = max(nopen, 16)
-    starts = np.empty(size + 1, dtype=np.int64)  # group starts found so far
-    skeys = np.empty(size + 1, dtype=np.int64)  # and their next keys
-    starts[0], skeys[0] = a, key[0]
-    nstart = 1
-    I = np.empty(size, dtype=np.int64)  # open intervals [I, J] with key(I) != key(J)
-    J = np.empty(size, dtype=np.int64)
-    KI = np.empty(size, dtype=np.int64)
-    KJ = np.empty(size, dtype=np.int64)
-    nopen = 0
-    for k in range(npts - 1):
-        if key[k] != key[k + 1]:
-            if pos[k + 1] - pos[k] == 1:
-                starts[nstart], skeys[nstart] = pos[k + 1], key[k + 1]
-                nstart += 1
-            else:
-                I[nopen], J[nopen], KI[nopen], KJ[nopen] = pos[k], pos[k + 1], key[k], key[k + 1]
-                nopen += 1
+        k = ((sample[j] >> shift) & mask) - 1
+        size += prev != k
+        prev = k
+    I, J = np.empty(size, dtype=np.int64), np.empty(size, dtype=np.int64)
+    KI, KJ = np.empty(size, dtype=np.int64), np.empty(size, dtype=np.int64)
+    starts, skeys = np.empty(size + 1, dtype=np.int64), np.empty(size + 1, dtype=np.int64)
+    starts[0], skeys[0] = a, ka
+    nopen, nstart = 0, 1
+    i, ki = a, ka
+    for j in range(ja, jb + 1):
+        p, k = (j * step, ((sample[j] >> shift) & mask) - 1) if j < jb else (b - 1, kb)
+        if k != ki:
+            nopen, nstart = _keep(I, J, KI, KJ, nopen, starts, skeys, nstart, i, p, ki, k)
+        i, ki = p, k
     I2, J2, KI2, KJ2 = I.copy(), J.copy(), KI.copy(), KJ.copy()
     mids = np.empty(size, dtype=np.int64)
     while nopen:
-        if mids.shape[0] < nopen:
-            mids = _grow(mids, nopen)
-        if nopen >= 4096:  # independent reads: one probe per interval
-            _probe_parallel(tokens, table, pointer, m, I, J, mids, nopen)
-        else:
-            for k in range(nopen):
-                mids[k] = _next_key(tokens, table, pointer, (I[k] + J[k]) >> 1, m)
         if I2.shape[0] < 2 * nopen:
-            I2, J2, KI2, KJ2 = (_grow(I2, 2 * nopen), _grow(J2, 2 * nopen),
-                                _grow(KI2, 2 * nopen), _grow(KJ2, 2 * nopen))
+            I2, J2, KI2, KJ2 = (np.empty(4 * nopen, np.int64), np.empty(4 * nopen, np.int64),
+                                np.empty(4 * nopen, np.int64), np.empty(4 * nopen, np.int64))
         if starts.shape[0] < nstart + 2 * nopen:
             starts, skeys = _grow(starts, nstart + 2 * nopen), _grow(skeys, nstart + 2 * nopen)
-        nxt = 0
-        for k in range(nopen):
-            i, j, ki, kj, km = I[k], J[k], KI[k], KJ[k], mids[k]
-            mid = (i + j) >> 1
-            for x, y, kx, ky in ((i, mid, ki, km), (mid, j, km, kj)):
-                if kx != ky:
-                    if y - x == 1:
-                        starts[nstart], skeys[nstart] = y, ky
-                        nstart += 1
-                    else:
-                        I2[nxt], J2[nxt], KI2[nxt], KJ2[nxt] = x, y, kx, ky
-                        nxt += 1
+        if mids.shape[0] < nopen:
+            mids = np.empty(2 * nopen, dtype=np.int64)
+        if nopen >= 4096:
+            _probe_parallel(tokens, table, pointer, m, I, J, mids, nopen)
+        else:
+            _probe(tokens, table, pointer, m, I, J, mids, 0, nopen)
+        nopen, nstart = _split(I, J, KI, KJ, mids, nopen, I2, J2, KI2, KJ2, starts, skeys, nstart)
         I, J, KI, KJ, I2, J2, KI2, KJ2 = I2, J2, KI2, KJ2, I, J, KI, KJ
-        nopen = nxt
     return _tally(starts, skeys, nstart, b, width)
 
 
@@ -475,21 +487,26 @@ def _tally(starts, skeys, n, end, width):
     """(ids ascending, counts) of the groups that start at starts[:n] (any
     order) with next keys skeys[:n], the last one ending at ``end``. Keys
     grow with the starts, so a group ends where the next key's group begins;
-    many groups of a narrow token are placed by key and by id in two tables
-    instead of sorted."""
+    many groups of a narrow token are placed in a table by key, which is
+    then read in id order, instead of sorted."""
     if n > 4096 and width <= 2:
         K = 1 << (8 * width)
-        first = np.full(K, -1, dtype=np.int64)
+        size = np.zeros(K, dtype=np.int64)  # by key: group start, then group size
         for g in range(n):
-            first[skeys[g]] = starts[g]
-        counts = np.zeros(K, dtype=np.int64)  # by id
+            size[skeys[g]] = starts[g] + 1
         nxt = end
         for k in range(K - 1, -1, -1):
-            if first[k] >= 0:
-                counts[byte_key(k, width)] = nxt - first[k]  # byte_key swaps keys and ids
-                nxt = first[k]
-        ids = np.flatnonzero(counts)
-        return ids, counts[ids]
+            if size[k]:
+                size[k], nxt = nxt - (size[k] - 1), size[k] - 1
+        ids = np.empty(n, dtype=np.int64)
+        counts = np.empty(n, dtype=np.int64)
+        g = 0
+        for t in range(K):  # ids ascending; byte_key maps an id to its key
+            k = byte_key(t, width)
+            if size[k]:
+                ids[g], counts[g] = t, size[k]
+                g += 1
+        return ids, counts
     order = np.argsort(starts[:n])
     ids = np.empty(n, dtype=np.int64)
     counts = np.empty(n, dtype=np.int64)
@@ -500,7 +517,7 @@ def _tally(starts, skeys, n, end, width):
     return ids[by_id], counts[by_id]
 
 
-@jit
+@lean
 def _usable(tokens, table, pointer, bucket, sample, step, q, length):
     """Range of the last ``length`` query keys and whether it is usable
     (some occurrence is followed by a real token)."""
