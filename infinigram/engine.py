@@ -116,7 +116,10 @@ class ShardSearcher:
 
     def count(self, ids: np.ndarray, vocab: int) -> int:
         """Occurrences of ``ids``; -1 when some id is outside [0, vocab)."""
-        return self._call(ks.count, *self.search_args, ids, vocab)
+        fn, args = self._direct.get(ks.count), self._search
+        if fn is None or args is None:
+            return self._call(ks.count, *self.search_args, ids, vocab)
+        return fn(*args, ids, vocab)  # the warm path, about 0.4 µs shorter
 
     def count_many(self, flat: np.ndarray, bounds: np.ndarray, order: np.ndarray) -> np.ndarray:
         """Count of each query ``flat[bounds[j]:bounds[j+1]]``, visited in
