@@ -393,25 +393,13 @@ def _keep(I, J, KI, KJ, n, starts, skeys, ns, i, j, ki, kj):
 
 
 @lean
-def _probe(tokens, table, pointer, m, I, J, mids, lo, hi):
-    """Next keys of the midpoints of the open intervals lo..hi-1 (independent
-    reads, so they overlap in memory)."""
-    for k in range(lo, hi):
+def _level(tokens, table, pointer, m, I, J, KI, KJ, mids, n, I2, J2, KI2, KJ2, starts, skeys, ns):
+    """One bisection level over the n open intervals: probe every midpoint
+    first (independent reads, so they overlap in memory), then file both
+    halves of each with ``_keep`` into I2..KJ2 and starts/skeys[ns:].
+    Returns the new (open intervals, groups found)."""
+    for k in range(n):
         mids[k] = _next_key(tokens, table, pointer, (I[k] + J[k]) >> 1, m)
-
-
-@pjit
-def _probe_parallel(tokens, table, pointer, m, I, J, mids, n):
-    """``_probe`` of the first n open intervals in slices on all cores."""
-    chunks = 16
-    for c in prange(chunks):
-        _probe(tokens, table, pointer, m, I, J, mids, c * n // chunks, (c + 1) * n // chunks)
-
-
-@lean
-def _split(I, J, KI, KJ, mids, n, I2, J2, KI2, KJ2, starts, skeys, ns):
-    """File both halves of each of the n probed open intervals with ``_keep``
-    into I2..KJ2 and starts/skeys[ns:]; returns the new (open, groups)."""
     nxt = 0
     for k in range(n):
         i, j, ki, kj, km = I[k], J[k], KI[k], KJ[k], mids[k]
@@ -431,8 +419,9 @@ def next_tokens(tokens, table, pointer, sample, step, m, lo, hi):
     and, when the sample's packed keys reach token m, every ``step``-th
     entry (no reads at all). Every interval whose end keys differ is then
     bisected, one level at a time for all intervals (the reads of a level
-    are independent, so they overlap in memory, and wide levels read on all
-    cores; the bookkeeping has no branches): about d * log2(gap / d) reads for d distinct next tokens,
+    are independent, so they overlap in memory; the bookkeeping has no
+    branches; one core: waking a second costs more than it saves after the
+    threads idle): about d * log2(gap / d) reads for d distinct next tokens,
     never a scan.
     """
     a, b = _cont(tokens, table, pointer, m, lo, hi)
@@ -473,11 +462,8 @@ def next_tokens(tokens, table, pointer, sample, step, m, lo, hi):
             starts, skeys = _grow(starts, nstart + 2 * nopen), _grow(skeys, nstart + 2 * nopen)
         if mids.shape[0] < nopen:
             mids = np.empty(2 * nopen, dtype=np.int64)
-        if nopen >= 4096:
-            _probe_parallel(tokens, table, pointer, m, I, J, mids, nopen)
-        else:
-            _probe(tokens, table, pointer, m, I, J, mids, 0, nopen)
-        nopen, nstart = _split(I, J, KI, KJ, mids, nopen, I2, J2, KI2, KJ2, starts, skeys, nstart)
+        nopen, nstart = _level(tokens, table, pointer, m, I, J, KI, KJ, mids, nopen,
+                               I2, J2, KI2, KJ2, starts, skeys, nstart)
         I, J, KI, KJ, I2, J2, KI2, KJ2 = I2, J2, KI2, KJ2, I, J, KI, KJ
     return _tally(starts, skeys, nstart, b, width)
 
