@@ -1,5 +1,6 @@
 """Engine queries against the brute-force oracles of tests/naive.py."""
 import concurrent.futures
+import dataclasses
 import math
 import os
 
@@ -8,7 +9,7 @@ import pytest
 from hypothesis import given, settings, strategies as st, HealthCheck
 
 import infinigram.engine as engine
-from infinigram.native import search as ks
+from infinigram.native import ptrs, search as ks
 from infinigram import format as fmt
 from infinigram.errors import IndexFormatError, QueryError
 from conftest import make_index
@@ -364,6 +365,31 @@ def test_text_queries_bytes_index(tmp_path):
     os.remove(path / fmt.MANIFEST)
     with pytest.raises(QueryError, match="no tokenizer"):
         engine.open(path, token_width=1).count("lo")
+
+
+def repacked(shard, pointer):
+    """``shard``'s table rewritten with ``pointer``-byte entries."""
+    offsets = ptrs.unpack_pointers(np.asarray(shard.table), shard.pointer, 0, shard.n_tokens)
+    out = np.empty(shard.n_tokens * pointer, np.uint8)
+    ptrs.pack_pointers(offsets // shard.width, shard.width, pointer, out)
+    return out
+
+
+@pytest.mark.parametrize("pointer", [4, 5, 8])
+def test_wide_table_entries(tmp_path, pointer):
+    """Tables of 4-byte entries (token files of 16 MiB to 4 GiB; the kernels
+    read them as uint32), 5 and 8 bytes (the byte paths), repacked from a
+    small index: every query still matches the oracles."""
+    rng = np.random.default_rng(pointer)
+    docs = random_docs(rng, 2, 12, 40)
+    small = engine.open(make_index(tmp_path, docs, width=2, shards=2, vocab_size=fmt.separator(2)))
+    shards = [dataclasses.replace(s, table=repacked(s, pointer), pointer=pointer) for s in small.shards]
+    eng = engine.Engine(small.path, shards, 2, fmt.separator(2), {"kind": "none"}, None)
+    for s in eng.searchers:
+        assert s._table.dtype == (np.uint32 if pointer == 4 else np.uint8)
+        s.step, s.sample_after = 2, 0
+    check_queries(eng, docs, queries_for(docs, rng, 20))
+    check_score(eng, [t for d in docs for t in d][:40])
 
 
 @pytest.mark.parametrize("width", [1, 2, 4])
