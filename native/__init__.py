@@ -21,10 +21,10 @@ pjit = numba.njit(**_OPTIONS, parallel=True)
 
 lean = numba.njit(**_OPTIONS, _nrt=False)
 """Like :data:`jit`, for kernels that allocate no arrays: compiled without
-Numba's reference counting. Its atomic counter updates around the array
-arguments of every inlined helper fence the CPU's memory reads, so
-independent probes (table entry, then token) stop overlapping: random
-probes cost 3-4x more inside a counted loop."""
+Numba's reference counting. Where an inlined helper with branches takes
+arrays, its atomic counter updates stay in the loop and fence the CPU's
+memory reads, so independent probes (table entry, then token) overlap less
+(measured: 1.4x slower random probes)."""
 
 
 def direct(kernel, *args):

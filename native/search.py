@@ -452,7 +452,8 @@ def next_tokens(tokens, table, pointer, sample, step, m, lo, hi):
         if k != ki:
             nopen, nstart = _keep(I, J, KI, KJ, nopen, starts, skeys, nstart, i, p, ki, k)
         i, ki = p, k
-    I2, J2, KI2, KJ2 = I.copy(), J.copy(), KI.copy(), KJ.copy()
+    I2, J2 = np.empty(2 * size, dtype=np.int64), np.empty(2 * size, dtype=np.int64)
+    KI2, KJ2 = np.empty(2 * size, dtype=np.int64), np.empty(2 * size, dtype=np.int64)
     mids = np.empty(size, dtype=np.int64)
     while nopen:
         if I2.shape[0] < 2 * nopen:
