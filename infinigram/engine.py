@@ -110,17 +110,23 @@ class ShardSearcher:
             fn = self._direct[kernel] = direct(kernel, *args)
         return fn(*args)
 
+    def _search_call(self, kernel, *args):
+        """``kernel(*search_args, *args)`` through ``_call``; once the sample
+        exists, straight to the compiled code (no property, no second packing
+        of the arguments: about 0.4 µs less a call)."""
+        fn, head = self._direct.get(kernel), self._search
+        if fn is None or head is None:
+            return self._call(kernel, *self.search_args, *args)
+        return fn(*head, *args)
+
     def range(self, ids: np.ndarray) -> tuple[int, int]:
         """[start, end) of the suffix-array entries starting with ``ids``."""
-        lo, hi = self._call(ks.find_range, *self.search_args, ids)
+        lo, hi = self._search_call(ks.find_range, ids)
         return int(lo), int(hi)
 
     def count(self, ids: np.ndarray, vocab: int) -> int:
         """Occurrences of ``ids``; -1 when some id is outside [0, vocab)."""
-        fn, args = self._direct.get(ks.count), self._search
-        if fn is None or args is None:
-            return self._call(ks.count, *self.search_args, ids, vocab)
-        return fn(*args, ids, vocab)  # the warm path, about 0.4 µs shorter
+        return self._search_call(ks.count, ids, vocab)
 
     def count_many(self, flat: np.ndarray, bounds: np.ndarray, order: np.ndarray) -> np.ndarray:
         """Count of each query ``flat[bounds[j]:bounds[j+1]]``, visited in
@@ -150,13 +156,13 @@ class ShardSearcher:
     def longest_usable(self, ids: np.ndarray) -> tuple[int, int, int]:
         """(L, lo, hi): longest suffix of ``ids`` followed by a real token
         somewhere in this shard, and its range; L = -1 if the shard has none."""
-        L, lo, hi = self._call(ks.longest_usable, *self.search_args, ids)
+        L, lo, hi = self._search_call(ks.longest_usable, ids)
         return int(L), int(lo), int(hi)
 
     def infgram_counts(self, ids: np.ndarray, next_id: int, vocab: int) -> tuple[int, int, int]:
         """(L, total, count): ``longest_usable`` length and the continuation
         counts of ``next_id`` there; L = -2 when some id is outside [0, vocab)."""
-        return self._call(ks.infgram_counts, *self.search_args, ids, next_id, vocab)
+        return self._search_call(ks.infgram_counts, ids, next_id, vocab)
 
     def score(self, ids: np.ndarray, max_context: int):
         """Per position: (L, total, count, first, last); see native.search.score."""
