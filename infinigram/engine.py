@@ -22,6 +22,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,8 @@ _INT = {int}
 _LIST = {list}
 _INT64 = np.dtype(np.int64)
 _NO_SAMPLE = np.zeros(0, dtype=np.int64)
+SCRATCH_MAX = 64 << 20
+"""Largest scratch (bytes) a searcher keeps per thread for next-token tallies."""
 
 
 class ShardSearcher:
@@ -60,6 +63,7 @@ class ShardSearcher:
         self._bucket = None
         self._search = None
         self._direct = {}
+        self._scratch = threading.local()
 
     @property
     def bucket(self) -> np.ndarray:
@@ -142,16 +146,20 @@ class ShardSearcher:
 
     def next_tokens(self, m: int, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact (ids, counts) of the tokens following the m-token prompt
-        whose range is [lo, hi); cached for the empty prompt."""
-        _, _, _, _, sample, step = self.sampled_args()
-        if m == 0:
-            if self._unigram is None:
-                self._unigram = ks.next_tokens(self._tokens, self._table, self._pointer,
-                                               sample, step, 0, 0, self.n)
-                for a in self._unigram:
-                    a.setflags(write=False)
+        whose range is [lo, hi); cached for the empty prompt. Scratch memory
+        is kept per thread (up to ``SCRATCH_MAX`` bytes) and reused."""
+        if m == 0 and self._unigram is not None:
             return self._unigram
-        return ks.next_tokens(self._tokens, self._table, self._pointer, sample, step, m, lo, hi)
+        work = getattr(self._scratch, "work", _NO_SAMPLE)
+        ids, counts, wanted = ks.next_tokens(self._tokens, self._table, self._pointer,
+                                             *self.sampled_args()[4:], m, lo, hi, work)
+        if work.shape[0] < wanted <= SCRATCH_MAX // 8:
+            self._scratch.work = np.empty(wanted, dtype=np.int64)
+        if m == 0:
+            for a in (ids, counts):
+                a.setflags(write=False)
+            self._unigram = ids, counts
+        return ids, counts
 
     def longest_usable(self, ids: np.ndarray) -> tuple[int, int, int]:
         """(L, lo, hi): longest suffix of ``ids`` followed by a real token

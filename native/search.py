@@ -372,11 +372,14 @@ def continuation(tokens, table, pointer, m, lo, hi, next_id):
     return b - a, d - c
 
 
-@jit
-def _grow(a, size):
-    out = np.empty(max(2 * a.shape[0], size), dtype=a.dtype)
-    out[:a.shape[0]] = a
-    return out
+@jit(inline="always")
+def _take(work, at, size):
+    """``size`` int64 entries carved from ``work`` at ``at`` when they fit
+    (memory reused from call to call: no page faults), else a new array.
+    Returns the array and ``at + size`` (the entries asked for so far)."""
+    if at + size <= work.shape[0]:
+        return work[at:at + size], at + size
+    return np.empty(size, dtype=np.int64), at + size
 
 
 @jit(inline="always")
@@ -410,9 +413,11 @@ def _level(tokens, table, pointer, m, I, J, KI, KJ, mids, n, I2, J2, KI2, KJ2, s
 
 
 @jit
-def next_tokens(tokens, table, pointer, sample, step, m, lo, hi):
+def next_tokens(tokens, table, pointer, sample, step, m, lo, hi, work):
     """Exact next-token tally of the m-token prompt whose range is [lo, hi):
-    (ids, counts), ids ascending.
+    (ids ascending, counts, scratch entries wanted). Scratch arrays are
+    carved from int64 ``work`` while it lasts (pass the same one again,
+    at least that large, and no scratch page is faulted in anew).
 
     Next keys are sorted inside the range, so a group boundary lies between
     two entries whose next keys differ. Known keys: both ends of the range
@@ -426,7 +431,7 @@ def next_tokens(tokens, table, pointer, sample, step, m, lo, hi):
     """
     a, b = _cont(tokens, table, pointer, m, lo, hi)
     if b <= a:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), 0
     width = width_of(tokens)
     bits, c = _packing(width)
     ja, jb = a // step + 1, (b - 2) // step + 1  # samples strictly inside (a, b - 1)
@@ -441,9 +446,12 @@ def next_tokens(tokens, table, pointer, sample, step, m, lo, hi):
         k = ((sample[j] >> shift) & mask) - 1
         size += prev != k
         prev = k
-    I, J = np.empty(size, dtype=np.int64), np.empty(size, dtype=np.int64)
-    KI, KJ = np.empty(size, dtype=np.int64), np.empty(size, dtype=np.int64)
-    starts, skeys = np.empty(size + 1, dtype=np.int64), np.empty(size + 1, dtype=np.int64)
+    I, at = _take(work, 0, size)
+    J, at = _take(work, at, size)
+    KI, at = _take(work, at, size)
+    KJ, at = _take(work, at, size)
+    starts, at = _take(work, at, 2 * size + 1)
+    skeys, at = _take(work, at, 2 * size + 1)
     starts[0], skeys[0] = a, ka
     nopen, nstart = 0, 1
     i, ki = a, ka
@@ -452,33 +460,42 @@ def next_tokens(tokens, table, pointer, sample, step, m, lo, hi):
         if k != ki:
             nopen, nstart = _keep(I, J, KI, KJ, nopen, starts, skeys, nstart, i, p, ki, k)
         i, ki = p, k
-    I2, J2 = np.empty(2 * size, dtype=np.int64), np.empty(2 * size, dtype=np.int64)
-    KI2, KJ2 = np.empty(2 * size, dtype=np.int64), np.empty(2 * size, dtype=np.int64)
-    mids = np.empty(size, dtype=np.int64)
+    I2, at = _take(work, at, 2 * size)
+    J2, at = _take(work, at, 2 * size)
+    KI2, at = _take(work, at, 2 * size)
+    KJ2, at = _take(work, at, 2 * size)
+    mids, at = _take(work, at, 2 * size)
     while nopen:
         if I2.shape[0] < 2 * nopen:
-            I2, J2, KI2, KJ2 = (np.empty(4 * nopen, np.int64), np.empty(4 * nopen, np.int64),
-                                np.empty(4 * nopen, np.int64), np.empty(4 * nopen, np.int64))
-        if starts.shape[0] < nstart + 2 * nopen:
-            starts, skeys = _grow(starts, nstart + 2 * nopen), _grow(skeys, nstart + 2 * nopen)
+            I2, at = _take(work, at, 4 * nopen)
+            J2, at = _take(work, at, 4 * nopen)
+            KI2, at = _take(work, at, 4 * nopen)
+            KJ2, at = _take(work, at, 4 * nopen)
+        if starts.shape[0] < nstart + 2 * nopen + 1:
+            s2, at = _take(work, at, 2 * (nstart + 2 * nopen + 1))
+            k2, at = _take(work, at, s2.shape[0])
+            s2[:nstart], k2[:nstart] = starts[:nstart], skeys[:nstart]
+            starts, skeys = s2, k2
         if mids.shape[0] < nopen:
-            mids = np.empty(2 * nopen, dtype=np.int64)
+            mids, at = _take(work, at, 2 * nopen)
         nopen, nstart = _level(tokens, table, pointer, m, I, J, KI, KJ, mids, nopen,
                                I2, J2, KI2, KJ2, starts, skeys, nstart)
         I, J, KI, KJ, I2, J2, KI2, KJ2 = I2, J2, KI2, KJ2, I, J, KI, KJ
-    return _tally(starts, skeys, nstart, b, width)
+    return _tally(starts, skeys, nstart, b, width, work, at)
 
 
 @jit
-def _tally(starts, skeys, n, end, width):
-    """(ids ascending, counts) of the groups that start at starts[:n] (any
-    order) with next keys skeys[:n], the last one ending at ``end``. Keys
+def _tally(starts, skeys, n, end, width, work, at):
+    """(ids ascending, counts, ``at`` after) of the groups that start at
+    starts[:n] (any order) with next keys skeys[:n], the last one ending at ``end``. Keys
     grow with the starts, so a group ends where the next key's group begins;
-    many groups of a narrow token are placed in a table by key, which is
-    then read in id order, instead of sorted."""
+    many groups of a narrow token are placed in a table by key (carved
+    from ``work`` at ``at``, see ``_take``), which is then read in id order,
+    instead of sorted."""
     if n > 4096 and width <= 2:
         K = 1 << (8 * width)
-        size = np.zeros(K, dtype=np.int64)  # by key: group start, then group size
+        size, at = _take(work, at, K)  # by key: group start, then group size
+        size[:] = 0
         for g in range(n):
             size[skeys[g]] = starts[g] + 1
         nxt = end
@@ -493,7 +510,7 @@ def _tally(starts, skeys, n, end, width):
             if size[k]:
                 ids[g], counts[g] = t, size[k]
                 g += 1
-        return ids, counts
+        return ids, counts, at
     order = np.argsort(starts[:n])
     ids = np.empty(n, dtype=np.int64)
     counts = np.empty(n, dtype=np.int64)
@@ -501,7 +518,7 @@ def _tally(starts, skeys, n, end, width):
         ids[g] = byte_key(skeys[order[g]], width)
         counts[g] = (starts[order[g + 1]] if g + 1 < n else end) - starts[order[g]]
     by_id = np.argsort(ids)
-    return ids[by_id], counts[by_id]
+    return ids[by_id], counts[by_id], at
 
 
 @lean

@@ -320,6 +320,21 @@ def test_threads_count_in_parallel(tmp_path):
     assert got == expected and all(m.tolist() == expected for m in many)
 
 
+def test_threads_ntd_reusing_scratch(tmp_path):
+    """Each thread reuses its own scratch for tallies of every size (a wide
+    tally, then narrow ones, then wide again): every answer exact."""
+    rng = np.random.default_rng(4)
+    docs = [[t for x in rng.integers(2, 6000, 3000) for t in (1, int(x))] for _ in range(4)]
+    docs += [list(rng.integers(0, 40, 3000))]
+    eng = engine.open(make_index(tmp_path, docs, vocab_size=6000))
+    arrays = shard_arrays(eng)
+    prompts = [[1]] + [[int(t)] for t in docs[4][:30]] + [[1], [int(t) for t in docs[4][:2]], [1]]
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(eng.ntd, prompts * 4))
+    for p, d in zip(prompts * 4, got):
+        assert dict(zip(d.ids.tolist(), d.counts.tolist())) == naive_next_counts(arrays, p)
+
+
 def test_properties(tmp_path):
     eng = engine.open(make_index(tmp_path, [[1, 2], [3]], width=4, shards=2, vocab_size=100))
     assert (eng.n_tokens, eng.n_docs, eng.vocab_size, eng.token_width, eng.separator) == \
