@@ -383,32 +383,37 @@ def _take(work, at, size):
 
 
 @jit(inline="always")
-def _keep(I, J, KI, KJ, n, starts, skeys, ns, i, j, ki, kj):
-    """File the interval [i, j] with end keys ki, kj (no branches): open (at
-    I..KJ[n]) when the keys differ and j > i + 1, a group starting at j
-    (at starts/skeys[ns]) when they differ and j == i + 1, else dropped.
-    Returns the new (n, ns)."""
-    I[n], J[n], KI[n], KJ[n] = i, j, ki, kj
-    starts[ns], skeys[ns] = j, kj
-    differ = np.int64(ki != kj)
-    adjacent = np.int64(j - i == 1)
-    return n + differ * (1 - adjacent), ns + differ * adjacent
+def _key_at(tokens, table, pointer, m, a, b, p):
+    """Next key of entry ``p`` clamped into the continuation range [a, b):
+    its end entries stand for those outside, so no group boundary lies there."""
+    return _next_key(tokens, table, pointer, min(max(p, a), b - 1), m)
 
 
 @lean
-def _level(tokens, table, pointer, m, I, J, KI, KJ, mids, n, I2, J2, KI2, KJ2, starts, skeys, ns):
-    """One bisection level over the n open intervals: probe every midpoint
-    first (independent reads, so they overlap in memory), then file both
-    halves of each with ``_keep`` into I2..KJ2 and starts/skeys[ns:].
+def _level(tokens, table, pointer, m, a, b, h, I, KI, KJ, mids, n, I2, KI2, KJ2, starts, skeys, ns):
+    """One bisection level over the n open intervals [I, I + 2h] (end keys
+    KI, KJ differ): probe every midpoint first (independent reads, so they
+    overlap in memory), then file both halves, without branches: into
+    I2/KI2/KJ2 while h > 1 (kept where their end keys differ), else as
+    the groups starting at I + 1 and I + 2 into starts/skeys[ns:].
     Returns the new (open intervals, groups found)."""
     for k in range(n):
-        mids[k] = _next_key(tokens, table, pointer, (I[k] + J[k]) >> 1, m)
+        mids[k] = _key_at(tokens, table, pointer, m, a, b, I[k] + h)
     nxt = 0
+    if h > 1:
+        for k in range(n):
+            i, ki, kj, km = I[k], KI[k], KJ[k], mids[k]
+            I2[nxt], KI2[nxt], KJ2[nxt] = i, ki, km
+            nxt += ki != km
+            I2[nxt], KI2[nxt], KJ2[nxt] = i + h, km, kj
+            nxt += km != kj
+        return nxt, ns
     for k in range(n):
-        i, j, ki, kj, km = I[k], J[k], KI[k], KJ[k], mids[k]
-        mid = (i + j) >> 1
-        nxt, ns = _keep(I2, J2, KI2, KJ2, nxt, starts, skeys, ns, i, mid, ki, km)
-        nxt, ns = _keep(I2, J2, KI2, KJ2, nxt, starts, skeys, ns, mid, j, km, kj)
+        i, ki, kj, km = I[k], KI[k], KJ[k], mids[k]
+        starts[ns], skeys[ns] = i + 1, km
+        ns += ki != km
+        starts[ns], skeys[ns] = i + 2, kj
+        ns += km != kj
     return nxt, ns
 
 
@@ -420,105 +425,98 @@ def next_tokens(tokens, table, pointer, sample, step, m, lo, hi, work):
     at least that large, and no scratch page is faulted in anew).
 
     Next keys are sorted inside the range, so a group boundary lies between
-    two entries whose next keys differ. Known keys: both ends of the range
-    and, when the sample's packed keys reach token m, every ``step``-th
-    entry (no reads at all). Every interval whose end keys differ is then
-    bisected, one level at a time for all intervals (the reads of a level
-    are independent, so they overlap in memory; the bookkeeping has no
-    branches; one core: waking a second costs more than it saves after the
-    threads idle): about d * log2(gap / d) reads for d distinct next tokens,
-    never a scan.
+    two entries whose next keys differ. The range is cut into aligned
+    intervals [g * w, (g + 1) * w] whose end keys are known without reads
+    where the sample's packed keys reach token m (w = ``step``), else
+    w = the range's size rounded up to a power of 2. Every interval whose
+    end keys differ is then halved, one level at a time for all intervals
+    (the reads of a level are independent, so they overlap in memory; the
+    bookkeeping has no branches; one core: waking a second costs more than
+    it saves after the threads idle): about d * log2(gap / d) reads for d
+    distinct next tokens, never a scan.
     """
     a, b = _cont(tokens, table, pointer, m, lo, hi)
     if b <= a:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), 0
     width = width_of(tokens)
     bits, c = _packing(width)
-    ja, jb = a // step + 1, (b - 2) // step + 1  # samples strictly inside (a, b - 1)
-    if m >= c or jb < ja:
-        jb = ja
     shift = bits * (c - 1 - m)
     mask = (np.int64(1) << bits) - 1
+    w = step
+    if m >= c:
+        w = 2
+        while w < b - a:
+            w *= 2
     ka, kb = _next_key(tokens, table, pointer, a, m), _next_key(tokens, table, pointer, b - 1, m)
-    size = 1  # intervals between known keys that differ, plus room for the last
-    prev = ka
-    for j in range(ja, jb):
-        k = ((sample[j] >> shift) & mask) - 1
-        size += prev != k
+    g0, g1 = a // w, (b - 2) // w + 1  # points g * w for g in (g0, g1] lie in (a, b - 1]
+    I, at = _take(work, 0, g1 - g0 + 1)
+    KI, at = _take(work, at, I.shape[0])
+    KJ, at = _take(work, at, I.shape[0])
+    n, prev = 0, ka
+    for g in range(g0 + 1, g1 + 2):
+        p = g * w
+        if p >= b - 1:
+            k = kb
+        elif m < c:
+            k = ((sample[g] >> shift) & mask) - 1
+        else:
+            k = _next_key(tokens, table, pointer, p, m)
+        I[n], KI[n], KJ[n] = p - w, prev, k
+        n += prev != k
         prev = k
-    I, at = _take(work, 0, size)
-    J, at = _take(work, at, size)
-    KI, at = _take(work, at, size)
-    KJ, at = _take(work, at, size)
-    starts, at = _take(work, at, 2 * size + 1)
-    skeys, at = _take(work, at, 2 * size + 1)
+    mids, at = _take(work, at, n)
+    I2, at = _take(work, at, 2 * n)
+    KI2, at = _take(work, at, 2 * n)
+    KJ2, at = _take(work, at, 2 * n)
+    starts, at = _take(work, at, 2 * n + 1 if w == 2 else 1)
+    skeys, at = _take(work, at, starts.shape[0])
     starts[0], skeys[0] = a, ka
-    nopen, nstart = 0, 1
-    i, ki = a, ka
-    for j in range(ja, jb + 1):
-        p, k = (j * step, ((sample[j] >> shift) & mask) - 1) if j < jb else (b - 1, kb)
-        if k != ki:
-            nopen, nstart = _keep(I, J, KI, KJ, nopen, starts, skeys, nstart, i, p, ki, k)
-        i, ki = p, k
-    I2, at = _take(work, at, 2 * size)
-    J2, at = _take(work, at, 2 * size)
-    KI2, at = _take(work, at, 2 * size)
-    KJ2, at = _take(work, at, 2 * size)
-    mids, at = _take(work, at, 2 * size)
-    while nopen:
-        if I2.shape[0] < 2 * nopen:
-            I2, at = _take(work, at, 4 * nopen)
-            J2, at = _take(work, at, 4 * nopen)
-            KI2, at = _take(work, at, 4 * nopen)
-            KJ2, at = _take(work, at, 4 * nopen)
-        if starts.shape[0] < nstart + 2 * nopen + 1:
-            s2, at = _take(work, at, 2 * (nstart + 2 * nopen + 1))
-            k2, at = _take(work, at, s2.shape[0])
-            s2[:nstart], k2[:nstart] = starts[:nstart], skeys[:nstart]
-            starts, skeys = s2, k2
-        if mids.shape[0] < nopen:
-            mids, at = _take(work, at, 2 * nopen)
-        nopen, nstart = _level(tokens, table, pointer, m, I, J, KI, KJ, mids, nopen,
-                               I2, J2, KI2, KJ2, starts, skeys, nstart)
-        I, J, KI, KJ, I2, J2, KI2, KJ2 = I2, J2, KI2, KJ2, I, J, KI, KJ
-    return _tally(starts, skeys, nstart, b, width, work, at)
+    ns = 1
+    while n:
+        if mids.shape[0] < n:
+            mids, at = _take(work, at, 2 * n)
+        if I2.shape[0] < 2 * n:
+            I2, at = _take(work, at, 4 * n)
+            KI2, at = _take(work, at, 4 * n)
+            KJ2, at = _take(work, at, 4 * n)
+        if w == 2 and starts.shape[0] < 2 * n + 1:
+            starts, at = _take(work, at, 2 * n + 1)
+            skeys, at = _take(work, at, 2 * n + 1)
+            starts[0], skeys[0] = a, ka
+        w >>= 1
+        n, ns = _level(tokens, table, pointer, m, a, b, w, I, KI, KJ, mids, n,
+                       I2, KI2, KJ2, starts, skeys, ns)
+        I, KI, KJ, I2, KI2, KJ2 = I2, KI2, KJ2, I, KI, KJ
+    ids, counts = _tally(starts, skeys, ns, b, width)
+    return ids, counts, at
 
 
 @jit
-def _tally(starts, skeys, n, end, width, work, at):
-    """(ids ascending, counts, ``at`` after) of the groups that start at
-    starts[:n] (any order) with next keys skeys[:n], the last one ending at ``end``. Keys
-    grow with the starts, so a group ends where the next key's group begins;
-    many groups of a narrow token are placed in a table by key (carved
-    from ``work`` at ``at``, see ``_take``), which is then read in id order,
-    instead of sorted."""
-    if n > 4096 and width <= 2:
-        K = 1 << (8 * width)
-        size, at = _take(work, at, K)  # by key: group start, then group size
-        size[:] = 0
-        for g in range(n):
-            size[skeys[g]] = starts[g] + 1
-        nxt = end
-        for k in range(K - 1, -1, -1):
-            if size[k]:
-                size[k], nxt = nxt - (size[k] - 1), size[k] - 1
-        ids = np.empty(n, dtype=np.int64)
-        counts = np.empty(n, dtype=np.int64)
-        g = 0
-        for t in range(K):  # ids ascending; byte_key maps an id to its key
-            k = byte_key(t, width)
-            if size[k]:
-                ids[g], counts[g] = t, size[k]
-                g += 1
-        return ids, counts, at
-    order = np.argsort(starts[:n])
+def _tally(starts, skeys, n, end, width):
+    """(ids ascending, counts) of the groups that start at starts[:n]
+    (ascending, so their next keys skeys[:n] ascend too), the last one
+    ending at ``end``. An id is its key with the bytes reversed: for width 2
+    one stable counting pass by the key's low byte (the id's high byte) puts
+    the ids in order, width 4 sorts them, width 1 keeps key order."""
     ids = np.empty(n, dtype=np.int64)
     counts = np.empty(n, dtype=np.int64)
+    head = np.zeros(257, dtype=np.int64)  # width 2: where each high byte's ids begin
+    if width == 2:
+        for g in range(n):
+            head[(skeys[g] & 255) + 1] += 1
+        for v in range(256):
+            head[v + 1] += head[v]
     for g in range(n):
-        ids[g] = byte_key(skeys[order[g]], width)
-        counts[g] = (starts[order[g + 1]] if g + 1 < n else end) - starts[order[g]]
-    by_id = np.argsort(ids)
-    return ids[by_id], counts[by_id], at
+        t = g
+        if width == 2:
+            t = head[skeys[g] & 255]
+            head[skeys[g] & 255] += 1
+        ids[t] = byte_key(skeys[g], width)
+        counts[t] = (starts[g + 1] if g + 1 < n else end) - starts[g]
+    if width == 4:
+        order = np.argsort(ids)
+        return ids[order], counts[order]
+    return ids, counts
 
 
 @lean
