@@ -81,7 +81,7 @@ class ShardSearcher:
         costs about n / step random reads and a scan of the tokens, so the
         first ``sample_after`` calls search without either (a one-shot query
         stays cheap); ``step`` and ``sample_after`` may be changed before it
-        is built."""
+        is built (next-token tallies read the sample at powers of 2 only)."""
         if self._search is not None:
             return self._search
         if self._unsampled < self.sample_after:
@@ -151,8 +151,8 @@ class ShardSearcher:
         if m == 0 and self._unigram is not None:
             return self._unigram
         work = getattr(self._scratch, "work", _NO_SAMPLE)
-        ids, counts, wanted = ks.next_tokens(self._tokens, self._table, self._pointer,
-                                             *self.sampled_args()[4:], m, lo, hi, work)
+        ids, counts, wanted = self._call(ks.next_tokens, self._tokens, self._table, self._pointer,
+                                         *self.sampled_args()[4:], m, lo, hi, work)
         if work.shape[0] < wanted <= SCRATCH_MAX // 8:
             self._scratch.work = np.empty(wanted, dtype=np.int64)
         if m == 0:

@@ -427,8 +427,9 @@ def next_tokens(tokens, table, pointer, sample, step, m, lo, hi, work):
     Next keys are sorted inside the range, so a group boundary lies between
     two entries whose next keys differ. The range is cut into aligned
     intervals [g * w, (g + 1) * w] whose end keys are known without reads
-    where the sample's packed keys reach token m (w = ``step``), else
-    w = the range's size rounded up to a power of 2. Every interval whose
+    where the sample's packed keys reach token m and ``step`` is a power of
+    2 (w = ``step``, at least 2), else w = the range's size rounded up to a
+    power of 2. Every interval whose
     end keys differ is then halved, one level at a time for all intervals
     (the reads of a level are independent, so they overlap in memory; the
     bookkeeping has no branches; one core: waking a second costs more than
@@ -442,8 +443,9 @@ def next_tokens(tokens, table, pointer, sample, step, m, lo, hi, work):
     bits, c = _packing(width)
     shift = bits * (c - 1 - m)
     mask = (np.int64(1) << bits) - 1
-    w = step
-    if m >= c:
+    sampled = m < c and step & (step - 1) == 0  # sample keys reach token m, aligned
+    w = max(step, 2)
+    if not sampled:
         w = 2
         while w < b - a:
             w *= 2
@@ -452,13 +454,13 @@ def next_tokens(tokens, table, pointer, sample, step, m, lo, hi, work):
     I, at = _take(work, 0, g1 - g0 + 1)
     KI, at = _take(work, at, I.shape[0])
     KJ, at = _take(work, at, I.shape[0])
-    n, prev = 0, ka
+    n, prev, stride = 0, ka, w // step
     for g in range(g0 + 1, g1 + 2):
         p = g * w
         if p >= b - 1:
             k = kb
-        elif m < c:
-            k = ((sample[g] >> shift) & mask) - 1
+        elif sampled:
+            k = ((sample[g * stride] >> shift) & mask) - 1
         else:
             k = _next_key(tokens, table, pointer, p, m)
         I[n], KI[n], KJ[n] = p - w, prev, k
