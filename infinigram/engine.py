@@ -37,7 +37,7 @@ _INT_KINDS = "iu"
 _INT = {int}
 _LIST = {list}
 _INT64 = np.dtype(np.int64)
-_NO_SAMPLE = np.zeros(0, dtype=np.int64)
+_EMPTY = np.zeros(0, dtype=np.int64)
 SCRATCH_MAX = 64 << 20
 """Largest scratch (bytes) a searcher keeps per thread for next-token tallies."""
 
@@ -86,7 +86,7 @@ class ShardSearcher:
             return self._search
         if self._unsampled < self.sample_after:
             self._unsampled += 1
-            return (self._tokens, self._table, self._pointer, _NO_SAMPLE, _NO_SAMPLE, 1 << 40)
+            return (self._tokens, self._table, self._pointer, _EMPTY, _EMPTY, 1 << 40)
         return self.sampled_args()
 
     def sampled_args(self) -> tuple:
@@ -150,7 +150,7 @@ class ShardSearcher:
         is kept per thread (up to ``SCRATCH_MAX`` bytes) and reused."""
         if m == 0 and self._unigram is not None:
             return self._unigram
-        work = getattr(self._scratch, "work", _NO_SAMPLE)
+        work = getattr(self._scratch, "work", _EMPTY)
         ids, counts, wanted = self._call(ks.next_tokens, self._tokens, self._table, self._pointer,
                                          *self.sampled_args()[4:], m, lo, hi, work)
         if work.shape[0] < wanted <= SCRATCH_MAX // 8:

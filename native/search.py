@@ -470,8 +470,8 @@ def next_tokens(tokens, table, pointer, sample, step, m, lo, hi, work):
     I2, at = _take(work, at, 2 * n)
     KI2, at = _take(work, at, 2 * n)
     KJ2, at = _take(work, at, 2 * n)
-    starts, at = _take(work, at, 2 * n + 1 if w == 2 else 1)
-    skeys, at = _take(work, at, starts.shape[0])
+    starts, at = _take(work, at, 1)  # room for the groups: at the last level
+    skeys, at = _take(work, at, 1)
     starts[0], skeys[0] = a, ka
     ns = 1
     while n:
