@@ -147,8 +147,9 @@ def test_empty_prompt_is_unigram(tmp_path):
 @pytest.mark.parametrize("width", [1, 2, 4])
 @pytest.mark.parametrize("shards", [1, 2])
 def test_ntd_with_thousands_of_distinct_next_tokens(tmp_path, width, shards):
-    """Past the tally's threshold (many groups placed in a key table instead
-    of sorted): exact, ids ascending, the cache unharmed."""
+    """Thousands of groups through each width's tally (width 1: key order,
+    2: a counting pass by the id's high byte, 4: a sort): exact, ids
+    ascending, the cache unharmed."""
     rng = np.random.default_rng(width)
     vocab = 250 if width == 1 else 12000
     nxt = rng.integers(2, vocab, 40000)
