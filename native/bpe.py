@@ -1,0 +1,226 @@
+"""Sentencepiece BPE encoding, exact, on Unicode code points.
+
+Sentencepiece's BPE encoder splits the normalized text into characters (a
+user-defined symbol is one frozen character), then repeatedly merges the
+adjacent pair whose concatenation is a piece of highest score, the leftmost
+on ties, and emits each final symbol's id, or the byte pieces of an unknown
+character. :func:`encode` does exactly that, with integer tables instead of
+strings: ``pairs`` maps (left id, right id) to the merged piece's id, and
+``inner`` holds the code-point bigrams that occur inside some piece. A
+merge can only join two characters that form such a bigram, so the text is
+cut into words where two neighbours do not (or one is frozen): the merges
+of different words are independent, and each word runs its own small heap.
+"""
+import numpy as np
+
+from . import jit, lean
+
+SPACE = 0x2581
+"""Sentencepiece's escaped space, U+2581 LOWER ONE EIGHTH BLOCK."""
+
+MULT = 0x9E3779B97F4A7C15
+"""Hash tables (built by the caller): key k sits in slot (k * MULT mod 2^64) >> shift,
+or the next free one (linear probing); empty slots hold -1."""
+_MULT = np.uint64(MULT)
+
+
+@jit(inline="always")
+def _slot(key, shift):
+    return np.int64((np.uint64(key) * _MULT) >> np.uint64(shift))
+
+
+@jit(inline="always")
+def _find(keys, shift, key):
+    """Slot of ``key`` in a hash table (see MULT), -1 if absent."""
+    mask = keys.shape[0] - 1
+    h = _slot(key, shift)
+    while True:
+        k = keys[h]
+        if k == key:
+            return h
+        if k == -1:
+            return -1
+        h = (h + 1) & mask
+
+
+@jit(inline="always")
+def _lookup(table, cp):
+    """Entry of dense per-code-point ``table`` (-1 past its end)."""
+    return table[cp] if cp < table.shape[0] else -1
+
+
+@jit(inline="always")
+def _utf8_len(cp):
+    return 1 if cp < 0x80 else 2 if cp < 0x800 else 3 if cp < 0x10000 else 4
+
+
+@jit(inline="always")
+def _better(hs, hl, a, b):
+    """Whether heap entry a pops before b: higher score, then leftmost."""
+    return hs[a] > hs[b] or (hs[a] == hs[b] and hl[a] < hl[b])
+
+
+@jit(inline="always")
+def _swap(hs, hl, hr, hz, hm, a, b):
+    hs[a], hs[b] = hs[b], hs[a]
+    hl[a], hl[b] = hl[b], hl[a]
+    hr[a], hr[b] = hr[b], hr[a]
+    hz[a], hz[b] = hz[b], hz[a]
+    hm[a], hm[b] = hm[b], hm[a]
+
+
+@jit(inline="always")
+def _push(hs, hl, hr, hz, hm, n, score, left, right, size, merged):
+    hs[n], hl[n], hr[n], hz[n], hm[n] = score, left, right, size, merged
+    i = n
+    while i > 0:
+        p = (i - 1) >> 1
+        if not _better(hs, hl, i, p):
+            break
+        _swap(hs, hl, hr, hz, hm, i, p)
+        i = p
+    return n + 1
+
+
+@jit(inline="always")
+def _pop(hs, hl, hr, hz, hm, n):
+    """Move the best entry to slot n - 1 (read it there); returns n - 1."""
+    n -= 1
+    _swap(hs, hl, hr, hz, hm, 0, n)
+    i = 0
+    while True:
+        c = 2 * i + 1
+        if c >= n:
+            break
+        if c + 1 < n and _better(hs, hl, c + 1, c):
+            c += 1
+        if not _better(hs, hl, c, i):
+            break
+        _swap(hs, hl, hr, hz, hm, i, c)
+        i = c
+    return n
+
+
+@jit(inline="always")
+def _pair(sid, frz, pkeys, pvals, pshift, nv, left, right):
+    """Merged piece id of symbols left and right, -1 if they cannot merge."""
+    if left < 0 or right < 0 or frz[left] or frz[right] or sid[left] < 0 or sid[right] < 0:
+        return -1
+    h = _find(pkeys, pshift, np.int64(sid[left]) * nv + sid[right])
+    return pvals[h] if h >= 0 else -1
+
+
+@jit(inline="always")
+def _word(s, w0, w1, char_id, frozen, pkeys, pvals, pshift, nv, scores, byte_id,
+          sid, frz, clen, prv, nxt, hs, hl, hr, hz, hm, out, at):
+    """BPE of the characters s[w0:w1]; ids written to out[at:]; returns the new at."""
+    m = w1 - w0
+    for k in range(m):
+        cp = s[w0 + k]
+        sid[k] = _lookup(char_id, cp)
+        frz[k] = _lookup(frozen, cp) > 0
+        clen[k] = 1
+        prv[k] = k - 1
+        nxt[k] = k + 1 if k + 1 < m else -1
+    n = 0
+    for k in range(m - 1):
+        p = _pair(sid, frz, pkeys, pvals, pshift, nv, k, k + 1)
+        if p >= 0:
+            n = _push(hs, hl, hr, hz, hm, n, scores[p], k, k + 1, 2, p)
+    while n > 0:
+        n = _pop(hs, hl, hr, hz, hm, n)
+        a, b = hl[n], hr[n]
+        if clen[a] == 0 or clen[b] == 0 or clen[a] + clen[b] != hz[n]:
+            continue  # stale: one side changed since it was pushed
+        sid[a] = hm[n]
+        clen[a] += clen[b]
+        clen[b] = 0
+        nxt[a] = nxt[b]
+        if nxt[b] >= 0:
+            prv[nxt[b]] = a
+        for x in (prv[a], a):  # the pairs (prev, a) and (a, next)
+            y = nxt[x] if x >= 0 else -1
+            p = _pair(sid, frz, pkeys, pvals, pshift, nv, x, y)
+            if p >= 0:
+                n = _push(hs, hl, hr, hz, hm, n, scores[p], x, y, clen[x] + clen[y], p)
+    k = 0
+    while k >= 0:
+        if sid[k] >= 0:
+            out[at] = sid[k]
+            at += 1
+        else:  # an unknown character: its UTF-8 bytes as byte pieces
+            cp = s[w0 + k]
+            size = _utf8_len(cp)
+            if size == 1:
+                out[at] = byte_id[cp]
+            else:  # lead byte 110xxxxx, 1110xxxx or 11110xxx, then 10xxxxxx
+                out[at] = byte_id[((0xFF00 >> size) & 0xFF) | (cp >> (6 * (size - 1)))]
+                for j in range(1, size):
+                    out[at + j] = byte_id[0x80 | ((cp >> (6 * (size - 1 - j))) & 0x3F)]
+            at += size
+        k = nxt[k]
+    return at
+
+
+@jit
+def encode(cps, bounds, dummy, char_id, frozen, pkeys, pvals, pshift, nv, scores,
+           inner_keys, inner_shift, byte_id):
+    """Ids of each document cps[bounds[d]:bounds[d+1]] (code points): spaces
+    escaped to U+2581, U+2581 prepended with ``dummy`` (non-empty documents).
+    Returns (ids, starts, counts): document d's ids are
+    ids[starts[d]:starts[d] + counts[d]]."""
+    nd = bounds.shape[0] - 1
+    starts = np.zeros(nd + 1, dtype=np.int64)
+    longest = _room(cps, bounds, dummy, char_id, starts)
+    out = np.empty(starts[nd], dtype=np.uint32)
+    counts = np.zeros(nd, dtype=np.int64)
+    ints = np.empty((10, longest), dtype=np.int64)  # s, sid, clen, prv, nxt; heap l, r, z, m
+    frz = np.empty(longest, dtype=np.bool_)
+    hs = np.empty(3 * longest, dtype=np.float32)
+    heap = np.empty((4, 3 * longest), dtype=np.int64)
+    _encode(cps, bounds, dummy, char_id, frozen, pkeys, pvals, pshift, nv, scores,
+            inner_keys, inner_shift, byte_id, starts, out, counts,
+            ints[0], ints[1], frz, ints[2], ints[3], ints[4], hs, heap[0], heap[1], heap[2], heap[3])
+    return out, starts, counts
+
+
+@lean
+def _room(cps, bounds, dummy, char_id, starts):
+    """Fill starts[1:] with the ends of each document's room in the output
+    (an id per known character, one per byte of an unknown one); returns
+    the longest document's length + 1."""
+    longest = 0
+    pad = _utf8_len(SPACE) if _lookup(char_id, SPACE) < 0 else 1
+    for d in range(bounds.shape[0] - 1):
+        size = bounds[d + 1] - bounds[d]
+        room = pad if dummy and size else 0
+        for i in range(bounds[d], bounds[d + 1]):
+            cp = SPACE if cps[i] == 0x20 else cps[i]
+            room += 1 if _lookup(char_id, cp) >= 0 else _utf8_len(cp)
+        starts[d + 1] = starts[d] + room
+        longest = max(longest, size + 1)
+    return longest
+
+
+@lean
+def _encode(cps, bounds, dummy, char_id, frozen, pkeys, pvals, pshift, nv, scores,
+            inner_keys, inner_shift, byte_id, starts, out, counts,
+            s, sid, frz, clen, prv, nxt, hs, hl, hr, hz, hm):
+    for d in range(bounds.shape[0] - 1):
+        m = 0
+        if dummy and bounds[d + 1] > bounds[d]:
+            s[0] = SPACE
+            m = 1
+        for i in range(bounds[d], bounds[d + 1]):
+            s[m] = SPACE if cps[i] == 0x20 else cps[i]
+            m += 1
+        at = starts[d]
+        w0 = 0
+        for i in range(1, m + 1):
+            if i < m and not (_lookup(frozen, s[i - 1]) > 0 or _lookup(frozen, s[i]) > 0):
+                if _find(inner_keys, inner_shift, s[i - 1] * 0x110000 + s[i]) >= 0:
+                    continue  # some piece holds this bigram: same word
+            at = _word(s, w0, i, char_id, frozen, pkeys, pvals, pshift, nv, scores, byte_id,
+                       sid, frz, clen, prv, nxt, hs, hl, hr, hz, hm, out, at)
+            w0 = i
+        counts[d] = at - starts[d]
