@@ -106,8 +106,7 @@ class SentencePieceTokenizer(Tokenizer):
     """A sentencepiece model; batches are encoded on ``threads`` threads
     (default: every core) with the GIL released, or, for a BPE model that
     :class:`BPEEncoder` reproduces exactly, by it on the calling thread
-    (about 2x sentencepiece's speed on two threads; ``encode_stream`` runs
-    it on every core)."""
+    (``encode_stream`` runs it on every core)."""
 
     kind = "sentencepiece"
 
@@ -128,7 +127,7 @@ class SentencePieceTokenizer(Tokenizer):
                 ".model file written by sentencepiece, or train one (train=VOCAB_SIZE)") from None
         self.model_path = path
         self._data = data
-        self._bpe: BPEEncoder | None | bool = False  # False: not looked at yet
+        self._bpe: BPEEncoder | None | bool = False  # False: not looked for yet
         self.sha256 = hashlib.sha256(data).hexdigest()
         self.vocab_size = sp.get_piece_size()
         self.threads = max(1, threads or os.cpu_count() or 1)
@@ -150,7 +149,7 @@ class SentencePieceTokenizer(Tokenizer):
         threads (default: this tokenizer's, on its persistent pool), or on
         this thread by the fast BPE encoder when the model has one."""
         texts = list(texts)
-        fast = self._bpe_encoder()
+        fast = self.bpe_encoder()
         try:
             if fast is not None:
                 out = fast.encode_batch(texts)
@@ -167,9 +166,8 @@ class SentencePieceTokenizer(Tokenizer):
             raise
         return [a.view(np.uint32) for a in out]
 
-    def _bpe_encoder(self) -> BPEEncoder | None:
-        """The fast BPE encoder of this model, made on first use; None if
-        the model is not one it reproduces."""
+    def bpe_encoder(self) -> BPEEncoder | None:
+        """This model's fast BPE encoder, made on first use; None if it has none."""
         if self._bpe is False:
             with self._bpe_lock:
                 if self._bpe is False:

@@ -1,10 +1,14 @@
 """Sentencepiece BPE encoding, exact, on Unicode code points.
 
-Sentencepiece's BPE encoder splits the normalized text into characters (a
+:func:`encode_bpe` takes a batch of documents as code points with document
+bounds, escapes spaces to U+2581 (and prepends one with ``dummy``), and
+writes each document's ids into its own room of one output array.
+
+Sentencepiece splits the normalized text into characters (a
 user-defined symbol is one frozen character), then repeatedly merges the
 adjacent pair whose concatenation is a piece of highest score, the leftmost
 on ties, and emits each final symbol's id, or the byte pieces of an unknown
-character. :func:`encode` does exactly that, with integer tables instead of
+character. This does exactly that, with integer tables instead of
 strings: ``pairs`` maps (left id, right id) to the merged piece's id, and
 ``inner`` holds the code-point bigrams that occur inside some piece. A
 merge can only join two characters that form such a bigram, so the text is
@@ -52,6 +56,52 @@ def _lookup(table, cp):
 @jit(inline="always")
 def _utf8_len(cp):
     return 1 if cp < 0x80 else 2 if cp < 0x800 else 3 if cp < 0x10000 else 4
+
+
+@jit(inline="always")
+def _unknown(cp, byte_id, out, at):
+    """Write the byte pieces of unknown character cp's UTF-8 bytes to out[at:];
+    returns the new at."""
+    size = _utf8_len(cp)
+    if size == 1:
+        out[at] = byte_id[cp]
+    else:  # lead byte 110xxxxx, 1110xxxx or 11110xxx, then 10xxxxxx
+        out[at] = byte_id[((0xFF00 >> size) & 0xFF) | (cp >> (6 * (size - 1)))]
+        for j in range(1, size):
+            out[at + j] = byte_id[0x80 | ((cp >> (6 * (size - 1 - j))) & 0x3F)]
+    return at + size
+
+
+@jit(inline="always")
+def _normalize(cps, b0, b1, dummy, s):
+    """Escape the spaces of cps[b0:b1] into s (after a U+2581 with ``dummy``,
+    if not empty); returns its length."""
+    m = 0
+    if dummy and b1 > b0:
+        s[0] = SPACE
+        m = 1
+    for i in range(b0, b1):
+        s[m] = SPACE if cps[i] == 0x20 else cps[i]
+        m += 1
+    return m
+
+
+@lean
+def _room(cps, bounds, dummy, char_id, starts):
+    """Fill starts[1:] with where each document's room in the output ends
+    (an id per character that is a piece, one per byte of the others);
+    returns the longest document's length + 1."""
+    longest = 0
+    pad = _utf8_len(SPACE) if _lookup(char_id, SPACE) < 0 else 1
+    for d in range(bounds.shape[0] - 1):
+        size = bounds[d + 1] - bounds[d]
+        room = pad if dummy and size else 0
+        for i in range(bounds[d], bounds[d + 1]):
+            cp = SPACE if cps[i] == 0x20 else cps[i]
+            room += 1 if _lookup(char_id, cp) >= 0 else _utf8_len(cp)
+        starts[d + 1] = starts[d] + room
+        longest = max(longest, size + 1)
+    return longest
 
 
 @jit(inline="always")
@@ -148,16 +198,8 @@ def _word(s, w0, w1, char_id, frozen, pkeys, pvals, pshift, nv, scores, byte_id,
         if sid[k] >= 0:
             out[at] = sid[k]
             at += 1
-        else:  # an unknown character: its UTF-8 bytes as byte pieces
-            cp = s[w0 + k]
-            size = _utf8_len(cp)
-            if size == 1:
-                out[at] = byte_id[cp]
-            else:  # lead byte 110xxxxx, 1110xxxx or 11110xxx, then 10xxxxxx
-                out[at] = byte_id[((0xFF00 >> size) & 0xFF) | (cp >> (6 * (size - 1)))]
-                for j in range(1, size):
-                    out[at + j] = byte_id[0x80 | ((cp >> (6 * (size - 1 - j))) & 0x3F)]
-            at += size
+        else:
+            at = _unknown(s[w0 + k], byte_id, out, at)
         k = nxt[k]
     return at
 
@@ -165,55 +207,32 @@ def _word(s, w0, w1, char_id, frozen, pkeys, pvals, pshift, nv, scores, byte_id,
 @jit
 def encode(cps, bounds, dummy, char_id, frozen, pkeys, pvals, pshift, nv, scores,
            inner_keys, inner_shift, byte_id):
-    """Ids of each document cps[bounds[d]:bounds[d+1]] (code points): spaces
-    escaped to U+2581, U+2581 prepended with ``dummy`` (non-empty documents).
-    Returns (ids, starts, counts): document d's ids are
-    ids[starts[d]:starts[d] + counts[d]]."""
+    """Ids of each document cps[bounds[d]:bounds[d+1]]: (ids, starts,
+    counts), document d's ids being ids[starts[d]:starts[d] + counts[d]].
+    ``char_id``/``frozen``: per code point, its one-character piece (-1 if
+    none) and whether it is a user-defined symbol; ``pairs`` (``pkeys``,
+    ``pvals``, ``pshift``) and ``inner`` hash tables as described above."""
     nd = bounds.shape[0] - 1
     starts = np.zeros(nd + 1, dtype=np.int64)
-    longest = _room(cps, bounds, dummy, char_id, starts)
+    n = _room(cps, bounds, dummy, char_id, starts)
     out = np.empty(starts[nd], dtype=np.uint32)
     counts = np.zeros(nd, dtype=np.int64)
-    ints = np.empty((10, longest), dtype=np.int64)  # s, sid, clen, prv, nxt; heap l, r, z, m
-    frz = np.empty(longest, dtype=np.bool_)
-    hs = np.empty(3 * longest, dtype=np.float32)
-    heap = np.empty((4, 3 * longest), dtype=np.int64)
-    _encode(cps, bounds, dummy, char_id, frozen, pkeys, pvals, pshift, nv, scores,
-            inner_keys, inner_shift, byte_id, starts, out, counts,
-            ints[0], ints[1], frz, ints[2], ints[3], ints[4], hs, heap[0], heap[1], heap[2], heap[3])
+    ints = np.empty((5, n), dtype=np.int64)  # s, sid, clen, prv, nxt
+    frz = np.empty(n, dtype=np.bool_)
+    hs = np.empty(3 * n, dtype=np.float32)  # the heap: score, left, right, size, merged id
+    heap = np.empty((4, 3 * n), dtype=np.int64)
+    _encode(cps, bounds, dummy, frozen, char_id, pkeys, pvals, pshift, nv, scores, inner_keys,
+            inner_shift, byte_id, starts, out, counts, ints[0], ints[1], frz, ints[2], ints[3],
+            ints[4], hs, heap[0], heap[1], heap[2], heap[3])
     return out, starts, counts
 
 
 @lean
-def _room(cps, bounds, dummy, char_id, starts):
-    """Fill starts[1:] with the ends of each document's room in the output
-    (an id per known character, one per byte of an unknown one); returns
-    the longest document's length + 1."""
-    longest = 0
-    pad = _utf8_len(SPACE) if _lookup(char_id, SPACE) < 0 else 1
+def _encode(cps, bounds, dummy, frozen, char_id, pkeys, pvals, pshift, nv, scores, inner_keys,
+            inner_shift, byte_id, starts, out, counts, s, sid, frz, clen, prv, nxt,
+            hs, hl, hr, hz, hm):
     for d in range(bounds.shape[0] - 1):
-        size = bounds[d + 1] - bounds[d]
-        room = pad if dummy and size else 0
-        for i in range(bounds[d], bounds[d + 1]):
-            cp = SPACE if cps[i] == 0x20 else cps[i]
-            room += 1 if _lookup(char_id, cp) >= 0 else _utf8_len(cp)
-        starts[d + 1] = starts[d] + room
-        longest = max(longest, size + 1)
-    return longest
-
-
-@lean
-def _encode(cps, bounds, dummy, char_id, frozen, pkeys, pvals, pshift, nv, scores,
-            inner_keys, inner_shift, byte_id, starts, out, counts,
-            s, sid, frz, clen, prv, nxt, hs, hl, hr, hz, hm):
-    for d in range(bounds.shape[0] - 1):
-        m = 0
-        if dummy and bounds[d + 1] > bounds[d]:
-            s[0] = SPACE
-            m = 1
-        for i in range(bounds[d], bounds[d + 1]):
-            s[m] = SPACE if cps[i] == 0x20 else cps[i]
-            m += 1
+        m = _normalize(cps, bounds[d], bounds[d + 1], dummy, s)
         at = starts[d]
         w0 = 0
         for i in range(1, m + 1):

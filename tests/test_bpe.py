@@ -45,6 +45,7 @@ ELIGIBLE = {
 }
 INELIGIBLE = {
     "unigram": dict(model_type="unigram"),
+    "char": dict(model_type="char"),
     "nfkc": dict(normalization_rule_name="nmt_nfkc"),
     "extra-spaces": dict(remove_extra_whitespaces=True),
     "no-byte-fallback": dict(byte_fallback=False),
@@ -100,7 +101,7 @@ def test_dense_whitespace_and_symbols(pair, texts):
 def test_tokenizer_takes_the_fast_path(model, pair):
     sp, _ = pair
     tok = SentencePieceTokenizer(model, threads=2)
-    assert tok._bpe_encoder() is not None
+    assert tok.bpe_encoder() is not None
     texts = ADVERSARIAL + TEXT
     assert [a.tolist() for a in tok.encode_batch(texts)] == sp.encode(texts)
     batches = [DocBatch(texts[:10], ["{}"] * 10), DocBatch(texts[10:], ["{}"] * (len(texts) - 10))]
