@@ -265,7 +265,7 @@ def main(argv=None) -> int:
         f"at the end).", "",
         f"Corpus: {'Python ' + platform.python_version() + ' standard library *.py files' if not args.corpus else args.corpus}, "
         f"one document per file, split by a hash of the name: train {len(split['train'])} docs "
-        f"({eng.n_tokens} tokens after sentencepiece, vocab {vocab}, unigram model trained on a {args.sample_mb:g} MB sample of train; "
+        f"({eng.n_tokens} tokens after sentencepiece, vocab {vocab}, BPE model trained on a {args.sample_mb:g} MB sample of train; "
         f"index built in {times['build index']:.0f} s), valid {len(evalsets['valid'])} docs / "
         f"{n_valid} tokens, test {len(evalsets['test'])} docs / {n_test} tokens (each "
         f"document's first {args.doc_tokens} tokens at most).", "",

@@ -102,7 +102,7 @@ def test_sentencepiece_round_trips(sp):
         assert sp.decode(ids.tolist()) == text
         assert ids.size == 0 or ids.max() < sp.vocab_size
     assert sp._sp.unk_id() not in sp.encode(TRICKY[6]).tolist()  # byte fallback, no <unk>
-    assert len(sp.encode(SAMPLE[0])) < len(SAMPLE[0]) / 2  # it learned pieces
+    assert len(sp.encode(SAMPLE[0])) < len(SAMPLE[0]) * 0.6  # it learned pieces
 
 
 @settings(max_examples=150, deadline=None)
