@@ -339,8 +339,8 @@ def report(data: dict, heading: str = "## Build") -> str:
         lines.append("")
     tok = data.get("tokenize")
     if tok:
-        lines.append(f"### Tokenization ({tok.get('corpus', 'stdlib')} text, vocab-8000 "
-                     "sentencepiece, 2 threads)")
+        lines.append(f"### Tokenization ({tok.get('corpus', 'stdlib')} text, the corpus's "
+                     "vocab-8000 sentencepiece BPE model, 2 threads)")
         lines.append("")
         if "error" in tok:
             lines.append(f"Not measured: {tok['error']}")
@@ -355,7 +355,9 @@ def report(data: dict, heading: str = "## Build") -> str:
             lines.append("")
             lines.append(f"The first {tok['text_bytes'] / 1e6:.1f} MB of text in {tok['batches']} "
                          "batches (the builder's batch size); "
-                         f"ids identical to the plain loop: {tok['same_ids']}.")
+                         f"ids identical to the plain loop: {tok['same_ids']}. Ours makes a "
+                         "fresh tokenizer each run (its set-up is timed) and encodes this model "
+                         "with its own exact BPE encoder (`infinigram/bpe.py`).")
         lines.append("")
     lines += ["### Targets (issue 3)", ""] + [f"- {t}" for t in targets(data)]
     if not heading.startswith("## "):  # a nested block: push its sub-headings one level down

@@ -18,7 +18,7 @@ import numpy as np
 
 from .native import bpe as kernel
 
-NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
+NORMAL, USER_DEFINED, UNUSED, BYTE = 1, 4, 5, 6  # SentencePiece.Type
 BPE = 2  # TrainerSpec.model_type
 _PROBES = [chr(c) + " a  b\tc\n" for c in range(0x300)] + [
     "", " ", "  ", "\n", "x", " leading", "trailing ", "a  b   c", "tab\there\n\nnew",
@@ -35,7 +35,7 @@ class BPEEncoder:
         the model is not one whose encoding it reproduces exactly."""
         try:
             pieces, trainer, normalizer = _parse(data)
-        except (ValueError, IndexError, UnicodeDecodeError, struct.error):
+        except (ValueError, IndexError, TypeError, AttributeError, struct.error):
             return None
         chars = {p for p, _, t in pieces if t in (NORMAL, USER_DEFINED) and len(p) == 1}
         if (trainer.get(3) != BPE or trainer.get(35) != 1 or trainer.get(24)
