@@ -120,6 +120,9 @@ def test_other_models_keep_sentencepiece(name, tmp_path):
     assert BPEEncoder.of(path.read_bytes(), sp) is None
     tok = SentencePieceTokenizer(path, threads=2)
     assert [a.tolist() for a in tok.encode_batch(ADVERSARIAL)] == sp.encode(ADVERSARIAL)
+    batch = DocBatch(ADVERSARIAL, ["{}"] * len(ADVERSARIAL))
+    streamed = [a.tolist() for _, ids in encode_stream(iter([batch]), tok, 2) for a in ids]
+    assert streamed == sp.encode(ADVERSARIAL)
 
 
 def test_unreadable_model_bytes_give_none():
