@@ -175,16 +175,20 @@ def _plan(n: int, width: int, max_memory: int | None) -> list[tuple[int, int]]:
 
 
 def _sort_in_parts(tokens, parts, width, pointer, out, directory, progress) -> None:
-    """Sort each part, spill it to disk, then merge the parts into ``out``."""
+    """Sort each part into one spill file (each at its own positions), then
+    merge the parts into ``out``."""
     spill = Path(tempfile.mkdtemp(prefix=".parts-", dir=directory))
     try:
-        files = []
-        for i, (lo, hi) in enumerate(parts):
-            path = spill / f"part.{i}.npy"
-            np.save(path, merge.sort_part(tokens, lo, hi))
-            files.append(np.load(path, mmap_mode="r"))
-            progress.update(hi, len(tokens), "tok")
-        merge.merge_parts(tokens, files, width, pointer, out)
+        path = spill / "parts"
+        with open(path, "wb") as f:
+            for lo, hi in parts:
+                part = merge.sort_part(tokens, lo, hi)
+                part.tofile(f)
+                progress.update(hi, len(tokens), "tok")
+        flat = np.memmap(path, dtype=part.dtype, mode="r")
+        merge.merge_parts(tokens, flat, [lo for lo, _ in parts] + [len(tokens)], width, pointer,
+                          out)
+        del flat
     finally:
         shutil.rmtree(spill, ignore_errors=True)
 

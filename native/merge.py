@@ -3,8 +3,10 @@
 The suffixes of a shard are split by start position into parts
 ``[lo, hi)`` (:func:`plan_parts`). :func:`sort_part` sorts one part's
 suffixes in full-suffix order (comparisons may read past ``hi``);
-:func:`merge_parts` merges the sorted parts k-way straight into the packed
-table, so parts and table can be memmaps on disk. The merged order is identical to :func:`native.sort.suffix_array`.
+:func:`merge_parts` merges the sorted parts (one array, each part at its own
+positions) k-way straight into the packed table, so parts and table can be
+memmaps on disk. The merged order is identical to
+:func:`native.sort.suffix_array`.
 
 Cost on long repeats: both steps compare suffixes token by token, so a
 comparison costs O(L) for suffixes sharing a prefix of L tokens. On natural
@@ -15,9 +17,8 @@ merge and O(m log m * R) to repair a part of m such suffixes. Use
 :func:`native.sort.suffix_array` (linear on any input) when the shard fits.
 """
 import numpy as np
-from numba.typed import List
 
-from . import jit
+from . import jit, lean
 from .keys import width_of
 from .ptrs import put_pointer
 from .sort import alphabet, check_tokens, key, sa_dtype, sort_string
@@ -48,7 +49,7 @@ def plan_parts(n_tokens: int, width: int, max_memory_bytes: int) -> list[tuple[i
     return [(lo, min(lo + size, n_tokens)) for lo in range(0, n_tokens, size)]
 
 
-@jit
+@lean
 def compare(tokens, a, b, skip):
     """Sign of suffix a vs suffix b (a != b), whose first ``skip`` tokens are equal."""
     n = tokens.shape[0]
@@ -154,7 +155,7 @@ def sort_part(tokens, lo: int, hi: int, extra: int = EXTRA) -> np.ndarray:
     return pos
 
 
-@jit
+@jit(inline="always")
 def _prefix_key(tokens, p):
     """The first 8 bytes of suffix p as a big-endian number (zero-padded past the
     end); unequal prefix keys order their suffixes, equal ones need compare()."""
@@ -168,7 +169,7 @@ def _prefix_key(tokens, p):
     return v
 
 
-@jit
+@jit(inline="always")
 def _less(tokens, heads, prefix, a, b):
     """Whether part a's head suffix sorts before part b's."""
     if prefix[a] != prefix[b]:
@@ -176,7 +177,7 @@ def _less(tokens, heads, prefix, a, b):
     return compare(tokens, heads[a], heads[b], 64 // (width_of(tokens) * 8)) < 0
 
 
-@jit
+@jit(inline="always")
 def _sift(tokens, heap, heads, prefix, size, i):
     while True:
         c = 2 * i + 1
@@ -191,17 +192,22 @@ def _sift(tokens, heap, heads, prefix, size, i):
 
 
 @jit
-def _merge(tokens, parts, width, pointer, out):
-    k = len(parts)
-    heap = np.empty(k, np.int64)
-    heads = np.empty(k, np.int64)
-    prefix = np.empty(k, np.uint64)
-    cursors = np.zeros(k, np.int64)
+def _merge(tokens, flat, bounds, width, pointer, out):
+    k = bounds.shape[0] - 1
+    state = np.empty((3, k), np.int64)  # heap, heads, cursors
+    _merge_into(tokens, flat, bounds, width, pointer, out, state[0], state[1], state[2],
+                np.empty(k, np.uint64))
+
+
+@lean
+def _merge_into(tokens, flat, bounds, width, pointer, out, heap, heads, cursors, prefix):
+    """The k-way merge, no allocation and no reference counting in its loop."""
     size = 0
-    for j in range(k):
-        if parts[j].shape[0] > 0:
+    for j in range(bounds.shape[0] - 1):
+        cursors[j] = bounds[j]
+        if bounds[j + 1] > bounds[j]:
             heap[size] = j
-            heads[j] = parts[j][0]
+            heads[j] = flat[bounds[j]]
             prefix[j] = _prefix_key(tokens, heads[j])
             size += 1
     for i in range(size // 2 - 1, -1, -1):
@@ -212,8 +218,8 @@ def _merge(tokens, parts, width, pointer, out):
         put_pointer(out, w, pointer, heads[j] * width)
         w += 1
         cursors[j] += 1
-        if cursors[j] < parts[j].shape[0]:
-            heads[j] = parts[j][cursors[j]]
+        if cursors[j] < bounds[j + 1]:
+            heads[j] = flat[cursors[j]]
             prefix[j] = _prefix_key(tokens, heads[j])
         else:
             size -= 1
@@ -221,23 +227,25 @@ def _merge(tokens, parts, width, pointer, out):
         _sift(tokens, heap, heads, prefix, size, 0)
 
 
-def merge_parts(tokens, parts, width: int, pointer: int, out: np.ndarray) -> None:
-    """Merge sorted parts (from :func:`sort_part`; memmaps are fine) and write the
-    result as the packed table: entry i = byte offset (position * ``width``) in
-    ``pointer`` little-endian bytes of uint8 ``out`` (a memmap is fine).
+def merge_parts(tokens, flat, bounds, width: int, pointer: int, out: np.ndarray) -> None:
+    """Merge the sorted parts ``flat[bounds[p]:bounds[p+1]]`` (each from
+    :func:`sort_part`; the parts' bounds from :func:`plan_parts` do, and a
+    memmap is fine) and write the result as the packed table: entry i = byte
+    offset (position * ``width``) in ``pointer`` little-endian bytes of uint8
+    ``out`` (a memmap is fine).
 
-    Memory: the parts and ``out`` are only streamed through, O(len(parts)) else.
+    Memory: ``flat`` and ``out`` are only streamed through, O(len(bounds)) else.
     """
     tokens = check_tokens(tokens)
-    parts = [np.asarray(p) for p in parts if len(p)]
-    n = sum(p.shape[0] for p in parts)
-    if n != tokens.shape[0]:
-        raise ValueError(f"the parts hold {n} entries but there are {tokens.shape[0]} tokens; "
-                         "pass every part of the shard")
+    bounds = np.asarray(bounds, dtype=np.int64)
+    n = tokens.shape[0]
+    if (len(flat) != n or bounds.ndim != 1 or len(bounds) < 1 or bounds[0] != 0
+            or bounds[-1] != n or (np.diff(bounds) < 0).any()):
+        raise ValueError(f"the parts hold {len(flat)} entries in bounds {bounds[:4].tolist()}... "
+                         f"but there are {n} tokens; pass every part of the shard, "
+                         "bounds ascending from 0 to the number of tokens")
     if out.dtype != np.uint8 or out.ndim != 1 or out.shape[0] < n * pointer:
         raise ValueError(f"out must be a 1-D uint8 array of at least {n * pointer} bytes, "
                          f"got {out.dtype} of shape {out.shape}")
-    if not parts:
-        return
-    dtype = np.result_type(*parts)
-    _merge(tokens, List([p.astype(dtype, copy=False) for p in parts]), width, pointer, out)
+    if n:
+        _merge(tokens, flat, bounds, width, pointer, out)

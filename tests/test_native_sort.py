@@ -120,7 +120,8 @@ def merged_table(tokens, part, extra, pointer):
     for (lo, p) in zip(range(0, n, part), parts):
         assert sorted(p.tolist()) == list(range(lo, min(lo + part, n)))
     out = np.empty(n * pointer, np.uint8)
-    merge_parts(tokens, parts, tokens.dtype.itemsize, pointer, out)
+    flat = np.concatenate(parts) if parts else np.zeros(0, np.int32)
+    merge_parts(tokens, flat, [*range(0, n, part), n], tokens.dtype.itemsize, pointer, out)
     return out
 
 
@@ -160,7 +161,8 @@ def test_sort_part_window_reaches_end_and_checks_range():
 def test_merge_parts_rejects_missing_parts():
     tokens = corpora(2)["random"]
     with pytest.raises(ValueError, match="pass every part"):
-        merge_parts(tokens, [sort_part(tokens, 0, 10)], 2, 4, np.empty(len(tokens) * 4, np.uint8))
+        merge_parts(tokens, sort_part(tokens, 0, 10), [0, 10], 2, 4,
+                    np.empty(len(tokens) * 4, np.uint8))
 
 
 @pytest.mark.parametrize("width", WIDTHS)
