@@ -73,34 +73,47 @@ def _unknown(cp, byte_id, out, at):
 
 
 @jit(inline="always")
-def _normalize(cps, b0, b1, dummy, s):
-    """Escape the spaces of cps[b0:b1] into s (after a U+2581 with ``dummy``,
-    if not empty); returns its length."""
-    m = 0
-    if dummy and b1 > b0:
-        s[0] = SPACE
-        m = 1
-    for i in range(b0, b1):
-        s[m] = SPACE if cps[i] == 0x20 else cps[i]
-        m += 1
-    return m
+def _length(bounds, d, dummy):
+    """Length of document d once normalized."""
+    size = bounds[d + 1] - bounds[d]
+    return size + 1 if dummy and size else size
+
+
+@jit(inline="always")
+def _char(cps, b0, dummy, i):
+    """Character i of the normalized document that starts at cps[b0]:
+    spaces escaped, after a U+2581 with ``dummy``."""
+    if dummy:
+        if i == 0:
+            return np.int64(SPACE)
+        i -= 1
+    cp = np.int64(cps[b0 + i])
+    return np.int64(SPACE) if cp == 0x20 else cp
+
+
+@jit(inline="always")
+def _joined(a, b, frozen, inner_keys, inner_shift):
+    """Whether neighbours a, b may end up in one piece (the same word)."""
+    if _lookup(frozen, a) > 0 or _lookup(frozen, b) > 0:
+        return False
+    return _find(inner_keys, inner_shift, a * 0x110000 + b) >= 0
 
 
 @lean
-def _room(cps, bounds, dummy, char_id, starts):
+def _room(cps, bounds, dummy, char_id, frozen, inner_keys, inner_shift, starts):
     """Fill starts[1:] with where each document's room in the output ends
     (an id per character that is a piece, one per byte of the others);
-    returns the longest document's length + 1."""
+    returns the longest word's length."""
     longest = 0
-    pad = _utf8_len(SPACE) if _lookup(char_id, SPACE) < 0 else 1
     for d in range(bounds.shape[0] - 1):
-        size = bounds[d + 1] - bounds[d]
-        room = pad if dummy and size else 0
-        for i in range(bounds[d], bounds[d + 1]):
-            cp = SPACE if cps[i] == 0x20 else cps[i]
+        room = word = prev = 0
+        for i in range(_length(bounds, d, dummy)):
+            cp = _char(cps, bounds[d], dummy, i)
             room += 1 if _lookup(char_id, cp) >= 0 else _utf8_len(cp)
+            word = word + 1 if i and _joined(prev, cp, frozen, inner_keys, inner_shift) else 1
+            longest = max(longest, word)
+            prev = cp
         starts[d + 1] = starts[d] + room
-        longest = max(longest, size + 1)
     return longest
 
 
@@ -161,12 +174,11 @@ def _pair(sid, frz, pkeys, pvals, pshift, nv, left, right):
 
 
 @jit(inline="always")
-def _word(s, w0, w1, char_id, frozen, pkeys, pvals, pshift, nv, scores, byte_id,
+def _word(s, m, char_id, frozen, pkeys, pvals, pshift, nv, scores, byte_id,
           sid, frz, clen, prv, nxt, hs, hl, hr, hz, hm, out, at):
-    """BPE of the characters s[w0:w1]; ids written to out[at:]; returns the new at."""
-    m = w1 - w0
+    """BPE of the word s[:m]; ids written to out[at:]; returns the new at."""
     for k in range(m):
-        cp = s[w0 + k]
+        cp = s[k]
         sid[k] = _lookup(char_id, cp)
         frz[k] = _lookup(frozen, cp) > 0
         clen[k] = 1
@@ -199,7 +211,7 @@ def _word(s, w0, w1, char_id, frozen, pkeys, pvals, pshift, nv, scores, byte_id,
             out[at] = sid[k]
             at += 1
         else:
-            at = _unknown(s[w0 + k], byte_id, out, at)
+            at = _unknown(s[k], byte_id, out, at)
         k = nxt[k]
     return at
 
@@ -211,13 +223,14 @@ def encode(cps, bounds, dummy, char_id, frozen, pkeys, pvals, pshift, nv, scores
     counts), document d's ids being ids[starts[d]:starts[d] + counts[d]].
     ``char_id``/``frozen``: per code point, its one-character piece (-1 if
     none) and whether it is a user-defined symbol; ``pairs`` (``pkeys``,
-    ``pvals``, ``pshift``) and ``inner`` hash tables as described above."""
+    ``pvals``, ``pshift``) and ``inner`` hash tables as described above.
+    Scratch memory is sized by the longest word, not document."""
     nd = bounds.shape[0] - 1
     starts = np.zeros(nd + 1, dtype=np.int64)
-    n = _room(cps, bounds, dummy, char_id, starts)
+    n = _room(cps, bounds, dummy, char_id, frozen, inner_keys, inner_shift, starts) + 1
     out = np.empty(starts[nd], dtype=np.uint32)
     counts = np.zeros(nd, dtype=np.int64)
-    ints = np.empty((5, n), dtype=np.int64)  # s, sid, clen, prv, nxt
+    ints = np.empty((5, n), dtype=np.int64)  # the word, sid, clen, prv, nxt
     frz = np.empty(n, dtype=np.bool_)
     hs = np.empty(3 * n, dtype=np.float32)  # the heap: score, left, right, size, merged id
     heap = np.empty((4, 3 * n), dtype=np.int64)
@@ -232,14 +245,17 @@ def _encode(cps, bounds, dummy, frozen, char_id, pkeys, pvals, pshift, nv, score
             inner_shift, byte_id, starts, out, counts, s, sid, frz, clen, prv, nxt,
             hs, hl, hr, hz, hm):
     for d in range(bounds.shape[0] - 1):
-        m = _normalize(cps, bounds[d], bounds[d + 1], dummy, s)
         at = starts[d]
-        w0 = 0
-        for i in range(1, m + 1):
-            if i < m and not (_lookup(frozen, s[i - 1]) > 0 or _lookup(frozen, s[i]) > 0):
-                if _find(inner_keys, inner_shift, s[i - 1] * 0x110000 + s[i]) >= 0:
-                    continue  # some piece holds this bigram: same word
-            at = _word(s, w0, i, char_id, frozen, pkeys, pvals, pshift, nv, scores, byte_id,
+        m = 0  # the word so far: s[:m]
+        for i in range(_length(bounds, d, dummy)):
+            cp = _char(cps, bounds[d], dummy, i)
+            if m and not _joined(s[m - 1], cp, frozen, inner_keys, inner_shift):
+                at = _word(s, m, char_id, frozen, pkeys, pvals, pshift, nv, scores, byte_id,
+                           sid, frz, clen, prv, nxt, hs, hl, hr, hz, hm, out, at)
+                m = 0
+            s[m] = cp
+            m += 1
+        if m:
+            at = _word(s, m, char_id, frozen, pkeys, pvals, pshift, nv, scores, byte_id,
                        sid, frz, clen, prv, nxt, hs, hl, hr, hz, hm, out, at)
-            w0 = i
         counts[d] = at - starts[d]
