@@ -1,19 +1,19 @@
 """Sentencepiece BPE encoding, exact, on Unicode code points.
 
-:func:`encode_bpe` takes a batch of documents as code points with document
+:func:`encode` takes a batch of documents as code points with document
 bounds, escapes spaces to U+2581 (and prepends one with ``dummy``), and
 writes each document's ids into its own room of one output array.
 
-Sentencepiece splits the normalized text into characters (a
-user-defined symbol is one frozen character), then repeatedly merges the
-adjacent pair whose concatenation is a piece of highest score, the leftmost
-on ties, and emits each final symbol's id, or the byte pieces of an unknown
-character. This does exactly that, with integer tables instead of
-strings: ``pairs`` maps (left id, right id) to the merged piece's id, and
-``inner`` holds the code-point bigrams that occur inside some piece. A
-merge can only join two characters that form such a bigram, so the text is
-cut into words where two neighbours do not (or one is frozen): the merges
-of different words are independent, and each word runs its own small heap.
+Sentencepiece splits the normalized text into characters (a user-defined
+symbol is one frozen character), then repeatedly merges the adjacent pair
+whose concatenation is a piece of highest score, the leftmost on ties, and
+emits each final symbol's id, or the byte pieces of an unknown character.
+This does exactly that, with integer tables instead of strings: ``pairs``
+maps (left id, right id) to the merged piece's id, and ``inner`` holds the
+code-point bigrams that occur inside some piece. A merge can only join two
+characters that form such a bigram, so the text is cut into words where two
+neighbours do not (or one is frozen): the merges of different words are
+independent, and each word runs its own small heap.
 """
 import numpy as np
 
