@@ -38,7 +38,7 @@ def _train(path: Path, **options) -> Path:
 
 
 # the bench's settings (dummy prefix, frozen newline and tab, digits split), no
-# dummy prefix, and our trainer's settings with BPE
+# dummy prefix, and our trainer's default
 ELIGIBLE = {
     "frozen": dict(user_defined_symbols=["\n", "\t"], split_digits=True),
     "no-prefix": dict(add_dummy_prefix=False),
@@ -58,7 +58,7 @@ INELIGIBLE = {
 def model(request, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("bpe") / "bpe.model"
     if request.param == "ours":
-        train_sentencepiece(TEXT, 700, path, threads=2, model_type="bpe")
+        train_sentencepiece(TEXT, 700, path, threads=2)  # the default: BPE
         return path
     return _train(path, **ELIGIBLE[request.param])
 
