@@ -182,10 +182,9 @@ def _sort_in_parts(tokens, parts, width, pointer, out, directory, progress) -> N
         path = spill / "parts"
         with open(path, "wb") as f:
             for lo, hi in parts:
-                part = merge.sort_part(tokens, lo, hi)
-                part.tofile(f)
+                merge.sort_part(tokens, lo, hi).tofile(f)
                 progress.update(hi, len(tokens), "tok")
-        flat = np.memmap(path, dtype=part.dtype, mode="r")
+        flat = np.memmap(path, dtype=sort.sa_dtype(len(tokens)), mode="r")  # sort_part's dtype
         merge.merge_parts(tokens, flat, [lo for lo, _ in parts] + [len(tokens)], width, pointer,
                           out)
         del flat
