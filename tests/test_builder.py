@@ -190,3 +190,17 @@ def test_trained_tokenizer_round_trips(tmp_path):
     tokens = np.fromfile(out / "tokenized.0", dtype="<u2")
     ids = eng.tokenize(docs[5])[:12]
     assert eng.count(ids) == naive_count(tokens, ids) >= 1
+
+
+def test_table_builds_leave_pyarrow_unloaded(tmp_path):
+    # index_tables reads no corpus files: pyarrow (about 30 MiB) stays out of its process
+    tokens = np.array([65535, 5, 6, 5, 65535, 7], dtype=np.uint16)
+    tokens.tofile(tmp_path / "tokenized.0")
+    np.array([0, 8], dtype=np.uint64).tofile(tmp_path / "offset.0")
+    script = ("import sys; from infinigram import builder; "
+              "builder.index_tables(sys.argv[1], token_width=2, quiet=True); "
+              "print('pyarrow' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True,
+                         text=True, check=True).stdout
+    assert out.strip() == "False"
+    assert (tmp_path / "table.0").exists()
