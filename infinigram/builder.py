@@ -20,7 +20,7 @@ import numpy as np
 
 from . import __version__, corpus, format as fmt, tokenizer as tk
 from .errors import BuildError, IndexFormatError
-from .native import merge, ptrs, sort
+from .native import cover, merge, ptrs, sort
 from .progress import Progress
 
 _BUILDING_RE = re.compile(r"^\.(?P<name>.+)\.building-(?P<pid>\d+)$")
@@ -175,18 +175,19 @@ def _plan(n: int, width: int, max_memory: int | None) -> list[tuple[int, int]]:
 
 
 def _sort_in_parts(tokens, parts, width, pointer, out, directory, progress) -> None:
-    """Sort each part into one spill file (each at its own positions), then
-    merge the parts into ``out``."""
+    """Rank the shard's difference-cover sample, sort each part into one spill
+    file (each at its own positions), then merge the parts into ``out``."""
     spill = Path(tempfile.mkdtemp(prefix=".parts-", dir=directory))
     try:
         path = spill / "parts"
+        sample = cover.rank_sample(tokens)
         with open(path, "wb") as f:
             for lo, hi in parts:
-                merge.sort_part(tokens, lo, hi).tofile(f)
+                merge.sort_part(tokens, lo, hi, sample).tofile(f)
                 progress.update(hi, len(tokens), "tok")
         flat = np.memmap(path, dtype=sort.sa_dtype(len(tokens)), mode="r")  # sort_part's dtype
-        merge.merge_parts(tokens, flat, [lo for lo, _ in parts] + [len(tokens)], width, pointer,
-                          out)
+        merge.merge_parts(tokens, flat, [lo for lo, _ in parts] + [len(tokens)], sample, width,
+                          pointer, out)
         del flat
     finally:
         shutil.rmtree(spill, ignore_errors=True)

@@ -1,48 +1,45 @@
 """Bounded-memory suffix sorting: sort parts of a shard exactly, then merge them.
 
 The suffixes of a shard are split by start position into parts
-``[lo, hi)`` (:func:`plan_parts`). :func:`sort_part` sorts one part's
-suffixes in full-suffix order (comparisons may read past ``hi``);
-:func:`merge_parts` merges the sorted parts (one array, each part at its own
-positions) k-way straight into the packed table, so parts and table can be
-memmaps on disk. The merged order is identical to
-:func:`native.sort.suffix_array`.
-
-Cost on long repeats: both steps compare suffixes token by token, so a
-comparison costs O(L) for suffixes sharing a prefix of L tokens. On natural
-text L is small and both steps run in O(n log k) comparisons of a few
-tokens; a shard made of one token repeated R times (or a long block
-repeated) costs up to O(R) per comparison, i.e. O(R * n log k) in the
-merge and O(m log m * R) to repair a part of m such suffixes. Use
-:func:`native.sort.suffix_array` (linear on any input) when the shard fits.
+``[lo, hi)`` (:func:`plan_parts`). Both steps compare suffixes through a
+ranked difference-cover sample of the shard (:mod:`native.cover`), so no
+comparison reads more than D tokens, however long the repeats:
+:func:`sort_part` sorts one part's suffixes in full-suffix order with one
+SA-IS run (each token marked by whether its suffix sorts after the next
+part's first suffix); :func:`merge_parts` merges the sorted parts (one
+array, each part at its own positions) k-way straight into the packed
+table, so parts and table can be memmaps on disk. The merged order is
+identical to :func:`native.sort.suffix_array`.
 """
 import numpy as np
 
-from . import jit, lean
+from . import cover, jit, lean
 from .keys import width_of
 from .ptrs import put_pointer
-from .sort import alphabet, check_tokens, key, sa_dtype, sort_string
+from .sort import INT32_MAX, alphabet, check_tokens, key, sa_dtype, sort_string
 
-EXTRA = 4096
-"""Tokens past a part's end that its window includes: part suffixes whose first
-EXTRA tokens tie are re-sorted by full comparison."""
-
-_BYTES_PER_TOKEN = 4 + 1  # window suffix array (int32) + type bits and slack
+_BYTES_PER_TOKEN = 4 + 1  # in memory: suffix array (int32) + type bits and slack
+_FIXED = 8 * (1 << 16) + (2 << 20)  # bucket array and overheads
+MIN_PART = 1 << 12
+"""Fewest tokens a part may hold."""
 
 
 def plan_parts(n_tokens: int, width: int, max_memory_bytes: int) -> list[tuple[int, int]]:
     """Split ``n_tokens`` suffixes by start position into parts [lo, hi) whose
-    sorting stays within ``max_memory_bytes`` (token pages and the part's
-    suffix array included)."""
-    per_token = width + _BYTES_PER_TOKEN + (8 if width == 4 else 0)
-    fixed = 8 * (1 << 16) + (2 << 20)  # bucket array and overheads
+    sorting stays within ``max_memory_bytes``: token pages, the part's marked
+    string and suffix arrays, and the shard's ranked sample (built first,
+    with its naming's peak) included. One part when the whole shard fits."""
+    wide = n_tokens >= INT32_MAX
     if n_tokens == 0:
         return []
-    if n_tokens * per_token + fixed <= max_memory_bytes:
+    whole = width + _BYTES_PER_TOKEN + (8 if width == 4 else 0) + (4 if wide else 0)
+    if n_tokens * whole + _FIXED <= max_memory_bytes:
         return [(0, n_tokens)]
-    size = (max_memory_bytes - fixed) // per_token - EXTRA
-    if size < EXTRA:
-        need = (2 * EXTRA) * per_token + fixed
+    naming, kept = cover.sample_bytes(n_tokens)
+    per_token = width + 8 + (4 if wide else 0) + (12 if width == 4 else 0)
+    size = (max_memory_bytes - _FIXED - kept) // per_token
+    if size < MIN_PART or naming + _FIXED > max_memory_bytes:
+        need = max(naming, kept + MIN_PART * per_token) + _FIXED
         raise ValueError(
             f"max memory {max_memory_bytes} bytes is too small to sort {n_tokens} tokens of "
             f"width {width} in parts; allow at least {need} bytes")
@@ -50,108 +47,50 @@ def plan_parts(n_tokens: int, width: int, max_memory_bytes: int) -> list[tuple[i
 
 
 @lean
-def compare(tokens, a, b, skip):
-    """Sign of suffix a vs suffix b (a != b), whose first ``skip`` tokens are equal."""
+def _mark(tokens, s, lo, hi, sample, K, sigma):
+    """sigma[i] = key of s[i] (the part's token lo + i), plus K + 1 when the
+    suffix at lo + i sorts after the suffix at hi; sigma[hi - lo] = K.
+
+    Sorting sigma's suffixes sorts the part's suffixes in full: where one
+    part suffix is a prefix of the other within the part, the terminator
+    K meets a marked token, and the mark says how the rest compares."""
     n = tokens.shape[0]
-    i = a + skip
-    j = b + skip
-    while i < n and j < n:
-        if tokens[i] != tokens[j]:
-            return -1 if key(tokens, i) < key(tokens, j) else 1
-        i += 1
-        j += 1
-    return -1 if a > b else 1  # one is a prefix of the other: the shorter first
+    m = hi - lo
+    for i in range(m):
+        after = hi == n or cover.compare(tokens, sample, lo + i, hi, 0) > 0
+        sigma[i] = key(s, i) + (K + 1 if after else 0)
+    sigma[m] = K
 
 
 @jit
-def _common(tokens, a, b, cap):
-    """Length of the common prefix of suffixes a and b, at most ``cap``."""
-    n = tokens.shape[0]
-    d = 0
-    while d < cap and a + d < n and b + d < n and tokens[a + d] == tokens[b + d]:
-        d += 1
-    return d
-
-
-@jit
-def _merge_sort(tokens, idx, tmp, skip):
-    """Stable bottom-up merge sort of suffix positions ``idx`` (ties on the first
-    ``skip`` tokens are known), ``tmp`` a buffer of the same length."""
-    m = idx.shape[0]
-    src, dst = idx, tmp
-    width = 1
-    while width < m:
-        for lo in range(0, m, 2 * width):
-            mid = min(lo + width, m)
-            hi = min(lo + 2 * width, m)
-            i, j, k = lo, mid, lo
-            while i < mid and j < hi:
-                if compare(tokens, src[j], src[i], skip) < 0:
-                    dst[k] = src[j]
-                    j += 1
-                else:
-                    dst[k] = src[i]
-                    i += 1
-                k += 1
-            while i < mid:
-                dst[k] = src[i]
-                i += 1
-                k += 1
-            while j < hi:
-                dst[k] = src[j]
-                j += 1
-                k += 1
-        src, dst = dst, src
-        width *= 2
-    if src is not idx:
-        idx[:] = src
-
-
-@jit
-def _select_part(wsa, lo, m, out):
-    """Keep the window entries that start inside the part, as global positions."""
+def _select_part(sa, lo, out):
+    """The part's positions in sorted order: sa without the terminator's entry
+    (the last position), shifted by lo."""
+    m = out.shape[0]
     k = 0
-    for i in range(wsa.shape[0]):
-        if wsa[i] < m:
-            out[k] = wsa[i] + lo
+    for i in range(sa.shape[0]):
+        if sa[i] < m:
+            out[k] = sa[i] + lo
             k += 1
 
 
-@jit
-def _repair(tokens, pos, extra):
-    """Re-sort each run of part suffixes whose first ``extra`` tokens agree."""
-    m = pos.shape[0]
-    start = 0
-    for i in range(1, m + 1):
-        if i == m or _common(tokens, pos[i - 1], pos[i], extra) < extra:
-            if i - start > 1:
-                _merge_sort(tokens, pos[start:i], np.empty(i - start, pos.dtype), extra)
-            start = i
-
-
-def sort_part(tokens, lo: int, hi: int, extra: int = EXTRA) -> np.ndarray:
-    """Positions lo..hi-1 of ``tokens``, sorted by their full suffixes.
-
-    Sorts the window tokens[lo:hi + extra] with SA-IS, keeps the suffixes that
-    start in the part, and re-sorts by full comparison the runs whose first
-    ``extra`` tokens agree (their order may depend on tokens past the window).
-    """
+def sort_part(tokens, lo: int, hi: int, sample) -> np.ndarray:
+    """Positions lo..hi-1 of ``tokens``, sorted by their full suffixes
+    (``sample``: :func:`native.cover.rank_sample` of the same tokens)."""
     tokens = check_tokens(tokens)
     n = tokens.shape[0]
     if not 0 <= lo <= hi <= n:
         raise ValueError(f"part [{lo}, {hi}) is outside the token array 0..{n}")
-    if extra < 1:
-        raise ValueError(f"extra = {extra} must be at least 1 token")
-    end = min(n, hi + extra)
-    s, K = alphabet(tokens[lo:end])
-    wsa = np.empty(end - lo, sa_dtype(end - lo))
-    sort_string(s, K, wsa)
+    s, K = alphabet(tokens[lo:hi])
+    m = hi - lo
+    sigma = np.empty(m + 1, np.int32 if 2 * K + 1 < INT32_MAX else np.int64)
+    _mark(tokens, s, lo, hi, sample, K, sigma)
     del s
-    pos = np.empty(hi - lo, sa_dtype(n))
-    _select_part(wsa, lo, hi - lo, pos)
-    del wsa
-    if end < n:
-        _repair(tokens, pos, extra)
+    sa = np.empty(m + 1, sa_dtype(m + 1))
+    sort_string(sigma, 2 * K + 1, sa)
+    del sigma
+    pos = np.empty(m, sa_dtype(n))
+    _select_part(sa, lo, pos)
     return pos
 
 
@@ -170,37 +109,37 @@ def _prefix_key(tokens, p):
 
 
 @jit(inline="always")
-def _less(tokens, heads, prefix, a, b):
+def _less(tokens, sample, heads, prefix, a, b):
     """Whether part a's head suffix sorts before part b's."""
     if prefix[a] != prefix[b]:
         return prefix[a] < prefix[b]
-    return compare(tokens, heads[a], heads[b], 64 // (width_of(tokens) * 8)) < 0
+    return cover.compare(tokens, sample, heads[a], heads[b], 64 // (width_of(tokens) * 8)) < 0
 
 
 @jit(inline="always")
-def _sift(tokens, heap, heads, prefix, size, i):
+def _sift(tokens, sample, heap, heads, prefix, size, i):
     while True:
         c = 2 * i + 1
         if c >= size:
             return
-        if c + 1 < size and _less(tokens, heads, prefix, heap[c + 1], heap[c]):
+        if c + 1 < size and _less(tokens, sample, heads, prefix, heap[c + 1], heap[c]):
             c += 1
-        if not _less(tokens, heads, prefix, heap[c], heap[i]):
+        if not _less(tokens, sample, heads, prefix, heap[c], heap[i]):
             return
         heap[i], heap[c] = heap[c], heap[i]
         i = c
 
 
 @jit
-def _merge(tokens, flat, bounds, width, pointer, out):
+def _merge(tokens, flat, bounds, sample, width, pointer, out):
     k = bounds.shape[0] - 1
     state = np.empty((3, k), np.int64)  # heap, heads, cursors
-    _merge_into(tokens, flat, bounds, width, pointer, out, state[0], state[1], state[2],
+    _merge_into(tokens, flat, bounds, sample, width, pointer, out, state[0], state[1], state[2],
                 np.empty(k, np.uint64))
 
 
 @lean
-def _merge_into(tokens, flat, bounds, width, pointer, out, heap, heads, cursors, prefix):
+def _merge_into(tokens, flat, bounds, sample, width, pointer, out, heap, heads, cursors, prefix):
     """The k-way merge, no allocation and no reference counting in its loop."""
     size = 0
     for j in range(bounds.shape[0] - 1):
@@ -211,7 +150,7 @@ def _merge_into(tokens, flat, bounds, width, pointer, out, heap, heads, cursors,
             prefix[j] = _prefix_key(tokens, heads[j])
             size += 1
     for i in range(size // 2 - 1, -1, -1):
-        _sift(tokens, heap, heads, prefix, size, i)
+        _sift(tokens, sample, heap, heads, prefix, size, i)
     w = 0
     while size > 0:
         j = heap[0]
@@ -224,13 +163,15 @@ def _merge_into(tokens, flat, bounds, width, pointer, out, heap, heads, cursors,
         else:
             size -= 1
             heap[0] = heap[size]
-        _sift(tokens, heap, heads, prefix, size, 0)
+        _sift(tokens, sample, heap, heads, prefix, size, 0)
 
 
-def merge_parts(tokens, flat, bounds, width: int, pointer: int, out: np.ndarray) -> None:
+def merge_parts(tokens, flat, bounds, sample, width: int, pointer: int,
+                out: np.ndarray) -> None:
     """Merge the sorted parts ``flat[bounds[p]:bounds[p+1]]`` (each from
-    :func:`sort_part`; the parts' bounds from :func:`plan_parts` do, and a
-    memmap is fine) and write the result as the packed table: entry i = byte
+    :func:`sort_part` with the same ``sample``; the parts' bounds from
+    :func:`plan_parts` do, and a memmap is fine) and write the result as the
+    packed table: entry i = byte
     offset (position * ``width``) in ``pointer`` little-endian bytes of uint8
     ``out`` (a memmap is fine).
 
@@ -248,4 +189,4 @@ def merge_parts(tokens, flat, bounds, width: int, pointer: int, out: np.ndarray)
         raise ValueError(f"out must be a 1-D uint8 array of at least {n * pointer} bytes, "
                          f"got {out.dtype} of shape {out.shape}")
     if n:
-        _merge(tokens, flat, bounds, width, pointer, out)
+        _merge(tokens, flat, bounds, sample, width, pointer, out)

@@ -20,13 +20,12 @@ in parallel; the two induce scans themselves stay sequential.
 """
 import numba
 import numpy as np
-from llvmlite import ir
 from numba import prange, types
-from numba.core import cgutils
-from numba.extending import intrinsic, overload
+from numba.extending import overload
 
 from . import jit, pjit
 from .keys import byte_key
+from .memory import prefetch
 
 INT32_MAX = 2**31 - 1
 
@@ -58,21 +57,6 @@ def _key_overload(s, i):
     def plain(s, i):
         return np.int64(s[i])
     return plain
-
-
-@intrinsic
-def prefetch(typingctx, arr, i):
-    """Hint the CPU to load ``arr[i]`` into cache (no bounds check, no effect on results)."""
-    def codegen(context, builder, sig, args):
-        aryty = sig.args[0]
-        ary = context.make_array(aryty)(context, builder, args[0])
-        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1]], wraparound=False)
-        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
-        fn = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch.p0")
-        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
-        return context.get_dummy_value()
-    return types.void(arr, types.intp), codegen
 
 
 AHEAD = 32

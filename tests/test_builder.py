@@ -79,7 +79,7 @@ def test_multi_shard_and_parts_are_exact(tmp_path, corpus):
         assert (many / f"table.{s}").read_bytes() == naive_table(toks)
 
 
-TINY_BUDGET = 2_700_000  # bytes: sorts ~9k-token parts
+TINY_BUDGET = 2_800_000  # bytes: sorts ~17k-token parts
 
 
 @pytest.mark.parametrize("docs", [

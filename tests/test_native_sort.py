@@ -1,12 +1,13 @@
-"""Suffix-array kernels (native/sort.py, native/merge.py, native/ptrs.py) against
-the brute-force oracles in naive.py."""
+"""Suffix-array kernels (native/sort.py, native/cover.py, native/merge.py,
+native/ptrs.py) against the brute-force oracles in naive.py."""
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from infinigram import format as fmt
-from infinigram.native.merge import EXTRA, merge_parts, plan_parts, sort_part
+from infinigram.native.cover import PERIOD, compare, cover, rank_sample
+from infinigram.native.merge import merge_parts, plan_parts, sort_part
 from infinigram.native.ptrs import pack_in_place, pack_pointers, pointer_at, unpack_pointers
 from infinigram.native.sort import suffix_array
 from naive import doubling_suffix_array, naive_suffix_array, with_separators
@@ -113,15 +114,18 @@ def test_property_matches_naive(width, data):
     np.testing.assert_array_equal(suffix_array(tokens), naive_suffix_array(tokens))
 
 
-def merged_table(tokens, part, extra, pointer):
-    """The packed table built through sort_part + merge_parts, parts of ``part`` tokens."""
+def merged_table(tokens, part, D, pointer):
+    """The packed table built through sort_part + merge_parts, parts of ``part``
+    tokens, comparisons through a sample of period D."""
     n = len(tokens)
-    parts = [sort_part(tokens, lo, min(lo + part, n), extra) for lo in range(0, n, part)]
+    sample = rank_sample(tokens, D)
+    parts = [sort_part(tokens, lo, min(lo + part, n), sample) for lo in range(0, n, part)]
     for (lo, p) in zip(range(0, n, part), parts):
         assert sorted(p.tolist()) == list(range(lo, min(lo + part, n)))
     out = np.empty(n * pointer, np.uint8)
     flat = np.concatenate(parts) if parts else np.zeros(0, np.int32)
-    merge_parts(tokens, flat, [*range(0, n, part), n], tokens.dtype.itemsize, pointer, out)
+    merge_parts(tokens, flat, [*range(0, n, part), n], sample, tokens.dtype.itemsize, pointer,
+                out)
     return out
 
 
@@ -132,36 +136,64 @@ def packed(sa, width, pointer):
 
 
 @pytest.mark.parametrize("width,name", CASES)
-@pytest.mark.parametrize("part,extra", [(7, 1), (7, 3), (1, 2), (50, EXTRA)])
-def test_parts_merge_equal_suffix_array(width, name, part, extra):
+@pytest.mark.parametrize("part,D", [(7, 1), (7, 3), (1, 2), (50, 7), (64, PERIOD)])
+def test_parts_merge_equal_suffix_array(width, name, part, D):
     tokens = corpora(width)[name]
     pointer = fmt.pointer_width(tokens.nbytes)
     expected = packed(naive_suffix_array(tokens), width, pointer)
-    np.testing.assert_array_equal(merged_table(tokens, part, extra, pointer), expected)
+    np.testing.assert_array_equal(merged_table(tokens, part, D, pointer), expected)
 
 
 @settings(max_examples=80, deadline=None)
-@given(width=st.sampled_from(WIDTHS), part=st.integers(1, 20), extra=st.integers(1, 8),
+@given(width=st.sampled_from(WIDTHS), part=st.integers(1, 20), D=st.integers(1, 8),
        data=st.data())
-def test_property_parts_merge(width, part, extra, data):
+def test_property_parts_merge(width, part, D, data):
     seq = data.draw(st.lists(st.sampled_from([0, 1, fmt.separator(width)]), max_size=80))
     tokens = np.array(seq, fmt.token_dtype(width))
     expected = packed(naive_suffix_array(tokens), width, 4)
-    np.testing.assert_array_equal(merged_table(tokens, part, extra, 4), expected)
+    np.testing.assert_array_equal(merged_table(tokens, part, D, 4), expected)
 
 
-def test_sort_part_window_reaches_end_and_checks_range():
+@pytest.mark.parametrize("D", [1, 2, 3, 7, 16, 64, PERIOD])
+def test_cover_holds_every_difference(D):
+    res = cover(D)
+    assert res[0] == 0 and (np.diff(res) > 0).all() and res[-1] < D
+    assert {(int(a) - int(b)) % D for a in res for b in res} == set(range(D))
+
+
+@pytest.mark.parametrize("width,name", CASES)
+@pytest.mark.parametrize("D", [1, 4, 13])
+def test_sample_ranks_and_compare_follow_suffix_order(width, name, D):
+    tokens = corpora(width)[name]
+    n = len(tokens)
+    sample = rank_sample(tokens, D)
+    rank = np.empty(n + 1, np.int64)
+    rank[naive_suffix_array(tokens)] = np.arange(n)
+    rank[n] = -1  # the empty suffix
+    res = cover(D)
+    sampled = [(k // len(res)) * D + int(res[k % len(res)]) for k in range(len(sample[0]))]
+    kept = [k for k, x in enumerate(sampled) if x < n]
+    assert np.array_equal(np.argsort(sample[0][kept]), np.argsort(rank[[sampled[k] for k in kept]]))
+    rng = np.random.default_rng(D)
+    for _ in range(200 if n > 1 else 0):
+        a, b = (int(v) for v in rng.choice(n, 2, replace=False))
+        assert compare(tokens, sample, a, b, 0) == (-1 if rank[a] < rank[b] else 1)
+
+
+def test_sort_part_orders_a_run_by_length_and_checks_range():
     tokens = corpora(2)["one_token_repeated"]
-    p = sort_part(tokens, 690, 700)
+    sample = rank_sample(tokens)
+    p = sort_part(tokens, 690, 700, sample)
     np.testing.assert_array_equal(p, np.arange(699, 689, -1))
     with pytest.raises(ValueError, match="outside"):
-        sort_part(tokens, 5, 800)
+        sort_part(tokens, 5, 800, sample)
 
 
 def test_merge_parts_rejects_missing_parts():
     tokens = corpora(2)["random"]
     with pytest.raises(ValueError, match="pass every part"):
-        merge_parts(tokens, sort_part(tokens, 0, 10), [0, 10], 2, 4,
+        sample = rank_sample(tokens)
+        merge_parts(tokens, sort_part(tokens, 0, 10, sample), [0, 10], sample, 2, 4,
                     np.empty(len(tokens) * 4, np.uint8))
 
 
@@ -170,7 +202,7 @@ def test_plan_parts_cover_and_fit(width):
     n = 10_000_000
     assert plan_parts(n, width, 1 << 40) == [(0, n)]
     assert plan_parts(0, width, 1 << 20) == []
-    parts = plan_parts(n, width, 16 << 20)
+    parts = plan_parts(n, width, 32 << 20)
     assert len(parts) > 1
     assert parts[0][0] == 0 and parts[-1][1] == n
     assert all(a[1] == b[0] for a, b in zip(parts, parts[1:]))

@@ -1,0 +1,321 @@
+"""Difference-cover sample: suffix ranks that bound every suffix comparison.
+
+A difference cover modulo D is a set of residues such that every d in
+[0, D) is the difference (mod D) of two of them. The suffixes starting at
+the positions whose residue lies in the cover (about 8% of them for
+D = 256) are ranked once, exactly. Then for any two suffixes a and b some
+delta < D puts both a + delta and b + delta on sampled positions, so a and
+b compare by at most delta tokens and then by those two ranks: no
+comparison reads D tokens, however long the common prefix (Kärkkäinen's
+blockwise suffix sorting).
+
+The sample is ranked by naming each sampled position's block of D tokens
+(blocks sorted a few tokens at a time, only where they still tie) and
+sorting the suffixes of the string of names with SA-IS: the string lists
+the names of one residue class after another, each class ended by a unique
+symbol smaller than every name.
+"""
+import functools
+
+import numpy as np
+
+from . import jit, lean
+from .keys import width_of
+from .memory import word
+from .sort import INT32_MAX, check_tokens, key, sa_dtype, sort_string
+
+PERIOD = 256
+"""D: comparisons read fewer than D tokens; the sample holds about 21 / 256 of the positions."""
+
+
+@functools.lru_cache(maxsize=None)
+def cover(D: int) -> np.ndarray:
+    """A difference cover modulo D (ascending residues, 0 first), built greedily:
+    each step adds the residue that covers the most differences still missing."""
+    if D < 1:
+        raise ValueError(f"period {D} must be at least 1")
+    chosen = [0]
+    covered = {0}
+    while len(covered) < D:
+        def gain(x):
+            return len(({(x - y) % D for y in chosen} | {(y - x) % D for y in chosen}) - covered)
+        best = max((x for x in range(D) if x not in chosen), key=gain)
+        covered |= {(best - y) % D for y in chosen} | {(y - best) % D for y in chosen}
+        chosen.append(best)
+    return np.array(sorted(chosen), dtype=np.int64)
+
+
+def _differences(res: np.ndarray, D: int) -> tuple[np.ndarray, np.ndarray]:
+    """For each d in [0, D), the residues i of the cover with (i + d) mod D in
+    it too, as (starts, firsts): firsts[starts[d]:starts[d + 1]]."""
+    inside = np.zeros(D, bool)
+    inside[res] = True
+    lists = [[int(i) for i in res if inside[(i + d) % D]] for d in range(D)]
+    starts = np.zeros(D + 1, np.int64)
+    starts[1:] = np.cumsum([len(x) for x in lists])
+    return starts, np.array([i for x in lists for i in x], dtype=np.int64)
+
+
+def sample_bytes(n: int, D: int = PERIOD) -> tuple[int, int]:
+    """(peak while building, kept after) bytes of :func:`rank_sample` for n tokens."""
+    C = cover(D).shape[0]
+    ns = -(-n // D) * C
+    return ns * 19, ns * (8 if ns + C >= INT32_MAX else 4)
+
+
+def rank_sample(tokens, D: int = PERIOD) -> tuple:
+    """The ranked difference-cover sample of ``tokens`` (uint8/16/32): a tuple
+    (ranks, slot, starts, firsts, C) for :func:`compare`. Sample k is the
+    k-th sampled position in ascending order, (k // C) * D + res[k % C].
+
+    Memory (:func:`sample_bytes`): 19 bytes per sampled position while
+    naming, less while sorting the names, 4 (8 past 2^31 samples) kept.
+    """
+    tokens = check_tokens(tokens)
+    n = tokens.shape[0]
+    res = cover(D)
+    C = res.shape[0]
+    slot = np.full(D, -1, np.int64)
+    slot[res] = np.arange(C)
+    starts, firsts = _differences(res, D)
+    lens = np.array([max(0, -(-(n - r) // D)) for r in res], dtype=np.int64)
+    ns = int(lens.sum())
+    names, K = _name_blocks(tokens, res, slot, D, ns)
+    R = np.empty(ns + C, np.int32 if K + C < INT32_MAX else np.int64)
+    _names_string(names, lens, R)
+    del names
+    SA = np.empty(R.shape[0], sa_dtype(R.shape[0]))
+    sort_string(R, K + C, SA)
+    del R
+    ranks = np.full(-(-n // D) * C, -1, SA.dtype)
+    _ranks_of(SA, lens, ranks)
+    return ranks, slot, starts, firsts, C
+
+
+@jit(inline="always")
+def _packed(tokens, x, depth, c, bits):
+    """Keys + 1 of the c tokens at x + depth onward, packed (0 past the end)."""
+    n = tokens.shape[0]
+    v = np.int64(0)
+    for j in range(c):
+        v <<= bits
+        if x + depth + j < n:
+            v |= key(tokens, x + depth + j) + 1
+    return v
+
+
+@jit(inline="always")
+def _partition(keys, order, i, j, pivot):
+    """Reorder keys[i:j] (carrying order along) into those below ``pivot``,
+    equal to it, then above it; returns the bounds (e0, e1) of the equal ones.
+    A run where a few blocks differ costs one pass, not a sort."""
+    lo, t, hi = i, i, j
+    while t < hi:
+        k = keys[t]
+        if k < pivot:
+            keys[lo], keys[t] = keys[t], keys[lo]
+            order[lo], order[t] = order[t], order[lo]
+            lo += 1
+            t += 1
+        elif k > pivot:
+            hi -= 1
+            keys[hi], keys[t] = keys[t], keys[hi]
+            order[hi], order[t] = order[t], order[hi]
+        else:
+            t += 1
+    return lo, hi
+
+
+@jit
+def _sort_run(keys, order, i, j):
+    """Sort keys[i:j] ascending, carrying order[i:j] along."""
+    if j - i <= 32:
+        for t in range(i + 1, j):
+            k, o = keys[t], order[t]
+            u = t
+            while u > i and keys[u - 1] > k:
+                keys[u], order[u] = keys[u - 1], order[u - 1]
+                u -= 1
+            keys[u], order[u] = k, o
+        return
+    perm = np.argsort(keys[i:j], kind="mergesort")
+    run = order[i:j][perm]
+    vals = keys[i:j][perm]
+    order[i:j] = run
+    keys[i:j] = vals
+
+
+@jit(inline="always")
+def _tie_depth(tokens, order, i, j, depth, D):
+    """The first offset in [depth, D) where the blocks at order[i:j] do not all
+    agree (D if they do); a block that ends there (the end of the tokens)
+    differs from the others. Each block is read from ``depth`` on, in order."""
+    n = tokens.shape[0]
+    first = D
+    for t in range(i, j):
+        first = min(first, n - order[t])
+    x = order[i]
+    for t in range(i + 1, j):
+        y = order[t]
+        d = depth
+        while d < first and tokens[x + d] == tokens[y + d]:
+            d += 1
+        first = d
+    return first
+
+
+@jit
+def _name_blocks(tokens, res, slot, D, ns):
+    """Names of the first ``ns`` sampled positions' D-token blocks (int64,
+    by sample) and how many names there are.
+
+    Equal names mean equal blocks and names ascend with the blocks: past the
+    end a block is padded with a value below every token, so a block that
+    runs off the end is unique and sorts before its extensions. The blocks
+    are sorted by their first few tokens; then each run still tied is read
+    on to the first token where its blocks differ (done if none does before
+    D) and sorted by the few tokens from there, and so on: each token of a
+    block is read about once."""
+    C = res.shape[0]
+    bits = width_of(tokens) * 8 + 1
+    c = 63 // bits
+    keys = np.empty(ns, np.int64)
+    for k in range(ns):
+        keys[k] = _packed(tokens, (k // C) * D + res[k % C], 0, c, bits)
+    order = np.argsort(keys)
+    new = np.ones(ns, np.uint8)  # 1 where a new name starts
+    depth = np.full(ns, D, np.int16)  # at each tied run's start: offset it is tied to
+    for t in range(1, ns):
+        if keys[order[t]] == keys[order[t - 1]]:
+            new[t] = 0
+    for t in range(ns):  # from here on order holds positions, keys is scratch
+        k = order[t]
+        order[t] = (k // C) * D + res[k % C]
+    for t in range(ns - 1):
+        if new[t] and not new[t + 1]:
+            depth[t] = c
+    more = True
+    while more:
+        more = False
+        i = 0
+        while i < ns:
+            j = i + 1
+            while j < ns and not new[j]:
+                j += 1
+            if j - i > 1 and depth[i] < D:
+                d = _tie_depth(tokens, order, i, j, depth[i], D)
+                depth[i] = D
+                if d < D:
+                    for t in range(i, j):
+                        keys[t] = _packed(tokens, order[t], d, c, bits)
+                    e0, e1 = _partition(keys, order, i, j, keys[i])
+                    _sort_run(keys, order, i, e0)
+                    _sort_run(keys, order, e1, j)
+                    a = i
+                    for t in range(i + 1, j + 1):
+                        if t == j or keys[t] != keys[t - 1]:
+                            if t < j:
+                                new[t] = 1
+                            if t - a > 1:
+                                depth[a] = d + c
+                                more = True
+                            a = t
+            i = j
+    name = -1
+    for t in range(ns):  # keys now holds each sample's name
+        name += new[t]
+        x = order[t]
+        keys[(x // D) * C + slot[x % D]] = name
+    return keys, name + 1
+
+
+@jit
+def _names_string(names, lens, R):
+    """The string whose suffixes the sample is ranked by: the names (+ C) of
+    residue class 0's samples in order, then the class's index, then class 1's..."""
+    C = lens.shape[0]
+    r = 0
+    for ci in range(C):
+        for j in range(lens[ci]):
+            R[r] = names[j * C + ci] + C
+            r += 1
+        R[r] = ci
+        r += 1
+
+
+@jit
+def _ranks_of(SA, lens, ranks):
+    """ranks[k] = the place of sample k's suffix in SA (the suffix array of
+    the names string: class ci's entries, then its end, after those of the
+    classes before it)."""
+    C = lens.shape[0]
+    ends = np.empty(C, np.int64)  # index of each class's end symbol
+    total = 0
+    for ci in range(C):
+        total += lens[ci]
+        ends[ci] = total
+        total += 1
+    for r in range(SA.shape[0]):
+        p = SA[r]
+        ci = np.searchsorted(ends, p)
+        j = p - (ends[ci] - lens[ci])
+        if j < lens[ci]:
+            ranks[j * C + ci] = r
+
+
+@jit(inline="always")
+def delta(sample, a, b):
+    """Smallest t >= 0 with both a + t and b + t on sampled positions (t < D)."""
+    slot, starts, firsts = sample[1], sample[2], sample[3]
+    D = slot.shape[0]
+    d = (b - a) % D
+    best = D
+    for k in range(starts[d], starts[d + 1]):
+        best = min(best, (firsts[k] - a) % D)
+    return best
+
+
+@jit(inline="always")
+def rank_at(sample, x, n):
+    """Rank of the sampled suffix x (-1 for the empty suffix at x = n)."""
+    if x >= n:
+        return -1
+    ranks, slot, C = sample[0], sample[1], sample[4]
+    D = slot.shape[0]
+    return ranks[(x // D) * C + slot[x % D]]
+
+
+@jit(inline="always")
+def _common_words(tokens, i, j, end):
+    """First index in [i, end) from which tokens[i:end] and the tokens from j
+    may differ, 8 bytes at a time (the tokens before it are equal)."""
+    w = 8 // width_of(tokens)
+    while i + w <= end and word(tokens, i) == word(tokens, j):
+        i += w
+        j += w
+    return i
+
+
+@lean
+def compare(tokens, sample, a, b, skip):
+    """Sign of suffix a vs suffix b (a != b), whose first ``skip`` tokens are
+    equal: at most D - 1 token reads and two rank lookups."""
+    n = tokens.shape[0]
+    t = delta(sample, a, b)
+    i = a + skip
+    j = b + skip
+    if a + t > n or b + t > n:  # one suffix ends within t tokens
+        while i < n and j < n:
+            if tokens[i] != tokens[j]:
+                return -1 if key(tokens, i) < key(tokens, j) else 1
+            i += 1
+            j += 1
+        return -1 if a > b else 1
+    i = _common_words(tokens, i, j, a + t)
+    j = b + (i - a)
+    while i < a + t:
+        if tokens[i] != tokens[j]:
+            return -1 if key(tokens, i) < key(tokens, j) else 1
+        i += 1
+        j += 1
+    return -1 if rank_at(sample, a + t, n) < rank_at(sample, b + t, n) else 1
