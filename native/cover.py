@@ -45,15 +45,19 @@ def cover(D: int) -> np.ndarray:
     return np.array(sorted(chosen), dtype=np.int64)
 
 
-def _differences(res: np.ndarray, D: int) -> tuple[np.ndarray, np.ndarray]:
-    """For each d in [0, D), the residues i of the cover with (i + d) mod D in
-    it too, as (starts, firsts): firsts[starts[d]:starts[d + 1]]."""
+@functools.lru_cache(maxsize=None)
+def _steps(D: int) -> np.ndarray:
+    """steps[r * D + d]: the smallest t >= 0 that puts both r + t and r + d + t
+    (mod D) in the cover (uint16, D * D entries)."""
+    res = cover(D)
     inside = np.zeros(D, bool)
     inside[res] = True
-    lists = [[int(i) for i in res if inside[(i + d) % D]] for d in range(D)]
-    starts = np.zeros(D + 1, np.int64)
-    starts[1:] = np.cumsum([len(x) for x in lists])
-    return starts, np.array([i for x in lists for i in x], dtype=np.int64)
+    r = np.arange(D)
+    out = np.empty((D, D), np.uint16)
+    for d in range(D):
+        firsts = res[inside[(res + d) % D]]  # residues i with i + d in the cover too
+        out[:, d] = ((firsts[None, :] - r[:, None]) % D).min(axis=1)
+    return out.ravel()
 
 
 def sample_bytes(n: int, D: int = PERIOD) -> tuple[int, int]:
@@ -64,20 +68,22 @@ def sample_bytes(n: int, D: int = PERIOD) -> tuple[int, int]:
 
 
 def rank_sample(tokens, D: int = PERIOD) -> tuple:
-    """The ranked difference-cover sample of ``tokens`` (uint8/16/32): a tuple
-    (ranks, slot, starts, firsts, C) for :func:`compare`. Sample k is the
-    k-th sampled position in ascending order, (k // C) * D + res[k % C].
+    """The ranked difference-cover sample of ``tokens`` (uint8/16/32), D a
+    power of 2: a tuple (ranks, slot, steps, C, log2 D) for :func:`compare`.
+    Sample k is the k-th sampled position in ascending order,
+    (k // C) * D + res[k % C].
 
     Memory (:func:`sample_bytes`): 19 bytes per sampled position while
     naming, less while sorting the names, 4 (8 past 2^31 samples) kept.
     """
+    if D < 1 or D & (D - 1):
+        raise ValueError(f"period {D} must be a power of 2")
     tokens = check_tokens(tokens)
     n = tokens.shape[0]
     res = cover(D)
     C = res.shape[0]
     slot = np.full(D, -1, np.int64)
     slot[res] = np.arange(C)
-    starts, firsts = _differences(res, D)
     lens = np.array([max(0, -(-(n - r) // D)) for r in res], dtype=np.int64)
     ns = int(lens.sum())
     names, K = _name_blocks(tokens, res, slot, D, ns)
@@ -89,7 +95,7 @@ def rank_sample(tokens, D: int = PERIOD) -> tuple:
     del R
     ranks = np.full(-(-n // D) * C, -1, SA.dtype)
     _ranks_of(SA, lens, ranks)
-    return ranks, slot, starts, firsts, C
+    return ranks, slot, _steps(D), C, D.bit_length() - 1
 
 
 @jit(inline="always")
@@ -266,13 +272,9 @@ def _ranks_of(SA, lens, ranks):
 @jit(inline="always")
 def delta(sample, a, b):
     """Smallest t >= 0 with both a + t and b + t on sampled positions (t < D)."""
-    slot, starts, firsts = sample[1], sample[2], sample[3]
-    D = slot.shape[0]
-    d = (b - a) % D
-    best = D
-    for k in range(starts[d], starts[d + 1]):
-        best = min(best, (firsts[k] - a) % D)
-    return best
+    steps, shift = sample[2], sample[4]
+    mask = (1 << shift) - 1
+    return np.int64(steps[((a & mask) << shift) | ((b - a) & mask)])
 
 
 @jit(inline="always")
@@ -280,9 +282,8 @@ def rank_at(sample, x, n):
     """Rank of the sampled suffix x (-1 for the empty suffix at x = n)."""
     if x >= n:
         return -1
-    ranks, slot, C = sample[0], sample[1], sample[4]
-    D = slot.shape[0]
-    return ranks[(x // D) * C + slot[x % D]]
+    ranks, slot, C, shift = sample[0], sample[1], sample[3], sample[4]
+    return ranks[(x >> shift) * C + slot[x & ((1 << shift) - 1)]]
 
 
 @jit(inline="always")

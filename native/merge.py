@@ -109,51 +109,53 @@ def _prefix_key(tokens, p):
 
 
 @jit(inline="always")
-def _less(tokens, sample, heads, prefix, a, b):
-    """Whether part a's head suffix sorts before part b's."""
+def _first(tokens, sample, heads, prefix, a, b):
+    """Whether part a's head suffix sorts before part b's; a part whose head
+    is -1 (exhausted) never does."""
+    if heads[a] < 0:
+        return False
+    if heads[b] < 0:
+        return True
     if prefix[a] != prefix[b]:
         return prefix[a] < prefix[b]
     return cover.compare(tokens, sample, heads[a], heads[b], 64 // (width_of(tokens) * 8)) < 0
 
 
-@jit(inline="always")
-def _sift(tokens, sample, heap, heads, prefix, size, i):
-    while True:
-        c = 2 * i + 1
-        if c >= size:
-            return
-        if c + 1 < size and _less(tokens, sample, heads, prefix, heap[c + 1], heap[c]):
-            c += 1
-        if not _less(tokens, sample, heads, prefix, heap[c], heap[i]):
-            return
-        heap[i], heap[c] = heap[c], heap[i]
-        i = c
-
-
 @jit
 def _merge(tokens, flat, bounds, sample, width, pointer, out):
     k = bounds.shape[0] - 1
-    state = np.empty((3, k), np.int64)  # heap, heads, cursors
+    K = 1
+    while K < k:
+        K *= 2
+    state = np.full((4, 2 * K), -1, np.int64)  # tree, heads, cursors, winners
     _merge_into(tokens, flat, bounds, sample, width, pointer, out, state[0], state[1], state[2],
-                np.empty(k, np.uint64))
+                state[3], np.zeros(K, np.uint64))
 
 
 @lean
-def _merge_into(tokens, flat, bounds, sample, width, pointer, out, heap, heads, cursors, prefix):
-    """The k-way merge, no allocation and no reference counting in its loop."""
-    size = 0
+def _merge_into(tokens, flat, bounds, sample, width, pointer, out, tree, heads, cursors, win,
+                prefix):
+    """The k-way merge through a tree of losers over K (a power of 2) leaves:
+    tree[p] holds the part that lost the match at node p, tree[0] the
+    winner; each output replays the matches on its part's path, log2(K)
+    comparisons. No allocation and no reference counting in the loop."""
+    K = prefix.shape[0]
     for j in range(bounds.shape[0] - 1):
         cursors[j] = bounds[j]
         if bounds[j + 1] > bounds[j]:
-            heap[size] = j
             heads[j] = flat[bounds[j]]
             prefix[j] = _prefix_key(tokens, heads[j])
-            size += 1
-    for i in range(size // 2 - 1, -1, -1):
-        _sift(tokens, sample, heap, heads, prefix, size, i)
+    for j in range(K):
+        win[K + j] = j
+    for p in range(K - 1, 0, -1):
+        a, b = win[2 * p], win[2 * p + 1]
+        if _first(tokens, sample, heads, prefix, b, a):
+            a, b = b, a
+        win[p], tree[p] = a, b
+    tree[0] = win[1]
     w = 0
-    while size > 0:
-        j = heap[0]
+    while heads[tree[0]] >= 0:
+        j = tree[0]
         put_pointer(out, w, pointer, heads[j] * width)
         w += 1
         cursors[j] += 1
@@ -161,9 +163,13 @@ def _merge_into(tokens, flat, bounds, sample, width, pointer, out, heap, heads, 
             heads[j] = flat[cursors[j]]
             prefix[j] = _prefix_key(tokens, heads[j])
         else:
-            size -= 1
-            heap[0] = heap[size]
-        _sift(tokens, sample, heap, heads, prefix, size, 0)
+            heads[j] = -1
+        p = (K + j) >> 1
+        while p >= 1:
+            if _first(tokens, sample, heads, prefix, tree[p], j):
+                tree[p], j = j, tree[p]
+            p >>= 1
+        tree[0] = j
 
 
 def merge_parts(tokens, flat, bounds, sample, width: int, pointer: int,
