@@ -143,12 +143,12 @@ def build_table(directory: Path, s: int, width: int, max_memory: int | None,
     pointer = fmt.pointer_width(size)
     final = fmt.shard_path(directory, "table", s)
     tmp = fmt.temp_path(final)
-    progress.start(f"sort shard {s}")
     tokens = np.memmap(src, dtype=fmt.token_dtype(width), mode="r") if n else \
         np.zeros(0, fmt.token_dtype(width))
     with _disk_errors(tmp):
         parts = _plan(n, width, max_memory)
         if len(parts) <= 1:  # packed in the suffix array's own memory: no second copy
+            progress.start(f"sort shard {s}")
             sa = sort.suffix_array(tokens)
             if pointer > sa.itemsize:
                 sa = sa.astype(np.int64)
@@ -157,7 +157,7 @@ def build_table(directory: Path, s: int, width: int, max_memory: int | None,
             del sa
         else:
             out = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=n * pointer)
-            _sort_in_parts(tokens, parts, width, pointer, out, directory, progress)
+            _sort_in_parts(tokens, parts, pointer, out, directory, progress, f"sort shard {s}")
             out.flush()
             del out
         fmt.commit(tmp, final)
@@ -174,20 +174,27 @@ def _plan(n: int, width: int, max_memory: int | None) -> list[tuple[int, int]]:
         raise BuildError(f"--max-memory: {e}") from None
 
 
-def _sort_in_parts(tokens, parts, width, pointer, out, directory, progress) -> None:
+def _sort_in_parts(tokens, parts, pointer, out, directory, progress, phase) -> None:
     """Rank the shard's difference-cover sample, sort each part into one spill
-    file (each at its own positions), then merge the parts into ``out``."""
+    file (each at its own positions), then merge the parts into ``out``;
+    each step is a progress phase."""
+    n = len(tokens)
     spill = Path(tempfile.mkdtemp(prefix=".parts-", dir=directory))
     try:
         path = spill / "parts"
+        progress.start(f"{phase}: rank sample")
         sample = cover.rank_sample(tokens)
+        progress.finish(f"ranked {int((sample[0] >= 0).sum())} sampled suffixes")
+        progress.start(f"{phase}: sort {len(parts)} parts")
         with open(path, "wb") as f:
             for lo, hi in parts:
                 merge.sort_part(tokens, lo, hi, sample).tofile(f)
-                progress.update(hi, len(tokens), "tok")
-        flat = np.memmap(path, dtype=sort.sa_dtype(len(tokens)), mode="r")  # sort_part's dtype
-        merge.merge_parts(tokens, flat, [lo for lo, _ in parts] + [len(tokens)], sample, width,
-                          pointer, out)
+                progress.update(hi, n, "tok")
+        progress.finish(f"sorted {len(parts)} parts")
+        flat = np.memmap(path, dtype=sort.sa_dtype(n), mode="r")  # sort_part's dtype
+        progress.start(f"{phase}: merge")
+        merge.merge_parts(tokens, flat, [lo for lo, _ in parts] + [n], sample, pointer, out,
+                          lambda done: progress.update(done, n, "tok"))
         del flat
     finally:
         shutil.rmtree(spill, ignore_errors=True)

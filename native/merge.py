@@ -122,25 +122,21 @@ def _first(tokens, sample, heads, prefix, a, b):
 
 
 @jit
-def _merge(tokens, flat, bounds, sample, width, pointer, out):
+def _merge_start(tokens, flat, bounds, sample):
+    """The k-way merge's tree of losers over K (a power of 2 >= k) leaves:
+    (tree, heads, cursors, prefix). tree[p] holds the part that lost the
+    match at node p, tree[0] the winner; heads[j] is part j's next suffix
+    (-1 once exhausted), prefix[j] its first 8 bytes."""
     k = bounds.shape[0] - 1
     K = 1
     while K < k:
         K *= 2
-    state = np.full((4, 2 * K), -1, np.int64)  # tree, heads, cursors, winners
-    _merge_into(tokens, flat, bounds, sample, width, pointer, out, state[0], state[1], state[2],
-                state[3], np.zeros(K, np.uint64))
-
-
-@lean
-def _merge_into(tokens, flat, bounds, sample, width, pointer, out, tree, heads, cursors, win,
-                prefix):
-    """The k-way merge through a tree of losers over K (a power of 2) leaves:
-    tree[p] holds the part that lost the match at node p, tree[0] the
-    winner; each output replays the matches on its part's path, log2(K)
-    comparisons. No allocation and no reference counting in the loop."""
-    K = prefix.shape[0]
-    for j in range(bounds.shape[0] - 1):
+    tree = np.zeros(K, np.int64)
+    heads = np.full(K, -1, np.int64)
+    cursors = np.zeros(K, np.int64)
+    prefix = np.zeros(K, np.uint64)
+    win = np.empty(2 * K, np.int64)
+    for j in range(k):
         cursors[j] = bounds[j]
         if bounds[j + 1] > bounds[j]:
             heads[j] = flat[bounds[j]]
@@ -153,8 +149,18 @@ def _merge_into(tokens, flat, bounds, sample, width, pointer, out, tree, heads, 
             a, b = b, a
         win[p], tree[p] = a, b
     tree[0] = win[1]
-    w = 0
-    while heads[tree[0]] >= 0:
+    return tree, heads, cursors, prefix
+
+
+@lean
+def _merge_steps(tokens, flat, bounds, sample, pointer, out, tree, heads, cursors, prefix,
+                 w, stop):
+    """Write merged entries w.. until ``stop`` (or the parts run out); returns
+    the next w. Each output replays the matches on its part's path: log2(K)
+    comparisons, no allocation and no reference counting."""
+    K = prefix.shape[0]
+    width = width_of(tokens)
+    while w < stop and heads[tree[0]] >= 0:
         j = tree[0]
         put_pointer(out, w, pointer, heads[j] * width)
         w += 1
@@ -170,16 +176,21 @@ def _merge_into(tokens, flat, bounds, sample, width, pointer, out, tree, heads, 
                 tree[p], j = j, tree[p]
             p >>= 1
         tree[0] = j
+    return w
 
 
-def merge_parts(tokens, flat, bounds, sample, width: int, pointer: int,
-                out: np.ndarray) -> None:
+CHUNK = 1 << 22
+"""Entries merged between two progress reports."""
+
+
+def merge_parts(tokens, flat, bounds, sample, pointer: int, out: np.ndarray,
+                report=None) -> None:
     """Merge the sorted parts ``flat[bounds[p]:bounds[p+1]]`` (each from
     :func:`sort_part` with the same ``sample``; the parts' bounds from
     :func:`plan_parts` do, and a memmap is fine) and write the result as the
-    packed table: entry i = byte
-    offset (position * ``width``) in ``pointer`` little-endian bytes of uint8
-    ``out`` (a memmap is fine).
+    packed table: entry i = byte offset (position * token width) in
+    ``pointer`` little-endian bytes of uint8 ``out`` (a memmap is fine).
+    ``report(entries_done)`` is called every CHUNK entries and at the end.
 
     Memory: ``flat`` and ``out`` are only streamed through, O(len(bounds)) else.
     """
@@ -194,5 +205,12 @@ def merge_parts(tokens, flat, bounds, sample, width: int, pointer: int,
     if out.dtype != np.uint8 or out.ndim != 1 or out.shape[0] < n * pointer:
         raise ValueError(f"out must be a 1-D uint8 array of at least {n * pointer} bytes, "
                          f"got {out.dtype} of shape {out.shape}")
-    if n:
-        _merge(tokens, flat, bounds, sample, width, pointer, out)
+    if not n:
+        return
+    state = _merge_start(tokens, flat, bounds, sample)
+    w = 0
+    while w < n:
+        w = _merge_steps(tokens, flat, bounds, sample, pointer, out, *state, w,
+                         min(n, w + CHUNK))
+        if report is not None:
+            report(w)

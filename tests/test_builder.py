@@ -97,6 +97,19 @@ def test_parts_under_a_tiny_budget_equal_the_in_memory_table(tmp_path, docs):
     assert ig.verify(parts).ok
 
 
+def test_builds_report_each_phase_and_quiet_silences_them(tmp_path, capsys):
+    docs = [" ".join(f"w{(i * 31 + j) % 97}" for j in range(300)) for i in range(40)]
+    c = write_jsonl(tmp_path / "r.jsonl", docs)
+    ig.build([c], tmp_path / "a", tokenizer="bytes", max_memory=TINY_BUDGET)
+    err = capsys.readouterr().err
+    for phase in ("[tokenize]", "[sort shard 0: rank sample]", "[sort shard 0: sort",
+                  "[sort shard 0: merge]", "[checksum]"):
+        assert phase in err, phase
+    assert "tok/s" in err and "ETA" in err and "B/s" in err
+    ig.build([c], tmp_path / "b", tokenizer="bytes", max_memory=TINY_BUDGET, quiet=True)
+    assert capsys.readouterr().err == ""
+
+
 def test_budget_too_small_is_a_build_error(tmp_path, corpus):
     big = write_jsonl(tmp_path / "b.jsonl", ["x" * 100_000])
     with pytest.raises(BuildError, match="allow at least"):

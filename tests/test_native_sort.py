@@ -124,8 +124,9 @@ def merged_table(tokens, part, D, pointer):
         assert sorted(p.tolist()) == list(range(lo, min(lo + part, n)))
     out = np.empty(n * pointer, np.uint8)
     flat = np.concatenate(parts) if parts else np.zeros(0, np.int32)
-    merge_parts(tokens, flat, [*range(0, n, part), n], sample, tokens.dtype.itemsize, pointer,
-                out)
+    done = []
+    merge_parts(tokens, flat, [*range(0, n, part), n], sample, pointer, out, done.append)
+    assert done == ([n] if n else [])  # one report per CHUNK entries and one at the end
     return out
 
 
@@ -198,7 +199,7 @@ def test_merge_parts_rejects_missing_parts():
     tokens = corpora(2)["random"]
     with pytest.raises(ValueError, match="pass every part"):
         sample = rank_sample(tokens)
-        merge_parts(tokens, sort_part(tokens, 0, 10, sample), [0, 10], sample, 2, 4,
+        merge_parts(tokens, sort_part(tokens, 0, 10, sample), [0, 10], sample, 4,
                     np.empty(len(tokens) * 4, np.uint8))
 
 
