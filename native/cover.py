@@ -132,9 +132,27 @@ def _partition(keys, order, i, j, pivot):
     return lo, hi
 
 
+@jit(inline="always")
+def _sift_pair(keys, order, base, root, size):
+    """Sift keys[base + root] down the max-heap keys[base:base + size], order alongside."""
+    while True:
+        c = 2 * root + 1
+        if c >= size:
+            return
+        if c + 1 < size and keys[base + c + 1] > keys[base + c]:
+            c += 1
+        if keys[base + root] >= keys[base + c]:
+            return
+        a, b = base + root, base + c
+        keys[a], keys[b] = keys[b], keys[a]
+        order[a], order[b] = order[b], order[a]
+        root = c
+
+
 @jit
 def _sort_run(keys, order, i, j):
-    """Sort keys[i:j] ascending, carrying order[i:j] along."""
+    """Sort keys[i:j] ascending in place, carrying order[i:j] along (no extra
+    memory: insertion sort for short runs, heapsort for long ones)."""
     if j - i <= 32:
         for t in range(i + 1, j):
             k, o = keys[t], order[t]
@@ -144,11 +162,13 @@ def _sort_run(keys, order, i, j):
                 u -= 1
             keys[u], order[u] = k, o
         return
-    perm = np.argsort(keys[i:j], kind="mergesort")
-    run = order[i:j][perm]
-    vals = keys[i:j][perm]
-    order[i:j] = run
-    keys[i:j] = vals
+    m = j - i
+    for root in range(m // 2 - 1, -1, -1):
+        _sift_pair(keys, order, i, root, m)
+    for end in range(m - 1, 0, -1):
+        keys[i], keys[i + end] = keys[i + end], keys[i]
+        order[i], order[i + end] = order[i + end], order[i]
+        _sift_pair(keys, order, i, 0, end)
 
 
 @jit(inline="always")
