@@ -5,6 +5,7 @@ from numba import prange
 
 from . import jit, pjit
 from .keys import width_of
+from .memory import prefetch
 
 
 @jit
@@ -87,6 +88,12 @@ def pointer_at(table, i, pointer):
     for b in range(pointer - 1, -1, -1):
         v = (v << 8) | np.int64(table[base + b])
     return v
+
+
+@jit(inline="always")
+def prefetch_entry(table, i, pointer):
+    """Hint the CPU to load entry ``i`` of ``table`` (either form of :func:`pointer_at`)."""
+    prefetch(table, i if width_of(table) == 4 else i * pointer)
 
 
 @pjit

@@ -22,7 +22,8 @@ from numba import prange
 
 from . import jit, lean, pjit
 from .keys import byte_key, width_of
-from .ptrs import pointer_at
+from .memory import prefetch
+from .ptrs import pointer_at, prefetch_entry
 
 
 @jit(inline="always")
@@ -382,34 +383,54 @@ def _take(work, at, size):
     return np.empty(size, dtype=np.int64), at + size
 
 
+AHEAD = 64
+"""How many probes ahead a bisection level prefetches the table entry (and
+half as many, the token it points to): the probes are independent, but
+each one's token read waits for its entry, so without the hints the CPU
+keeps only a few of them in flight."""
+
+
 @jit(inline="always")
-def _key_at(tokens, table, pointer, m, a, b, p):
-    """Next key of entry ``p`` clamped into the continuation range [a, b):
-    its end entries stand for those outside, so no group boundary lies there."""
-    return _next_key(tokens, table, pointer, min(max(p, a), b - 1), m)
+def _at(a, b, p):
+    """Entry ``p`` clamped into the continuation range [a, b): its end
+    entries stand for those outside, so no group boundary lies there."""
+    return min(max(p, a), b - 1)
+
+
+@jit(inline="always")
+def _probe(tokens, table, pointer, m, a, b, h, I, n, k):
+    """Next key of the midpoint I[k] + h, after prefetching the entry of
+    midpoint k + AHEAD and the token of midpoint k + AHEAD / 2."""
+    if k + AHEAD < n:
+        prefetch_entry(table, _at(a, b, I[k + AHEAD] + h), pointer)
+    if k + AHEAD // 2 < n:
+        prefetch(tokens, _suffix(tokens, table, pointer, _at(a, b, I[k + AHEAD // 2] + h)) + m)
+    return _next_key(tokens, table, pointer, _at(a, b, I[k] + h), m)
 
 
 @lean
-def _level(tokens, table, pointer, m, a, b, h, I, KI, KJ, mids, n, I2, KI2, KJ2, starts, skeys, ns):
+def _level(tokens, table, pointer, m, a, b, h, I, KI, KJ, n, I2, KI2, KJ2, starts, skeys, ns):
     """One bisection level over the n open intervals [I, I + 2h] (end keys
-    KI, KJ differ): probe every midpoint first (independent reads, so they
-    overlap in memory), then file both halves, without branches: into
+    KI, KJ differ): probe each midpoint (prefetched ahead, so the reads
+    overlap in memory) and file both halves, without branches: into
     I2/KI2/KJ2 while h > 1 (kept where their end keys differ), else as
     the groups starting at I + 1 and I + 2 into starts/skeys[ns:].
     Returns the new (open intervals, groups found)."""
-    for k in range(n):
-        mids[k] = _key_at(tokens, table, pointer, m, a, b, I[k] + h)
+    for k in range(min(n, AHEAD)):
+        prefetch_entry(table, _at(a, b, I[k] + h), pointer)
     nxt = 0
     if h > 1:
         for k in range(n):
-            i, ki, kj, km = I[k], KI[k], KJ[k], mids[k]
+            km = _probe(tokens, table, pointer, m, a, b, h, I, n, k)
+            i, ki, kj = I[k], KI[k], KJ[k]
             I2[nxt], KI2[nxt], KJ2[nxt] = i, ki, km
             nxt += ki != km
             I2[nxt], KI2[nxt], KJ2[nxt] = i + h, km, kj
             nxt += km != kj
         return nxt, ns
     for k in range(n):
-        i, ki, kj, km = I[k], KI[k], KJ[k], mids[k]
+        km = _probe(tokens, table, pointer, m, a, b, h, I, n, k)
+        i, ki, kj = I[k], KI[k], KJ[k]
         starts[ns], skeys[ns] = i + 1, km
         ns += ki != km
         starts[ns], skeys[ns] = i + 2, kj
@@ -466,7 +487,6 @@ def next_tokens(tokens, table, pointer, sample, step, m, lo, hi, work):
         I[n], KI[n], KJ[n] = p - w, prev, k
         n += prev != k
         prev = k
-    mids, at = _take(work, at, n)
     I2, at = _take(work, at, 2 * n)
     KI2, at = _take(work, at, 2 * n)
     KJ2, at = _take(work, at, 2 * n)
@@ -475,8 +495,6 @@ def next_tokens(tokens, table, pointer, sample, step, m, lo, hi, work):
     starts[0], skeys[0] = a, ka
     ns = 1
     while n:
-        if mids.shape[0] < n:
-            mids, at = _take(work, at, 2 * n)
         if I2.shape[0] < 2 * n:
             I2, at = _take(work, at, 4 * n)
             KI2, at = _take(work, at, 4 * n)
@@ -486,7 +504,7 @@ def next_tokens(tokens, table, pointer, sample, step, m, lo, hi, work):
             skeys, at = _take(work, at, 2 * n + 1)
             starts[0], skeys[0] = a, ka
         w >>= 1
-        n, ns = _level(tokens, table, pointer, m, a, b, w, I, KI, KJ, mids, n,
+        n, ns = _level(tokens, table, pointer, m, a, b, w, I, KI, KJ, n,
                        I2, KI2, KJ2, starts, skeys, ns)
         I, KI, KJ, I2, KI2, KJ2 = I2, KI2, KJ2, I, KI, KJ
     ids, counts = _tally(starts, skeys, ns, b, width)
