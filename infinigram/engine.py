@@ -23,6 +23,7 @@ import itertools
 import json
 import os
 import threading
+from array import array
 from pathlib import Path
 
 import numpy as np
@@ -114,23 +115,24 @@ class ShardSearcher:
             fn = self._direct[kernel] = direct(kernel, *args)
         return fn(*args)
 
-    def _search_call(self, kernel, *args):
-        """``kernel(*search_args, *args)`` through ``_call``; once the sample
-        exists, straight to the compiled code (no property, no second packing
-        of the arguments: about 0.4 µs less a call)."""
-        fn, head = self._direct.get(kernel), self._search
-        if fn is None or head is None:
-            return self._call(kernel, *self.search_args, *args)
-        return fn(*head, *args)
+    def _search_call(self, kernel, ids, *args):
+        """``kernel(*search_args, ids, *args)`` through its compiled code (as
+        ``_call``), kept per type of ``ids``: an int64 array, or the
+        ``array('q')`` of a list. Once the sample exists, no property is read."""
+        key, head = (kernel, type(ids)), self._search or self.search_args
+        fn = self._direct.get(key)
+        if fn is None:
+            fn = self._direct[key] = direct(kernel, *head, ids, *args)
+        return fn(*head, ids, *args)
 
     def range(self, ids: np.ndarray) -> tuple[int, int]:
         """[start, end) of the suffix-array entries starting with ``ids``."""
         lo, hi = self._search_call(ks.find_range, ids)
         return int(lo), int(hi)
 
-    def count(self, ids: np.ndarray, vocab: int) -> int:
-        """Occurrences of ``ids``; -1 when some id is outside [0, vocab)."""
-        return self._search_call(ks.count, ids, vocab)
+    def count(self, ids: np.ndarray | array, low: int, vocab: int) -> int:
+        """Occurrences of ``ids``; -1 when some id is outside [low, vocab)."""
+        return self._search_call(ks.count, ids, low, vocab)
 
     def count_many(self, flat: np.ndarray, bounds: np.ndarray, order: np.ndarray) -> np.ndarray:
         """Count of each query ``flat[bounds[j]:bounds[j+1]]``, visited in
@@ -167,10 +169,11 @@ class ShardSearcher:
         L, lo, hi = self._search_call(ks.longest_usable, ids)
         return int(L), int(lo), int(hi)
 
-    def infgram_counts(self, ids: np.ndarray, next_id: int, vocab: int) -> tuple[int, int, int]:
+    def infgram_counts(self, ids: np.ndarray | array, next_id: int, low: int,
+                       vocab: int) -> tuple[int, int, int]:
         """(L, total, count): ``longest_usable`` length and the continuation
-        counts of ``next_id`` there; L = -2 when some id is outside [0, vocab)."""
-        return self._search_call(ks.infgram_counts, ids, next_id, vocab)
+        counts of ``next_id`` there; L = -2 when some id is outside [low, vocab)."""
+        return self._search_call(ks.infgram_counts, ids, next_id, low, vocab)
 
     def score(self, ids: np.ndarray, max_context: int):
         """Per position: (L, total, count, first, last); see native.search.score."""
@@ -359,14 +362,22 @@ class Engine:
         except OverflowError:
             return None
 
-    def _fast_ids(self, q) -> np.ndarray | None:
-        """int64 ids of a list of ints or an int64 array WITHOUT the range
-        check (the kernels check it); None for any other query."""
+    @staticmethod
+    def _fast_ids(q) -> tuple[np.ndarray | array | None, int]:
+        """(ids, low) of a list of ints (as ``array('q')``: quicker to make
+        and to pass than an ndarray) or of an int64 array, unchecked: the
+        kernels report ids outside [low, vocab) and the general path
+        (``_ids``) then names the bad one. array('q') also takes bools,
+        which equal 0 and 1, so for a list low is 2: ids 0 and 1 go the
+        general path too. (None, 0) for any other query."""
         if type(q) is list:
-            return self._int_list(q)
+            try:
+                return array("q", q), 2
+            except (TypeError, OverflowError):
+                return None, 0
         if type(q) is np.ndarray and q.dtype is _INT64 and q.ndim == 1 and q.flags.c_contiguous:
-            return q
-        return None
+            return q, 0
+        return None, 0
 
     def _checked(self, ids: np.ndarray, original=None, bounds=None) -> np.ndarray:
         """int64 copy of ``ids`` after the range check; positions in messages
@@ -395,14 +406,14 @@ class Engine:
     # ---- counting ---------------------------------------------------------
     def count(self, q) -> int:
         """Occurrences of the n-gram ``q`` in the corpus."""
-        ids = self._fast_ids(q)
+        ids, low = self._fast_ids(q)
         if ids is None or not len(ids):  # the general path: text, other types, errors
-            ids = self._ids(q)
+            ids, low = self._ids(q), 0
         total = 0
         for s in self._searchers:
-            c = s.count(ids, self._vocab)
-            if c < 0:
-                self._ids(q)  # raises the QueryError naming the bad id
+            c = s.count(ids, low, self._vocab)
+            if c < 0:  # an id outside [low, vocab): the general path names it or clears it
+                return self.count(self._ids(q))
             total += c
         return int(total)
 
@@ -482,16 +493,16 @@ class Engine:
         """∞-gram P(next_id | prompt): backs off to the longest suffix of the
         prompt that occurs followed by a real token (the empty suffix stands
         for all real tokens); nan only when the index has no real token."""
-        ids = self._fast_ids(prompt)
+        ids, low = self._fast_ids(prompt)
         if ids is None:
-            ids = self._ids(prompt, empty_ok=True)
+            ids, low = self._ids(prompt, empty_ok=True), 0
         nid = self._next_id(next_id)
         L = -1
         total = cont = 0
         for s in self._searchers:
-            l_s, t, c = s.infgram_counts(ids, nid, self._vocab)
-            if l_s == -2:
-                self._ids(prompt)  # raises the QueryError naming the bad id
+            l_s, t, c = s.infgram_counts(ids, nid, low, self._vocab)
+            if l_s == -2:  # an id outside [low, vocab): the general path names it or clears it
+                return self.infgram_prob(self._ids(prompt, empty_ok=True), next_id)
             if l_s > L:
                 L, total, cont = l_s, 0, 0
             if l_s == L:

@@ -5,7 +5,8 @@ separators included), ``table`` the suffix array as raw bytes, ``pointer``
 bytes per entry, each entry a byte offset into the token file (token index =
 offset // width), ``bucket`` the shard's first-token bucket table from
 :func:`buckets` (empty for width 4: searches then start from the whole
-table). Queries come in as int64 token ids. Suffixes are ordered
+table). Queries come in as int64 token ids (an ndarray or any int64
+buffer, e.g. ``array('q')``). Suffixes are ordered
 by their bytes, i.e. tokens compared by byte-swapped value (``byte_key``),
 a shorter suffix before its extensions; the separator (all ones) sorts after
 every real token. One generic kernel serves every width (Numba specialises
@@ -32,26 +33,18 @@ def _suffix(tokens, table, pointer, i):
     return pointer_at(table, i, pointer) // width_of(tokens)
 
 
-@jit
-def _keys(ids, width):
-    out = np.empty(ids.shape[0], dtype=np.int64)
-    for j in range(ids.shape[0]):
-        out[j] = byte_key(ids[j], width)
-    return out
-
-
 @jit(inline="always")
 def _cmp(tokens, s, q, q0, q1):
-    """Order of the suffix at token index ``s`` against ``q[q0:q1]`` (keys):
+    """Order of the suffix at token index ``s`` against the ids q[q0:q1]:
     -1 before, 0 if the query is a prefix of the suffix, 1 after."""
     n = tokens.shape[0]
     width = width_of(tokens)
     for j in range(q1 - q0):
         if s + j >= n:
             return -1
-        k = byte_key(tokens[s + j], width)
-        if k != q[q0 + j]:
-            return -1 if k < q[q0 + j] else 1
+        t = tokens[s + j]
+        if t != q[q0 + j]:
+            return -1 if byte_key(t, width) < byte_key(q[q0 + j], width) else 1
     return 0
 
 
@@ -98,7 +91,8 @@ def _start(tokens, bucket, q, q0, q1):
     """(lo, hi, depth) to start a search for q[q0:q1] from: the first-token
     bucket when the shard has a bucket table, else the whole table."""
     if bucket.shape[0] and q1 > q0:
-        return bucket[q[q0]], bucket[q[q0] + 1], 1
+        k = byte_key(q[q0], width_of(tokens))
+        return bucket[k], bucket[k + 1], 1
     return 0, tokens.shape[0], 0
 
 
@@ -123,12 +117,13 @@ def _pack_suffix(tokens, s, bits, c):
 
 
 @jit(inline="always")
-def _pack_query(q, q0, q1, bits, c, fill):
-    """Packed key of q[q0:q1] (keys) cut or padded to ``c`` tokens with ``fill``."""
+def _pack_query(q, q0, q1, width, c, fill):
+    """Packed key of the ids q[q0:q1] cut or padded to ``c`` tokens with ``fill``."""
+    bits = 8 * width + 1
     v = np.int64(0)
     for j in range(c):
         v <<= bits
-        v |= q[q0 + j] + 1 if q0 + j < q1 else fill
+        v |= byte_key(q[q0 + j], width) + 1 if q0 + j < q1 else fill
     return v
 
 
@@ -200,11 +195,12 @@ def _search(tokens, table, pointer, bucket, sample, step, q, q0, q1):
         return lo, hi
     if hi - lo <= 2 * step:
         return _range(tokens, table, pointer, q, q0, q1, lo, hi, depth)
-    bits, c = _packing(width_of(tokens))
+    width = width_of(tokens)
+    bits, c = _packing(width)
     ns = _sample_len(tokens.shape[0], step)
     ja, jb = (lo + step - 1) // step, (hi + step - 1) // step  # samples inside [lo, hi)
-    a = _bisect_sample(sample, ns, ja, jb, _pack_query(q, q0, q1, bits, c, 0), False)
-    b = _bisect_sample(sample, ns, a, jb, _pack_query(q, q0, q1, bits, c, (1 << bits) - 1), True)
+    a = _bisect_sample(sample, ns, ja, jb, _pack_query(q, q0, q1, width, c, 0), False)
+    b = _bisect_sample(sample, ns, a, jb, _pack_query(q, q0, q1, width, c, (1 << bits) - 1), True)
     x0 = (a - 1) * step + 1 if a > ja else lo  # the start lies in [x0, x1]
     x1 = a * step if a < jb else hi
     y0 = (b - 1) * step + 1 if b > ja else lo  # the end lies in [y0, y1]
@@ -300,19 +296,18 @@ def _group(tokens, table, pointer, m, a, b, key):
     return start, _gallop_next(tokens, table, pointer, m, start, b, key + 1)
 
 
-@jit
+@lean
 def find_range(tokens, table, pointer, bucket, sample, step, ids):
     """[start, end) of the suffix-array entries whose suffix starts with ``ids``."""
-    q = _keys(ids, width_of(tokens))
-    return _search(tokens, table, pointer, bucket, sample, step, q, 0, q.shape[0])
+    return _search(tokens, table, pointer, bucket, sample, step, ids, 0, len(ids))
 
 
-@jit
-def count(tokens, table, pointer, bucket, sample, step, ids, vocab):
+@lean
+def count(tokens, table, pointer, bucket, sample, step, ids, low, vocab):
     """Occurrences of ``ids`` in the shard; -1 when some id is outside
-    [0, vocab) (the caller then reports which)."""
-    for j in range(ids.shape[0]):
-        if ids[j] < 0 or ids[j] >= vocab:
+    [low, vocab) (the caller then checks it)."""
+    for j in range(len(ids)):
+        if ids[j] < low or ids[j] >= vocab:
             return np.int64(-1)
     lo, hi = find_range(tokens, table, pointer, bucket, sample, step, ids)
     return hi - lo
@@ -325,7 +320,6 @@ def visit_order(flat, bounds, width):
     many groups as queries), i.e. roughly in suffix order, so that
     neighbouring searches share their first reads."""
     bits, c = _packing(width)
-    q = _keys(flat, width)
     nq = bounds.shape[0] - 1
     b = 1
     while b < 16 and (1 << b) < nq:
@@ -333,7 +327,7 @@ def visit_order(flat, bounds, width):
     group = np.empty(nq, dtype=np.int64)
     starts = np.zeros((1 << b) + 1, dtype=np.int64)
     for j in range(nq):
-        group[j] = _pack_query(q, bounds[j], bounds[j + 1], bits, c, 0) >> (bits * c - b)
+        group[j] = _pack_query(flat, bounds[j], bounds[j + 1], width, c, 0) >> (bits * c - b)
         starts[group[j] + 1] += 1
     for k in range(1 << b):
         starts[k + 1] += starts[k]
@@ -352,14 +346,13 @@ def count_many(tokens, table, pointer, bucket, sample, step, flat, bounds, order
     neighbouring searches read the same sample keys and entries; any order
     is correct), split into contiguous chunks spread over all cores.
     """
-    q = _keys(flat, width_of(tokens))
     nq = bounds.shape[0] - 1
     out = np.empty(nq, dtype=np.int64)
     chunks = min(nq, 64)
     for k in prange(chunks):
         for i in range(k * nq // chunks, (k + 1) * nq // chunks):
             j = order[i]
-            lo, hi = _search(tokens, table, pointer, bucket, sample, step, q, bounds[j], bounds[j + 1])
+            lo, hi = _search(tokens, table, pointer, bucket, sample, step, flat, bounds[j], bounds[j + 1])
             out[j] = hi - lo
     return out
 
@@ -541,23 +534,22 @@ def _tally(starts, skeys, n, end, width):
 
 @lean
 def _usable(tokens, table, pointer, bucket, sample, step, q, length):
-    """Range of the last ``length`` query keys and whether it is usable
+    """Range of the last ``length`` query ids and whether it is usable
     (some occurrence is followed by a real token)."""
-    N = q.shape[0]
+    N = len(q)
     lo, hi = _search(tokens, table, pointer, bucket, sample, step, q, N - length, N)
     a, b = _cont(tokens, table, pointer, length, lo, hi)
     return b > a, lo, hi
 
 
-@jit
+@lean
 def longest_usable(tokens, table, pointer, bucket, sample, step, ids):
     """(L, lo, hi): the longest suffix of ``ids`` (L tokens) that occurs
     followed by a real token, and its range; L = -1 when the shard holds no
     real token. Checks the whole prompt first, then gallops up from short
     lengths and bisects (usable-ness is monotone in the length)."""
     n = tokens.shape[0]
-    q = _keys(ids, width_of(tokens))
-    N = q.shape[0]
+    q, N = ids, len(ids)
     a, b = _cont(tokens, table, pointer, 0, 0, n)
     if b <= a:
         return -1, 0, 0
@@ -586,13 +578,13 @@ def longest_usable(tokens, table, pointer, bucket, sample, step, ids):
     return good, glo, ghi
 
 
-@jit
-def infgram_counts(tokens, table, pointer, bucket, sample, step, ids, next_id, vocab):
+@lean
+def infgram_counts(tokens, table, pointer, bucket, sample, step, ids, next_id, low, vocab):
     """(L, total, count) on this shard: ``longest_usable`` length of ``ids``
     and the continuation counts of ``next_id`` there; L = -2 when some id
-    is outside [0, vocab) (the caller then reports which)."""
-    for j in range(ids.shape[0]):
-        if ids[j] < 0 or ids[j] >= vocab:
+    is outside [low, vocab) (the caller then checks it)."""
+    for j in range(len(ids)):
+        if ids[j] < low or ids[j] >= vocab:
             return np.int64(-2), np.int64(0), np.int64(0)
     L, lo, hi = longest_usable(tokens, table, pointer, bucket, sample, step, ids)
     if L < 0:
@@ -614,8 +606,7 @@ def score(tokens, table, pointer, bucket, sample, step, ids, max_context):
     """
     n = tokens.shape[0]
     width = width_of(tokens)
-    q = _keys(ids, width)
-    N = q.shape[0]
+    N = len(ids)
     L = np.full(N, -1, dtype=np.int64)
     total = np.zeros(N, dtype=np.int64)
     count = np.zeros(N, dtype=np.int64)
@@ -633,7 +624,7 @@ def score(tokens, table, pointer, bucket, sample, step, ids, max_context):
         total[t] = b - a
         first[t] = tokens[_suffix(tokens, table, pointer, a) + m]
         last[t] = tokens[_suffix(tokens, table, pointer, b - 1) + m]
-        lo, hi = _group(tokens, table, pointer, m, a, b, q[t])
+        lo, hi = _group(tokens, table, pointer, m, a, b, byte_key(ids[t], width))
         count[t] = hi - lo
         if t + 1 == N:
             break
@@ -648,7 +639,7 @@ def score(tokens, table, pointer, bucket, sample, step, ids, max_context):
             if m == 0:
                 lo, hi, a, b = 0, n, a0, b0
                 break
-            lo, hi = _search(tokens, table, pointer, bucket, sample, step, q, start, t + 1)
+            lo, hi = _search(tokens, table, pointer, bucket, sample, step, ids, start, t + 1)
     return L, total, count, first, last
 
 

@@ -437,3 +437,13 @@ def test_fast_path_rejects_what_the_general_path_rejects(tmp_path):
         with pytest.raises(QueryError):
             eng.infgram_prob(bad, 1)
     assert eng.count(np.array([1, 2])) == eng.count((1, 2)) == eng.count([np.int32(1), 2]) == 1
+
+
+def test_fast_path_counts_ids_0_and_1(tmp_path):
+    """Lists go to the kernels as array('q'), which also takes bools, so
+    lists holding ids 0 or 1 are checked again by the general path."""
+    eng = engine.open(make_index(tmp_path, [[0, 1, 0, 1, 2], [1, 0]], vocab_size=10))
+    for q in ([0, 1], [1, 0], [0], [1, 2], [2, 0]):
+        assert eng.count(q) == eng.count(np.array(q)) == naive_count(shard_arrays(eng), q), q
+        assert eng.infgram_prob(q, 1) == eng.infgram_prob(np.array(q), 1), q
+    assert eng.count([0, 1]) == 2 and eng.infgram_prob([0], 1).cont_count == 2
