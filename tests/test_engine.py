@@ -409,6 +409,30 @@ def test_wide_table_entries(tmp_path, pointer):
 
 
 @pytest.mark.parametrize("width", [1, 2, 4])
+@pytest.mark.parametrize("pointer", [None, 5])
+def test_ntd_many_next_tokens(tmp_path, width, pointer):
+    """A prompt followed by thousands of distinct tokens (width 1: all 254):
+    every bisection level has far more open intervals than the prefetch
+    distance (``ks.AHEAD``), and the tally still matches the oracle."""
+    rng = np.random.default_rng(width)
+    top = fmt.separator(width)
+    follow = rng.integers(0, min(top, 5000), size=(8, 3000)) * (top // min(top, 5000))
+    docs = [[t for f in row for t in (5, int(f))] for row in follow]
+    eng = engine.open(make_index(tmp_path, docs, width=width, vocab_size=top))
+    if pointer:
+        shards = [dataclasses.replace(s, table=repacked(s, pointer), pointer=pointer)
+                  for s in eng.shards]
+        eng = engine.Engine(eng.path, shards, width, top, {"kind": "none"}, None)
+    for step in (16, 2):
+        for s in eng.searchers:
+            s.step, s.sample_after, s._search = step, 0, None
+        d = eng.ntd([5])
+        assert len(d.ids) > 2 * ks.AHEAD
+        assert dict(zip(d.ids.tolist(), d.counts.tolist())) == \
+            naive_next_counts(shard_arrays(eng), [5])
+
+
+@pytest.mark.parametrize("width", [1, 2, 4])
 @pytest.mark.parametrize("step", [1, 2, 3])
 def test_sampled_search_small_strides(tmp_path, width, step):
     """The key sample at strides far below the default (so that almost every
