@@ -48,42 +48,50 @@ def _cmp(tokens, s, q, q0, q1):
     return 0
 
 
-@lean
-def _range(tokens, table, pointer, q, q0, q1, lo, hi, depth):
-    """[start, end) of the entries in [lo, hi) whose suffix starts with
-    q[q0:q1], given that all of them share its first ``depth`` tokens."""
-    q0 += depth
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        c = _cmp(tokens, _suffix(tokens, table, pointer, mid) + depth, q, q0, q1)
-        if c < 0:
-            lo = mid + 1
-        elif c > 0:
-            hi = mid
-        else:  # a hit: the start lies in [lo, mid], the end in [mid + 1, hi]
-            return _bounds(tokens, table, pointer, q, q0, q1, depth, lo, mid, mid + 1, hi)
-    return lo, lo
+DONE, RANGE, ENDS = 0, 1, 2
+"""Phases of a search (see :func:`_advance`)."""
 
 
 @jit(inline="always")
-def _bounds(tokens, table, pointer, q, q0, q1, depth, x0, x1, y0, y1):
-    """First entry in [x0, x1] whose suffix (past ``depth`` tokens) is not
-    before q[q0:q1], and first entry in [y0, y1] after it, bisected in
-    lockstep so the two searches' memory reads overlap."""
-    while x0 < x1 or y0 < y1:
-        if x0 < x1:
-            mid = (x0 + x1) >> 1
-            if _cmp(tokens, _suffix(tokens, table, pointer, mid) + depth, q, q0, q1) < 0:
-                x0 = mid + 1
-            else:
-                x1 = mid
-        if y0 < y1:
-            mid = (y0 + y1) >> 1
-            if _cmp(tokens, _suffix(tokens, table, pointer, mid) + depth, q, q0, q1) > 0:
-                y1 = mid
-            else:
-                y0 = mid + 1
-    return x0, y0
+def _probes(phase, x0, x1, y0, y1):
+    """The entries the next ``_advance`` step compares (-1: none)."""
+    if phase == RANGE:
+        return ((x0 + y1) >> 1 if x0 < y1 else -1), -1
+    if phase == ENDS:
+        return ((x0 + x1) >> 1 if x0 < x1 else -1), ((y0 + y1) >> 1 if y0 < y1 else -1)
+    return -1, -1
+
+
+@jit(inline="always")
+def _advance(tokens, table, pointer, q, q0, q1, depth, phase, x0, x1, y0, y1):
+    """One bisection step of a search for q[q0:q1] among entries that share
+    its first ``depth`` tokens; returns the next (phase, x0, x1, y0, y1).
+    RANGE: bisect [x0, y1) until an entry matches; ENDS: the first match
+    lies in [x0, x1] and the first entry after the matches in [y0, y1],
+    both ends halved in the same step (their reads overlap); DONE: the
+    matches are [x0, y0)."""
+    q0 += depth
+    a, b = _probes(phase, x0, x1, y0, y1)
+    if phase == RANGE:
+        if a < 0:
+            return DONE, x0, x1, x0, y1
+        c = _cmp(tokens, _suffix(tokens, table, pointer, a) + depth, q, q0, q1)
+        if c < 0:
+            return RANGE, a + 1, x1, y0, y1
+        if c > 0:
+            return RANGE, x0, x1, y0, a
+        return ENDS, x0, a, a + 1, y1
+    if a >= 0:
+        if _cmp(tokens, _suffix(tokens, table, pointer, a) + depth, q, q0, q1) < 0:
+            x0 = a + 1
+        else:
+            x1 = a
+    if b >= 0:
+        if _cmp(tokens, _suffix(tokens, table, pointer, b) + depth, q, q0, q1) > 0:
+            y1 = b
+        else:
+            y0 = b + 1
+    return (ENDS if x0 < x1 or y0 < y1 else DONE), x0, x1, y0, y1
 
 
 @jit(inline="always")
@@ -181,20 +189,18 @@ def _bisect_sample(sample, ns, lo, hi, key, right):
     return _bisect_keys(sample, a, b, key, right)
 
 
-@lean
-def _search(tokens, table, pointer, bucket, sample, step, q, q0, q1):
-    """[start, end) of the entries whose suffix starts with q[q0:q1].
-
-    The first-token bucket and the key sample narrow the range to at most
-    ``step`` entries around each end; when the sample's keys cover the whole
-    query both ends are then bisected in lockstep (their reads overlap).
-    """
+@jit(inline="always")
+def _narrow(tokens, bucket, sample, step, q, q0, q1):
+    """(phase, x0, x1, y0, y1, depth) to start a search for q[q0:q1] from
+    (see :func:`_advance`): the first-token bucket and the key sample narrow
+    it to at most ``step`` entries around each end, without reading the
+    table; ENDS when the sample's keys cover the whole query."""
     lo, hi, depth = _start(tokens, bucket, q, q0, q1)
     m = q1 - q0
     if m == depth:
-        return lo, hi
+        return DONE, lo, lo, hi, hi, depth
     if hi - lo <= 2 * step:
-        return _range(tokens, table, pointer, q, q0, q1, lo, hi, depth)
+        return RANGE, lo, lo, hi, hi, depth
     width = width_of(tokens)
     bits, c = _packing(width)
     ns = _sample_len(tokens.shape[0], step)
@@ -205,9 +211,17 @@ def _search(tokens, table, pointer, bucket, sample, step, q, q0, q1):
     x1 = a * step if a < jb else hi
     y0 = (b - 1) * step + 1 if b > ja else lo  # the end lies in [y0, y1]
     y1 = b * step if b < jb else hi
-    if m > c:
-        return _range(tokens, table, pointer, q, q0, q1, x0, y1, depth)
-    return _bounds(tokens, table, pointer, q, q0 + depth, q1, depth, x0, x1, y0, y1)
+    return (RANGE if m > c else ENDS), x0, x1, y0, y1, depth
+
+
+@lean
+def _search(tokens, table, pointer, bucket, sample, step, q, q0, q1):
+    """[start, end) of the entries whose suffix starts with q[q0:q1]."""
+    phase, x0, x1, y0, y1, depth = _narrow(tokens, bucket, sample, step, q, q0, q1)
+    while phase != DONE:
+        phase, x0, x1, y0, y1 = _advance(tokens, table, pointer, q, q0, q1, depth,
+                                         phase, x0, x1, y0, y1)
+    return x0, y0
 
 
 @jit
@@ -338,22 +352,77 @@ def visit_order(flat, bounds, width):
     return order
 
 
+@jit(inline="always")
+def _put(state, t, j, phase, x0, x1, y0, y1, depth):
+    """Store search t of a lockstep batch: query j and its ``_advance`` state."""
+    state[t, 0], state[t, 1], state[t, 2], state[t, 3] = j, phase, x0, x1
+    state[t, 4], state[t, 5], state[t, 6] = y0, y1, depth
+
+
+@jit(inline="always")
+def _get(state, t):
+    """(j, phase, x0, x1, y0, y1, depth) of search t (see ``_put``)."""
+    return (state[t, 0], state[t, 1], state[t, 2], state[t, 3], state[t, 4], state[t, 5],
+            state[t, 6])
+
+
+@jit(inline="always")
+def _prefetch_step(tokens, table, pointer, state, t, token):
+    """Prefetch what search t's next ``_advance`` reads: its probes' table
+    entries, or (``token``) the first token each of them compares."""
+    _, phase, x0, x1, y0, y1, depth = _get(state, t)
+    for p in _probes(phase, x0, x1, y0, y1):
+        if p >= 0:
+            if token:
+                prefetch(tokens, _suffix(tokens, table, pointer, p) + depth)
+            else:
+                prefetch_entry(table, p, pointer)
+
+
+LOCKSTEP = 32
+"""Searches ``count_many`` advances together, one bisection step each in
+turn, so that their memory reads overlap."""
+
+
 @pjit
 def count_many(tokens, table, pointer, bucket, sample, step, flat, bounds, order):
     """Occurrences of each query ``flat[bounds[j]:bounds[j + 1]]``.
 
     Queries are visited in ``order`` (best: sorted in suffix order, so that
     neighbouring searches read the same sample keys and entries; any order
-    is correct), split into contiguous chunks spread over all cores.
+    is correct), split into contiguous chunks spread over all cores. A
+    chunk runs LOCKSTEP searches at a time: each step prefetches every
+    search's table entries, then their tokens, then compares.
     """
     nq = bounds.shape[0] - 1
     out = np.empty(nq, dtype=np.int64)
     chunks = min(nq, 64)
     for k in prange(chunks):
-        for i in range(k * nq // chunks, (k + 1) * nq // chunks):
-            j = order[i]
-            lo, hi = _search(tokens, table, pointer, bucket, sample, step, flat, bounds[j], bounds[j + 1])
-            out[j] = hi - lo
+        state = np.empty((LOCKSTEP, 7), dtype=np.int64)
+        end = (k + 1) * nq // chunks
+        for i in range(k * nq // chunks, end, LOCKSTEP):
+            g = min(LOCKSTEP, end - i)
+            for t in range(g):
+                j = order[i + t]
+                phase, x0, x1, y0, y1, depth = _narrow(tokens, bucket, sample, step, flat,
+                                                       bounds[j], bounds[j + 1])
+                _put(state, t, j, phase, x0, x1, y0, y1, depth)
+            busy = g
+            while busy:
+                busy = 0
+                for t in range(g):  # the entries this step reads, then their tokens
+                    _prefetch_step(tokens, table, pointer, state, t, False)
+                for t in range(g):
+                    _prefetch_step(tokens, table, pointer, state, t, True)
+                for t in range(g):
+                    j, phase, x0, x1, y0, y1, depth = _get(state, t)
+                    if phase != DONE:
+                        phase, x0, x1, y0, y1 = _advance(tokens, table, pointer, flat, bounds[j],
+                                                         bounds[j + 1], depth, phase, x0, x1, y0, y1)
+                        _put(state, t, j, phase, x0, x1, y0, y1, depth)
+                        busy += phase != DONE
+            for t in range(g):
+                out[state[t, 0]] = state[t, 4] - state[t, 2]
     return out
 
 
