@@ -384,45 +384,54 @@ LOCKSTEP = 32
 turn, so that their memory reads overlap."""
 
 
+@lean
+def _count_run(tokens, table, pointer, bucket, sample, step, flat, bounds, order, i0, i1,
+               state, out):
+    """``count_many`` for the queries order[i0:i1], LOCKSTEP at a time
+    (``state``: LOCKSTEP x 7 scratch): each step prefetches every search's
+    table entries, then their tokens, then compares."""
+    for i in range(i0, i1, LOCKSTEP):
+        g = min(LOCKSTEP, i1 - i)
+        for t in range(g):
+            j = order[i + t]
+            phase, x0, x1, y0, y1, depth = _narrow(tokens, bucket, sample, step, flat,
+                                                   bounds[j], bounds[j + 1])
+            _put(state, t, j, phase, x0, x1, y0, y1, depth)
+        busy = g
+        while busy:
+            busy = 0
+            for t in range(g):
+                _prefetch_step(tokens, table, pointer, state, t, False)
+            for t in range(g):
+                _prefetch_step(tokens, table, pointer, state, t, True)
+            for t in range(g):
+                j, phase, x0, x1, y0, y1, depth = _get(state, t)
+                if phase != DONE:
+                    phase, x0, x1, y0, y1 = _advance(tokens, table, pointer, flat, bounds[j],
+                                                     bounds[j + 1], depth, phase, x0, x1, y0, y1)
+                    _put(state, t, j, phase, x0, x1, y0, y1, depth)
+                    busy += phase != DONE
+        for t in range(g):
+            out[state[t, 0]] = state[t, 4] - state[t, 2]
+
+
 @pjit
 def count_many(tokens, table, pointer, bucket, sample, step, flat, bounds, order):
     """Occurrences of each query ``flat[bounds[j]:bounds[j + 1]]``.
 
     Queries are visited in ``order`` (best: sorted in suffix order, so that
     neighbouring searches read the same sample keys and entries; any order
-    is correct), split into contiguous chunks spread over all cores. A
-    chunk runs LOCKSTEP searches at a time: each step prefetches every
-    search's table entries, then their tokens, then compares.
+    is correct), split into contiguous chunks spread over all cores, each
+    run by ``_count_run`` (the parallel loop stays small: inlined, the
+    searches made it compile 4x slower).
     """
     nq = bounds.shape[0] - 1
     out = np.empty(nq, dtype=np.int64)
     chunks = min(nq, 64)
     for k in prange(chunks):
         state = np.empty((LOCKSTEP, 7), dtype=np.int64)
-        end = (k + 1) * nq // chunks
-        for i in range(k * nq // chunks, end, LOCKSTEP):
-            g = min(LOCKSTEP, end - i)
-            for t in range(g):
-                j = order[i + t]
-                phase, x0, x1, y0, y1, depth = _narrow(tokens, bucket, sample, step, flat,
-                                                       bounds[j], bounds[j + 1])
-                _put(state, t, j, phase, x0, x1, y0, y1, depth)
-            busy = g
-            while busy:
-                busy = 0
-                for t in range(g):  # the entries this step reads, then their tokens
-                    _prefetch_step(tokens, table, pointer, state, t, False)
-                for t in range(g):
-                    _prefetch_step(tokens, table, pointer, state, t, True)
-                for t in range(g):
-                    j, phase, x0, x1, y0, y1, depth = _get(state, t)
-                    if phase != DONE:
-                        phase, x0, x1, y0, y1 = _advance(tokens, table, pointer, flat, bounds[j],
-                                                         bounds[j + 1], depth, phase, x0, x1, y0, y1)
-                        _put(state, t, j, phase, x0, x1, y0, y1, depth)
-                        busy += phase != DONE
-            for t in range(g):
-                out[state[t, 0]] = state[t, 4] - state[t, 2]
+        _count_run(tokens, table, pointer, bucket, sample, step, flat, bounds, order,
+                   k * nq // chunks, (k + 1) * nq // chunks, state, out)
     return out
 
 
