@@ -469,7 +469,7 @@ def _at(a, b, p):
 
 
 @jit(inline="always")
-def _probe(tokens, table, pointer, m, a, b, h, I, n, k):
+def _next_key_ahead(tokens, table, pointer, m, a, b, h, I, n, k):
     """Next key of the midpoint I[k] + h, after prefetching the entry of
     midpoint k + AHEAD and the token of midpoint k + AHEAD / 2."""
     if k + AHEAD < n:
@@ -492,7 +492,7 @@ def _level(tokens, table, pointer, m, a, b, h, I, KI, KJ, n, I2, KI2, KJ2, start
     nxt = 0
     if h > 1:
         for k in range(n):
-            km = _probe(tokens, table, pointer, m, a, b, h, I, n, k)
+            km = _next_key_ahead(tokens, table, pointer, m, a, b, h, I, n, k)
             i, ki, kj = I[k], KI[k], KJ[k]
             I2[nxt], KI2[nxt], KJ2[nxt] = i, ki, km
             nxt += ki != km
@@ -500,7 +500,7 @@ def _level(tokens, table, pointer, m, a, b, h, I, KI, KJ, n, I2, KI2, KJ2, start
             nxt += km != kj
         return nxt, ns
     for k in range(n):
-        km = _probe(tokens, table, pointer, m, a, b, h, I, n, k)
+        km = _next_key_ahead(tokens, table, pointer, m, a, b, h, I, n, k)
         i, ki, kj = I[k], KI[k], KJ[k]
         starts[ns], skeys[ns] = i + 1, km
         ns += ki != km
