@@ -234,15 +234,18 @@ def docs_to_tokens(docs) -> np.ndarray:
 
 
 def write_tokens(directory: Path, tokens: np.ndarray) -> dict:
-    """Write a u16 token array that starts with a separator, plus its offsets."""
+    """Write a token array (u16; u8 for byte tokens) that starts with a
+    separator, plus its offsets."""
     directory.mkdir(parents=True, exist_ok=True)
-    tokens = np.asarray(tokens, dtype="<u2")
-    offsets = (np.flatnonzero(tokens == SEP) * 2).astype("<u8")
+    tokens = np.asarray(tokens)
+    width = 1 if tokens.dtype == np.uint8 else 2
+    tokens = tokens.astype(f"<u{width}", copy=False)
+    offsets = (np.flatnonzero(tokens == fmt.separator(width)) * width).astype("<u8")
     tmp = directory / "tokenized.0.tmp"
     tokens.tofile(tmp)
     offsets.tofile(directory / "offset.0")
     os.replace(tmp, directory / "tokenized.0")
-    info = {"tokens": int(tokens.size), "docs": int(offsets.size), "width": 2}
+    info = {"tokens": int(tokens.size), "docs": int(offsets.size), "width": width}
     (directory / "corpus.json").write_text(json.dumps(info))
     return info
 
@@ -334,6 +337,49 @@ def stdlib_files() -> list[Path]:
     """The standard library's *.py files (site-packages excluded), sorted."""
     root = Path(sysconfig.get_paths()["stdlib"])
     return sorted(p for p in root.rglob("*.py") if "site-packages" not in p.relative_to(root).parts)
+
+
+SOURCE_SUFFIXES = {".py", ".pyi", ".c", ".h", ".cc", ".cpp", ".hpp", ".cu", ".cuh"}
+SOURCE_ROOTS_MD = "stdlib, purelib, platlib (sysconfig) and /usr/include"
+
+
+def source_files() -> list[Path]:
+    """This machine's Python and C/C++ sources: the interpreter's standard
+    library and site-packages and the system headers, sorted by path within
+    each root (roots in sorted order), each real file once."""
+    paths = sysconfig.get_paths()
+    roots = sorted({paths["stdlib"], paths["purelib"], paths["platlib"], "/usr/include"})
+    seen, out = set(), []
+    for root in roots:
+        for p in sorted(Path(root).rglob("*")):
+            if p.suffix in SOURCE_SUFFIXES and p.is_file():
+                real = p.resolve()
+                if real not in seen:
+                    seen.add(real)
+                    out.append(p)
+    return out
+
+
+def source_corpus(n: int) -> Path:
+    """The first ``n`` bytes of source_files() as byte tokens (u8, separator
+    0xff before each file): real code with its own long repeats (vendored
+    copies, licence headers, generated files). Smaller when the machine has
+    less source than that; files are decoded as UTF-8 (bad bytes replaced)
+    and re-encoded, so no byte is the separator."""
+    d = CORPORA / f"source-{n}"
+    if not (d / "corpus.json").exists():
+        chunks, total, files = [], 0, 0
+        for p in source_files():
+            if total >= n:
+                break
+            b = read_text(p).encode()
+            chunks += [b"\xff", b]
+            total += len(b) + 1
+            files += 1
+        info = write_tokens(d, np.frombuffer(b"".join(chunks)[:n], np.uint8))
+        info.update(vocab=256, files=files, text_bytes=total - files)
+        (d / "corpus.json").write_text(json.dumps(info))
+    return d
 
 
 def read_text(path: Path) -> str:
