@@ -355,12 +355,16 @@ def report(data: dict, heading: str = "## Build") -> str:
         if extra:
             lines += ["", "; ".join(extra) + "."]
         lines.append("")
-    if data["corpora"]:
-        first = data["corpora"][0]
-        lines += [f"Command per tool ({first['corpus']}; DIR = a fresh directory holding links "
+    shown = []  # each corpus whose commands differ from those already listed
+    for res in data["corpora"]:
+        cmds = {t: d["command"] for t, d in res["tools"].items()}
+        if cmds in shown:
+            continue
+        shown.append(cmds)
+        lines += [f"Command per tool ({res['corpus']}; DIR = a fresh directory holding links "
                   "to tokenized.0 and offset.0; ours runs `builder.index_tables` with the same "
                   "arguments in a `python -c` child, which is what this command calls):", ""]
-        lines += [f"- {t}: `{d['command']}`" for t, d in first["tools"].items()]
+        lines += [f"- {t}: `{c}`" for t, c in cmds.items()]
         lines.append("")
     tok = data.get("tokenize")
     if tok:
