@@ -191,8 +191,7 @@ def bench_corpus(name: str, src: Path, tools: list[str], runs: int, timeout: flo
     width = info["width"]
     mm, n_parts = parts_budget(n, width)
     res = {"corpus": name, "tokens": n, "docs": info["docs"], "vocab": vocab, "width": width,
-           "files": info.get("files"), "text_bytes": info.get("text_bytes"),
-           "max_memory": mm, "parts": n_parts, "tools": {}, "identical": {}}
+           "files": info.get("files"), "max_memory": mm, "parts": n_parts, "tools": {}, "identical": {}}
     # tokengrams reads 2-byte (or 4-byte) tokens only
     tools = [t for t in tools if (t != "ours-parts" or mm) and (t != "tokengrams" or width == 2)]
     for t in tools:
@@ -327,7 +326,7 @@ def report(data: dict, heading: str = "## Build") -> str:
         lines.append("")
         if res.get("width") == 1:
             lines += [f"Byte tokens (token width 1, separator 0xff): the first {res['files']:,} "
-                      f"of this machine's Python and C/C++ source files in `{c.SOURCE_ROOTS_MD}`, "
+                      f"of this machine's Python and C/C++ source files in {c.SOURCE_ROOTS_MD}, "
                       "one document per file, sorted by path (`common.source_files`). "
                       "tokengrams is left out: it reads 2- or 4-byte tokens only.", ""]
         best, bound = faster_peer(res)
@@ -364,7 +363,7 @@ def report(data: dict, heading: str = "## Build") -> str:
         lines += [f"Command per tool ({res['corpus']}; DIR = a fresh directory holding links "
                   "to tokenized.0 and offset.0; ours runs `builder.index_tables` with the same "
                   "arguments in a `python -c` child, which is what this command calls):", ""]
-        lines += [f"- {t}: `{c}`" for t, c in cmds.items()]
+        lines += [f"- {t}: `{cmd}`" for t, cmd in cmds.items()]
         lines.append("")
     tok = data.get("tokenize")
     if tok:

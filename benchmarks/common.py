@@ -340,7 +340,10 @@ def stdlib_files() -> list[Path]:
 
 
 SOURCE_SUFFIXES = {".py", ".pyi", ".c", ".h", ".cc", ".cpp", ".hpp", ".cu", ".cuh"}
-SOURCE_ROOTS_MD = "stdlib, purelib, platlib (sysconfig) and /usr/include"
+SOURCE_PATHS = ("stdlib", "purelib", "platlib")  # sysconfig's: standard library, site-packages
+SOURCE_DIRS = ("/usr/include",)
+SOURCE_ROOTS_MD = (", ".join(f"sysconfig `{k}`" for k in SOURCE_PATHS) + " and "
+                   + ", ".join(f"`{d}`" for d in SOURCE_DIRS))
 
 
 def source_files() -> list[Path]:
@@ -348,7 +351,7 @@ def source_files() -> list[Path]:
     library and site-packages and the system headers, sorted by path within
     each root (roots in sorted order), each real file once."""
     paths = sysconfig.get_paths()
-    roots = sorted({paths["stdlib"], paths["purelib"], paths["platlib"], "/usr/include"})
+    roots = sorted({paths[k] for k in SOURCE_PATHS} | set(SOURCE_DIRS))
     seen, out = set(), []
     for root in roots:
         for p in sorted(Path(root).rglob("*")):
@@ -368,16 +371,15 @@ def source_corpus(n: int) -> Path:
     and re-encoded, so no byte is the separator."""
     d = CORPORA / f"source-{n}"
     if not (d / "corpus.json").exists():
-        chunks, total, files = [], 0, 0
+        chunks, total = [], 0
         for p in source_files():
             if total >= n:
                 break
             b = read_text(p).encode()
             chunks += [b"\xff", b]
             total += len(b) + 1
-            files += 1
         info = write_tokens(d, np.frombuffer(b"".join(chunks)[:n], np.uint8))
-        info.update(vocab=256, files=files, text_bytes=total - files)
+        info.update(vocab=256, files=len(chunks) // 2)
         (d / "corpus.json").write_text(json.dumps(info))
     return d
 
