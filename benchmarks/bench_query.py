@@ -131,40 +131,26 @@ def heldout_prompts(docs, k: int, rng) -> list[tuple[list[int], int]]:
 
 # ---------------------------------------------------------------- helpers
 
-def timed_rows(results: dict, rows: dict, engines: dict, warmup: int = 20,
-               rounds: int = 10) -> dict:
-    """Time ``calls[tool](*args)`` for every row ``key: (calls, args_list)`` and
-    every tool with a call (after ``warmup`` untimed calls). Rows and tools
-    take turns over ``rounds`` slices of their arguments, so each meets the
-    machine in the same phases (this VM's speed drifts up to 2x within
-    minutes). Stats and ratios (peer median / ours median) go under
-    results[key]; returns results."""
-    jobs = {}
-    for key, (calls, args_list) in rows.items():
-        for tool, fn in calls.items():
-            if tool in engines and fn is not None:
-                for a in args_list[:min(warmup, len(args_list))]:
-                    fn(*a)
-                jobs[key, tool] = (fn, args_list, [])
-    for r in range(rounds):
-        for fn, args_list, ns in jobs.values():
-            ns.append(c.time_calls(fn, args_list[r::rounds]))
-    for key in rows:
-        row = {tool: c.stats_us(np.concatenate(ns))
-               for (k, tool), (_, _, ns) in jobs.items() if k == key}
-        if "ours" in row:
-            for tool in row:
-                if tool != "ours":
-                    row[tool]["ratio_vs_ours"] = row[tool]["median_us"] / row["ours"]["median_us"]
-        results[key] = row
-        print(f"  {key:28} " + "  ".join(f"{t} {v['median_us']:.1f}/{v['p99_us']:.1f} µs"
-                                         for t, v in row.items()), flush=True)
-    return results
-
-
-def timed(results: dict, key: str, engines: dict, calls: dict, args_list) -> dict:
-    """One row of :func:`timed_rows`; returns it."""
-    return timed_rows(results, {key: (calls, args_list)}, engines)[key]
+def timed(results: dict, key: str, engines: dict, calls: dict, args_list,
+          warmup: int = 20) -> dict:
+    """Time calls[tool](*args) for every tool with a call (after ``warmup``
+    untimed calls); store stats and ratios (peer median / ours median) under
+    results[key]."""
+    row = {}
+    for tool, fn in calls.items():
+        if tool not in engines or fn is None:
+            continue
+        for a in args_list[:min(warmup, len(args_list))]:
+            fn(*a)
+        row[tool] = c.stats_us(c.time_calls(fn, args_list))
+    if "ours" in row:
+        for tool in row:
+            if tool != "ours":
+                row[tool]["ratio_vs_ours"] = row[tool]["median_us"] / row["ours"]["median_us"]
+    results[key] = row
+    print(f"  {key:28} " + "  ".join(f"{t} {v['median_us']:.1f}/{v['p99_us']:.1f} µs"
+                                     for t, v in row.items()), flush=True)
+    return row
 
 
 def agree(a, b) -> float:
@@ -197,20 +183,20 @@ def bench(d: Path, engines: dict, tokens: np.ndarray, held: list, k: int, rng) -
     res["errors"] = {}
     pools = {n: ngrams(tokens, n, k, rng) for n in COUNT_NS}
 
-    def stage_count():  # count, single calls, every n in the same rounds
-        calls = {"ours": ours.count, "infini-gram": ig and (lambda q: ig.count(q)["count"]),
-                 "tokengrams": tg and tg.count}
-        rows = {f"count n={n}": (calls, [(q,) for q in qs]) for n, qs in pools.items()}
-        rows["count n=5, query as int64 array"] = (
-            {"ours": ours.count}, [(np.asarray(q, dtype=np.int64),) for q in pools[5]])
-        timed_rows(res, rows, engines)
+    def stage_count():  # count, single calls
         for n, qs in pools.items():
+            args = [(q,) for q in qs]
+            timed(res, f"count n={n}", engines,
+                  {"ours": ours.count, "infini-gram": ig and (lambda q: ig.count(q)["count"]),
+                   "tokengrams": tg and tg.count}, args)
             mine = [ours.count(q) for q in qs]
             if ig:
                 checks[f"count n={n} == infini-gram"] = agree(
                     mine, [ig.count(q)["count"] for q in qs])
             if tg:
                 checks[f"count n={n} == tokengrams"] = agree(mine, [tg.count(q) for q in qs])
+        arrays = [(np.asarray(q, dtype=np.int64),) for q in pools[5]]
+        timed(res, "count n=5, query as int64 array", engines, {"ours": ours.count}, arrays)
 
     def stage_count_many():  # count_many: queries/s
         big = {n: ngrams(tokens, n, 4 * k, rng) for n in COUNT_NS}  # 20 k queries in all
@@ -436,9 +422,7 @@ def report(data: dict, heading: str = "## Queries") -> str:
              f"Index: {data['corpus']} ({data['tokens']:,} tokens, {data['docs']:,} documents), "
              f"table.0 built by {data['built_by']}; all three engines in one process, queries as "
              f"Python lists, one call at a time after a warm-up; {data['k']} queries per row "
-             "unless noted, the engines (and for count, every n) taking turns over 10 rounds so "
-             "that all meet the machine in the same phases. Ratio = peer median / our median "
-             "(> 1: we are faster).", ""]
+             "unless noted. Ratio = peer median / our median (> 1: we are faster).", ""]
     rows = []
     for key, row in r.items():
         if not isinstance(row, dict) or "ours" not in row or "median_us" not in row["ours"]:
