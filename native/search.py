@@ -412,7 +412,8 @@ def _count_run(tokens, table, pointer, bucket, sample, step, flat, bounds, order
                     _put(state, t, j, phase, x0, x1, y0, y1, depth)
                     busy += phase != DONE
         for t in range(g):
-            out[state[t, 0]] = state[t, 4] - state[t, 2]
+            j, _, x0, _, y0, _, _ = _get(state, t)
+            out[j] = y0 - x0
 
 
 @pjit

@@ -411,7 +411,8 @@ def test_wide_table_entries(tmp_path, pointer):
 @pytest.mark.parametrize("width", [1, 2, 4])
 @pytest.mark.parametrize("pointer", [None, 5])
 def test_ntd_many_next_tokens(tmp_path, width, pointer):
-    """A prompt followed by thousands of distinct tokens (width 1: all 254):
+    """A prompt followed by thousands of distinct tokens (width 1: all 255 ids
+    below the separator):
     every bisection level has far more open intervals than the prefetch
     distance (``ks.AHEAD``), and the tally still matches the oracle."""
     rng = np.random.default_rng(width)
