@@ -61,21 +61,28 @@ def _emit(as_json: bool, data, human: str) -> None:
     click.echo(json.dumps(_jsonable(data)) if as_json else human)
 
 
-def _query(engine, text, ids):
-    """The query as given: token ids from --ids, else the text argument."""
+def _open_query(args, ids):
+    """(engine, query) of a query command's ``INDEX... [TEXT]`` arguments:
+    every argument names an index directory, except the last one, which is
+    the text unless --ids gives the query as token ids."""
     if ids is not None:
         try:
-            return [int(t) for t in ids.replace(",", " ").split()]
+            query = [int(t) for t in ids.replace(",", " ").split()]
         except ValueError:
             raise click.BadParameter(f"--ids {ids!r} must be integers separated by spaces or commas")
-    if text is None:
-        raise click.UsageError("give a TEXT argument or --ids")
-    return text
+        return open_index(list(args)), query
+    if len(args) < 2:
+        raise click.UsageError("give INDEX... TEXT (one or more index directories, then the "
+                               "text), or the query as --ids")
+    return open_index(list(args[:-1])), args[-1]
 
 
 json_opt = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 ids_opt = click.option("--ids", help="Token ids instead of text, e.g. '17 4 99'.")
 index_arg = click.argument("index", type=click.Path(file_okay=False))
+indexes_arg = click.argument("indexes", nargs=-1, required=True, metavar="INDEX...",
+                             type=click.Path(file_okay=False))
+query_args = click.argument("args", nargs=-1, required=True, metavar="INDEX... [TEXT]")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -114,7 +121,7 @@ def build(inputs, output, model, train, use_bytes, text_field, text_suffixes, sh
                          train_vocab=train, text_field=text_field,
                          text_suffixes=text_suffixes, shard_tokens=shard_tokens,
                          max_memory=max_memory, threads=threads, quiet=quiet)
-    _info(str(path), as_json)
+    _info([path], as_json)
 
 
 @main.command()
@@ -158,48 +165,46 @@ def train_tokenizer(inputs, output, vocab_size, text_field, sample, as_json):
           f"wrote {output} ({tok.vocab_size} pieces)")
 
 
-def _info(path, as_json):
-    eng = open_index(path)
+def _info(paths, as_json):
+    eng = open_index(list(paths))
     m = eng.manifest
-    data = {"path": path, "tokens": eng.n_tokens, "documents": eng.n_docs,
+    data = {"paths": [str(p) for p in eng.paths], "tokens": eng.n_tokens, "documents": eng.n_docs,
             "shards": len(eng.shards), "token_width": eng.token_width,
             "vocab_size": eng.vocab_size, "tokenizer": m.tokenizer["kind"] if m else "given"}
     _emit(as_json, data, "\n".join(f"{k:12} {v}" for k, v in data.items()))
 
 
 @main.command()
-@index_arg
+@indexes_arg
 @json_opt
 @_command
-def info(index, as_json):
-    """Summarise an index."""
-    _info(index, as_json)
+def info(indexes, as_json):
+    """Summarise an index (or several opened as one)."""
+    _info(indexes, as_json)
 
 
 @main.command()
-@index_arg
-@click.argument("text", required=False)
+@query_args
 @ids_opt
 @json_opt
 @_command
-def count(index, text, ids, as_json):
+def count(args, ids, as_json):
     """Count occurrences of TEXT (or --ids) in the index."""
-    eng = open_index(index)
-    n = eng.count(_query(eng, text, ids))
+    eng, q = _open_query(args, ids)
+    n = eng.count(q)
     _emit(as_json, {"count": n}, str(n))
 
 
 @main.command()
-@index_arg
-@click.argument("text", required=False)
+@query_args
 @click.option("--next-id", type=int, required=True, help="The next token's id.")
 @ids_opt
 @json_opt
 @_command
-def prob(index, text, next_id, ids, as_json):
+def prob(args, next_id, ids, as_json):
     """P(next token | TEXT) from n-gram counts."""
-    eng = open_index(index)
-    r = eng.prob(_query(eng, text, ids), next_id)
+    eng, q = _open_query(args, ids)
+    r = eng.prob(q, next_id)
     _emit(as_json, r, f"{r.prob:.6g} ({r.cont_count} / {r.prompt_count})")
 
 
@@ -214,31 +219,28 @@ def _dist_lines(eng, r, top):
 
 
 @main.command()
-@index_arg
-@click.argument("text", required=False)
+@query_args
 @ids_opt
 @click.option("--top", default=10, show_default=True, help="Rows to print.")
 @json_opt
 @_command
-def ntd(index, text, ids, top, as_json):
+def ntd(args, ids, top, as_json):
     """Exact next-token distribution after TEXT."""
-    eng = open_index(index)
-    r = eng.ntd(_query(eng, text, ids))
+    eng, q = _open_query(args, ids)
+    r = eng.ntd(q)
     _emit(as_json, r, _dist_lines(eng, r, top))
 
 
 @main.command()
-@index_arg
-@click.argument("text", required=False)
+@query_args
 @ids_opt
 @click.option("--next-id", type=int, help="Print P∞(next | TEXT) instead of the distribution.")
 @click.option("--top", default=10, show_default=True, help="Rows to print.")
 @json_opt
 @_command
-def infgram(index, text, ids, next_id, top, as_json):
+def infgram(args, ids, next_id, top, as_json):
     """∞-gram next-token distribution (or probability) after TEXT."""
-    eng = open_index(index)
-    q = _query(eng, text, ids)
+    eng, q = _open_query(args, ids)
     if next_id is not None:
         r = eng.infgram_prob(q, next_id)
         _emit(as_json, r, f"{r.prob:.6g} ({r.cont_count} / {r.prompt_count}, "
@@ -249,31 +251,34 @@ def infgram(index, text, ids, next_id, top, as_json):
 
 
 @main.command()
-@index_arg
-@click.argument("text", required=False)
+@query_args
 @ids_opt
 @click.option("--limit", default=10, show_default=True, help="Most documents to list.")
 @json_opt
 @_command
-def search(index, text, ids, limit, as_json):
+def search(args, ids, limit, as_json):
     """Documents containing TEXT, in index order."""
-    eng = open_index(index)
-    r = eng.search_docs(_query(eng, text, ids), limit=limit)
+    eng, q = _open_query(args, ids)
+    r = eng.search_docs(q, limit=limit)
     lines = [f"{r.count} occurrences in {r.n_docs} documents"]
     lines += [f"doc {h.doc_ix} at token {h.position}" for h in r.docs]
     _emit(as_json, r, "\n".join(lines))
 
 
 @main.command()
-@index_arg
-@click.argument("doc_ix", type=int)
+@click.argument("args", nargs=-1, required=True, metavar="INDEX... DOC_IX")
 @click.option("--around", type=int, help="Token position to centre a window on.")
 @click.option("--window", type=int, help="Tokens each side of --around.")
 @json_opt
 @_command
-def doc(index, doc_ix, around, window, as_json):
-    """Print document DOC_IX (or a window of it)."""
-    eng = open_index(index)
+def doc(args, around, window, as_json):
+    """Print document DOC_IX (or a window of it); numbers continue across
+    the indexes in the order given."""
+    if len(args) < 2:
+        raise click.UsageError("give INDEX... DOC_IX (one or more index directories, then "
+                               "the document number)")
+    doc_ix = click.INT.convert(args[-1], None, None)
+    eng = open_index(list(args[:-1]))
     d = eng.get_doc(doc_ix, window=window, around=around)
     human = (f"# doc {d.doc_ix}, {len(d.tokens)} tokens, metadata {json.dumps(d.metadata)}\n"
              + (d.text if d.text is not None else " ".join(map(str, d.tokens.tolist()))))

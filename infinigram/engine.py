@@ -198,9 +198,10 @@ def _sample_step(n: int) -> int:
     return step
 
 
-def open(path: str | os.PathLike, token_width: int | None = None,  # noqa: A001
+def open(path, token_width: int | None = None,  # noqa: A001
          tokenizer=None) -> "Engine":
-    """Open an index read-only.
+    """Open an index read-only; ``path`` is its directory, or a list of
+    directories opened as one engine (see :func:`open_many`).
 
     With ``manifest.json`` everything comes from it (``token_width``, if
     given, must agree; ``tokenizer``, if given, replaces the manifest's for
@@ -208,6 +209,8 @@ def open(path: str | os.PathLike, token_width: int | None = None,  # noqa: A001
     ``token_width`` is given; ``tokenizer`` is ``"bytes"``, the path of a
     sentencepiece ``.model`` (or a Tokenizer), or None for token ids only.
     """
+    if isinstance(path, (list, tuple)):
+        return open_many(path, token_width, tokenizer)
     from .tokenizer import resolve_tokenizer
     path = Path(path)
     tok = None if tokenizer is None else resolve_tokenizer(tokenizer)
@@ -218,31 +221,70 @@ def open(path: str | os.PathLike, token_width: int | None = None,  # noqa: A001
                 f"token_width={token_width} was given but {path / fmt.MANIFEST} records "
                 f"{manifest.token_width}; leave token_width out for indexes with a manifest")
         shards = fmt.open_index(path, manifest=manifest)
-        return Engine(path, shards, manifest.token_width, manifest.vocab_size,
-                      manifest.tokenizer, manifest, tok)
+        return Engine((path,), shards, manifest.token_width, manifest.vocab_size,
+                      manifest.tokenizer, (manifest,), tok)
     fmt.token_dtype(token_width)
     shards = fmt.open_index(path, width=token_width)
     vocab = fmt.separator(token_width)
     if tok is not None and tok.kind != "none":
         vocab = min(tok.vocab_size, vocab)
     spec = tok.spec() if tok is not None else {"kind": "none"}
-    return Engine(path, shards, token_width, vocab, spec, None, tok)
+    return Engine((path,), shards, token_width, vocab, spec, (None,), tok)
+
+
+def open_many(paths, token_width: int | None = None, tokenizer=None) -> "Engine":
+    """Open several indexes as one engine: every query answers as over the
+    concatenated corpora (shards and document numbers continue in the order
+    of ``paths``), so an index built later over new data is added without a
+    rebuild. The indexes must share token width and tokenizer (and the
+    vocabulary, unless they hold token ids only: then the largest is used)."""
+    if not paths:
+        raise IndexFormatError("no index directory given; pass one or more index directories")
+    engines = [open(p, token_width, tokenizer) for p in paths]
+    first = engines[0]
+    for other in engines[1:]:
+        _check_combinable(first, other)
+    return Engine(tuple(p for e in engines for p in e.paths),
+                  [s for e in engines for s in e.shards], first.token_width,
+                  max(e.vocab_size for e in engines), first._spec,
+                  tuple(m for e in engines for m in e.manifests), first._tokenizer)
+
+
+def _tokenizer_key(spec: dict) -> tuple:
+    """What makes two tokenizer specs the same tokenizer (not its file name)."""
+    return spec.get("kind"), spec.get("sha256")
+
+
+def _check_combinable(a: "Engine", b: "Engine") -> None:
+    """Raise unless ``b`` can be queried together with ``a``."""
+    fix = "open them separately, or rebuild one with the other's tokenizer"
+    if a.token_width != b.token_width:
+        problem = f"token width {a.token_width} vs {b.token_width}"
+    elif _tokenizer_key(a._spec) != _tokenizer_key(b._spec):
+        problem = f"tokenizer {_tokenizer_key(a._spec)} vs {_tokenizer_key(b._spec)}"
+    elif a._spec.get("kind") != "none" and a.vocab_size != b.vocab_size:
+        problem = f"vocabulary size {a.vocab_size} vs {b.vocab_size}"
+    else:
+        return
+    raise IndexFormatError(f"indexes {a.path} and {b.path} cannot be combined: {problem}; {fix}")
 
 
 class Engine:
     """An opened index. Queries take text (str, or UTF-8 bytes) tokenized
     with the index's tokenizer, a list of ints, or a 1-D integer array."""
 
-    def __init__(self, path: Path, shards: list[fmt.Shard], width: int, vocab_size: int,
-                 tokenizer_spec: dict, manifest: fmt.Manifest | None, tokenizer=None):
-        self.path = path
+    def __init__(self, paths: tuple[Path, ...], shards: list[fmt.Shard], width: int,
+                 vocab_size: int, tokenizer_spec: dict,
+                 manifests: tuple[fmt.Manifest | None, ...], tokenizer=None):
+        self.paths = paths
+        self.path = paths[0]
         self._shards = tuple(shards)
         self._searchers = tuple(ShardSearcher(s) for s in shards)
         self._width = width
         self._vocab = vocab_size
         self._spec = tokenizer_spec
         self._tokenizer = tokenizer  # loaded from the spec on first use when None
-        self._manifest = manifest
+        self._manifests = manifests
         docs = np.array([s.n_docs for s in shards], dtype=np.int64)
         self._doc_base = np.concatenate([[0], np.cumsum(docs)])
 
@@ -279,8 +321,13 @@ class Engine:
 
     @property
     def manifest(self) -> fmt.Manifest | None:
-        """The manifest; None for an index built by infini-gram."""
-        return self._manifest
+        """The (first) index's manifest; None for an index built by infini-gram."""
+        return self._manifests[0]
+
+    @property
+    def manifests(self) -> tuple[fmt.Manifest | None, ...]:
+        """The manifest of each index directory in ``paths``."""
+        return self._manifests
 
     @property
     def tokenizer(self):
@@ -456,7 +503,7 @@ class Engine:
     def find(self, q) -> FindResult:
         """Total count and the suffix-array range of ``q`` in every shard."""
         ids = self._ids(q)
-        ranges = tuple((s.shard.index, *s.range(ids)) for s in self._searchers)
+        ranges = tuple((k, *s.range(ids)) for k, s in enumerate(self._searchers))
         return FindResult(sum(e - b for _, b, e in ranges), ranges)
 
     # ---- probabilities ----------------------------------------------------

@@ -13,7 +13,8 @@ import numpy as np
 @dataclasses.dataclass(frozen=True)
 class FindResult:
     """Occurrences of an n-gram: total count and, per shard, the suffix-array
-    range ``(shard, start, end)`` holding them (``end - start`` of them)."""
+    range ``(shard, start, end)`` holding them (``end - start`` of them);
+    ``shard`` numbers the engine's shards, across all its index directories."""
 
     count: int
     ranges: tuple[tuple[int, int, int], ...]

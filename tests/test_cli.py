@@ -87,3 +87,20 @@ def test_real_subprocess(index):
     out = subprocess.run([sys.executable, "-m", "infinigram", "count", index, "cat", "--json"],
                          capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == {"count": 2}
+
+
+def test_several_indexes_answer_as_one(index, tmp_path):
+    src = tmp_path / "more.jsonl"
+    src.write_text(json.dumps({"text": "the cat sat again"}) + "\n")
+    assert run("build", src, "-o", tmp_path / "more", "--bytes", "--quiet").exit_code == 0
+    both = [index, tmp_path / "more"]
+    assert run("count", *both, "the cat").output.strip() == "3"
+    ids = " ".join(str(b) for b in b"sat")
+    assert json.loads(run("count", *both, "--ids", ids, "--json").output) == {"count": 3}
+    r = json.loads(run("search", *both, "sat", "--json").output)
+    assert [h["doc_ix"] for h in r["docs"]] == [0, 2, 3]
+    assert json.loads(run("doc", *both, 3, "--json").output)["text"] == "the cat sat again"
+    info = json.loads(run("info", *both, "--json").output)
+    assert info["documents"] == 4 and info["paths"] == [str(p) for p in both]
+    res = run("count", index)
+    assert res.exit_code == 2 and "INDEX... TEXT" in res.output
