@@ -188,6 +188,60 @@ class ShardSearcher:
         """Local document index of each token index."""
         return np.searchsorted(self.doc_starts, pos, side="right") - 1
 
+    # ---- whole per-shard answers: what an engine fans out to every shard --
+    def prompt_range(self, ids: np.ndarray) -> tuple[int, int]:
+        """``range(ids)``, or every entry for the empty prompt."""
+        return self.range(ids) if len(ids) else (0, self.n)
+
+    def prob_counts(self, ids: np.ndarray, next_id: int) -> tuple[int, int]:
+        """``continuation`` of the prompt ``ids``: (total, count of next_id)."""
+        return self.continuation(len(ids), *self.prompt_range(ids), next_id)
+
+    def prompt_next_tokens(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``next_tokens`` of the prompt ``ids`` (empty: every real token)."""
+        return self.next_tokens(len(ids), *self.prompt_range(ids))
+
+    def doc_hits(self, ids: np.ndarray, limit: int) -> tuple[int, int, np.ndarray, np.ndarray]:
+        """(occurrences, documents holding ``ids``, the first ``limit`` of
+        those documents (local numbers, ascending), the token offset of the
+        first match in each)."""
+        pos = self.positions(ids)
+        docs, first = np.unique(self.doc_of(pos), return_index=True)
+        take = docs[:limit]
+        return len(pos), len(docs), take, pos[first[:limit]] - self.doc_starts[take] - 1
+
+    def cnf_count(self, clauses: list, window: int) -> int:
+        """``Engine.count_cnf`` over this shard (clauses of int64 id arrays)."""
+        pos = [np.unique(np.concatenate([self.positions(q) for q in c])) for c in clauses]
+        p = pos[0]
+        doc = self.doc_of(p)
+        begin = self.doc_starts[doc] + 1
+        end = np.append(self.doc_starts[1:], self.n)[doc]
+        lo = np.maximum(p - window, begin)
+        hi = np.minimum(p + window, end - 1)
+        keep = np.ones(len(p), dtype=bool)
+        for other in pos[1:]:
+            keep &= np.searchsorted(other, hi, "right") > np.searchsorted(other, lo, "left")
+        return int(keep.sum())
+
+    def doc_length(self, d: int) -> int:
+        """Tokens in local document ``d`` (its separator excluded)."""
+        starts = self.doc_starts
+        end = int(starts[d + 1]) if d + 1 < len(starts) else self.n
+        return end - int(starts[d]) - 1
+
+    def document(self, d: int, begin: int, end: int) -> tuple[np.ndarray, str | None]:
+        """Tokens [begin, end) of local document ``d`` (int64) and its
+        metadata line (None when the shard has none)."""
+        start = int(self.doc_starts[d]) + 1
+        tokens = np.array(self.shard.tokens[start + begin:start + end], dtype=np.int64)
+        shard = self.shard
+        if shard.metadata is None:
+            return tokens, None
+        mo = shard.metaoff
+        stop = int(mo[d + 1]) if d + 1 < len(mo) else len(shard.metadata)
+        return tokens, bytes(shard.metadata[int(mo[d]):stop]).decode("utf-8")
+
 
 def _sample_step(n: int) -> int:
     """Sample stride of a shard of n tokens: 16, doubled until the sample
@@ -285,14 +339,30 @@ class Engine:
         self._spec = tokenizer_spec
         self._tokenizer = tokenizer  # loaded from the spec on first use when None
         self._manifests = manifests
-        docs = np.array([s.n_docs for s in shards], dtype=np.int64)
-        self._doc_base = np.concatenate([[0], np.cumsum(docs)])
+        self._methods: dict[str, tuple] = {}
+        self._sizes = np.array([(s.n_tokens, s.n_docs) for s in shards], dtype=np.int64).reshape(-1, 2)
+        self._doc_base = np.concatenate([[0], np.cumsum(self._sizes[:, 1])])
+
+    def _fan(self, method: str, *args) -> list:
+        """``method(*args)`` of every shard's searcher, in shard order: the
+        one place where per-shard work runs (a Ray engine runs it where the
+        shards live); the query methods combine what it returns."""
+        return [f(*args) for f in self._methods.get(method) or self._bind(method)]
+
+    def _bind(self, method: str) -> tuple:
+        """Every searcher's bound ``method``, kept for the next query."""
+        found = self._methods[method] = tuple(getattr(s, method) for s in self._searchers)
+        return found
+
+    def _on(self, k: int, method: str, *args):
+        """``method(*args)`` of shard ``k``'s searcher alone."""
+        return getattr(self._searchers[k], method)(*args)
 
     # ---- properties -------------------------------------------------------
     @property
     def n_tokens(self) -> int:
         """Real tokens in the index (separators excluded)."""
-        return sum(s.n_tokens - s.n_docs for s in self._shards)
+        return int((self._sizes[:, 0] - self._sizes[:, 1]).sum())
 
     @property
     def n_docs(self) -> int:
@@ -456,13 +526,10 @@ class Engine:
         ids, low = self._fast_ids(q)
         if ids is None or not len(ids):  # the general path: text, other types, errors
             ids, low = self._ids(q), 0
-        total = 0
-        for s in self._searchers:
-            c = s.count(ids, low, self._vocab)
-            if c < 0:  # an id outside [low, vocab): the general path names it or clears it
-                return self.count(self._ids(q))
-            total += c
-        return int(total)
+        counts = self._fan("count", ids, low, self._vocab)
+        if -1 in counts:  # an id outside [low, vocab): the general path names it or clears it
+            return self.count(self._ids(q))
+        return int(sum(counts))
 
     def count_many(self, queries) -> np.ndarray:
         """Counts of many n-grams (int64). ``queries`` is a list of queries,
@@ -496,14 +563,14 @@ class Engine:
                 f"{type(queries).__name__}")
         order = ks.visit_order(flat, bounds, self._width)
         out = np.zeros(len(bounds) - 1, dtype=np.int64)
-        for s in self._searchers:
-            out += s.count_many(flat, bounds, order)
+        for counts in self._fan("count_many", flat, bounds, order):
+            out += counts
         return out
 
     def find(self, q) -> FindResult:
         """Total count and the suffix-array range of ``q`` in every shard."""
         ids = self._ids(q)
-        ranges = tuple((k, *s.range(ids)) for k, s in enumerate(self._searchers))
+        ranges = tuple((k, *r) for k, r in enumerate(self._fan("range", ids)))
         return FindResult(sum(e - b for _, b, e in ranges), ranges)
 
     # ---- probabilities ----------------------------------------------------
@@ -513,28 +580,15 @@ class Engine:
         (with both counts 0) when there is none. Empty prompt: unigram."""
         ids = self._ids(prompt, empty_ok=True)
         nid = self._next_id(next_id)
-        total = cont = 0
-        for s in self._searchers:
-            lo, hi = s.range(ids) if len(ids) else (0, s.n)
-            t, c = s.continuation(len(ids), lo, hi, nid)
-            total += t
-            cont += c
+        parts = self._fan("prob_counts", ids, nid)
+        total, cont = (sum(x) for x in zip(*parts)) if parts else (0, 0)
         return ProbResult(cont / total if total else float("nan"), total, cont)
 
     def ntd(self, prompt) -> NextTokenDist:
         """Exact distribution of the token following ``prompt`` (every
         distinct next token, no sampling); empty prompt: unigram."""
         ids = self._ids(prompt, empty_ok=True)
-        m = len(ids)
-        parts = [s.next_tokens(m, *(s.range(ids) if m else (0, s.n))) for s in self._searchers]
-        return _merge(parts, m)
-
-    def _longest(self, ids: np.ndarray):
-        """Global longest usable suffix length L and the shards' (searcher,
-        lo, hi) at L; L = -1 when the index holds no real token."""
-        found = [(s, *s.longest_usable(ids)) for s in self._searchers]
-        L = max((f[1] for f in found), default=-1)
-        return L, [(s, lo, hi) for s, l_s, lo, hi in found if l_s == L]
+        return _merge(self._fan("prompt_next_tokens", ids), len(ids))
 
     def infgram_prob(self, prompt, next_id) -> InfGramProb:
         """∞-gram P(next_id | prompt): backs off to the longest suffix of the
@@ -546,8 +600,7 @@ class Engine:
         nid = self._next_id(next_id)
         L = -1
         total = cont = 0
-        for s in self._searchers:
-            l_s, t, c = s.infgram_counts(ids, nid, low, self._vocab)
+        for l_s, t, c in self._fan("infgram_counts", ids, nid, low, self._vocab):
             if l_s == -2:  # an id outside [low, vocab): the general path names it or clears it
                 return self.infgram_prob(self._ids(prompt, empty_ok=True), next_id)
             if l_s > L:
@@ -560,8 +613,10 @@ class Engine:
     def infgram_ntd(self, prompt) -> NextTokenDist:
         """Exact next-token distribution on the prompt's longest usable suffix."""
         ids = self._ids(prompt, empty_ok=True)
-        L, at = self._longest(ids)
-        return _merge([s.next_tokens(L, lo, hi) for s, lo, hi in at], max(L, 0))
+        L = max(max((f[0] for f in self._fan("longest_usable", ids)), default=-1), 0)
+        # shards whose own longest usable suffix is shorter have no real
+        # token after the suffix of length L: they add nothing
+        return _merge(self._fan("prompt_next_tokens", ids[len(ids) - L:]), L)
 
     def infgram_ntd_many(self, contexts, dense: bool = False):
         """infgram_ntd of each context: a list of NextTokenDist, or with
@@ -584,7 +639,7 @@ class Engine:
         elif isinstance(max_context, (bool, np.bool_)) or not isinstance(max_context, (int, np.integer)) \
                 or max_context < 0:
             raise QueryError(f"max_context {max_context!r} must be a non-negative int or None")
-        parts = [s.score(seq, int(max_context)) for s in self._searchers]
+        parts = self._fan("score", seq, int(max_context))
         n = len(seq)
         if not parts:
             parts = [(np.full(n, -1), np.zeros(n, np.int64), np.zeros(n, np.int64),
@@ -616,33 +671,27 @@ class Engine:
             raise QueryError(f"limit {limit!r} must be a non-negative int")
         count = n_docs = 0
         hits: list[DocHit] = []
-        for s, base in zip(self._searchers, self._doc_base):
-            pos = s.positions(ids)
-            count += len(pos)
-            docs, first = np.unique(s.doc_of(pos), return_index=True)
-            n_docs += len(docs)
+        for (c, n, docs, offsets), base in zip(self._fan("doc_hits", ids, int(limit)), self._doc_base):
+            count += c
+            n_docs += n
             take = max(0, limit - len(hits))
-            for d, p in zip(docs[:take], pos[first[:take]]):
-                hits.append(DocHit(int(base + d), int(p - s.doc_starts[d] - 1)))
+            hits += (DocHit(int(base + d), int(o)) for d, o in zip(docs[:take], offsets[:take]))
         return SearchResult(count, n_docs, tuple(hits))
 
-    def _doc_span(self, doc_ix) -> tuple[ShardSearcher, int, int, int]:
-        """(searcher, local doc, first token index, end token index)."""
+    def _doc_shard(self, doc_ix) -> tuple[int, int]:
+        """(shard, local document number) of global document ``doc_ix``."""
         if isinstance(doc_ix, (bool, np.bool_)) or not isinstance(doc_ix, (int, np.integer)) \
                 or not 0 <= doc_ix < self.n_docs:
             raise QueryError(f"doc_ix {doc_ix!r} is not a document index; use an int in [0, {self.n_docs})")
         k = int(np.searchsorted(self._doc_base, doc_ix, side="right") - 1)
-        s = self._searchers[k]
-        d = int(doc_ix - self._doc_base[k])
-        starts = s.doc_starts
-        end = int(starts[d + 1]) if d + 1 < len(starts) else s.n
-        return s, d, int(starts[d]) + 1, end
+        return k, int(doc_ix - self._doc_base[k])
 
     def get_doc(self, doc_ix: int, window: int | None = None, around: int | None = None) -> Document:
         """Document ``doc_ix`` (global index): tokens, text (None for an
         ids-only index) and parsed metadata (None if absent). With
         ``around=position`` and ``window=w``: only tokens [position-w, position+w)."""
-        s, d, begin, end = self._doc_span(doc_ix)
+        k, d = self._doc_shard(doc_ix)
+        begin, end = 0, self._on(k, "doc_length", d)
         if (window is None) != (around is None):
             raise QueryError(f"get_doc got window={window!r}, around={around!r}; pass both or neither")
         if window is not None:
@@ -652,15 +701,10 @@ class Engine:
             if around > end - begin:
                 raise QueryError(
                     f"around={around} is past the end of document {doc_ix} ({end - begin} tokens)")
-            begin, end = max(begin, begin + around - window), min(end, begin + around + window)
-        tokens = np.array(s.shard.tokens[begin:end], dtype=np.int64)
+            begin, end = max(0, around - window), min(end, around + window)
+        tokens, meta = self._on(k, "document", d, begin, end)
         text = self.decode(tokens) if self.tokenizer is not None else None
-        meta = None
-        if s.shard.metadata is not None:
-            mo = s.shard.metaoff
-            stop = int(mo[d + 1]) if d + 1 < len(mo) else len(s.shard.metadata)
-            meta = json.loads(bytes(s.shard.metadata[int(mo[d]):stop]).decode("utf-8"))
-        return Document(int(doc_ix), tokens, text, meta)
+        return Document(int(doc_ix), tokens, text, None if meta is None else json.loads(meta))
 
     def count_cnf(self, cnf, window: int = 100) -> int:
         """Occurrences matching a CNF query (AND of ORs of n-grams).
@@ -677,20 +721,7 @@ class Engine:
         if isinstance(window, (bool, np.bool_)) or not isinstance(window, (int, np.integer)) or window < 0:
             raise QueryError(f"window {window!r} must be a non-negative int")
         clauses = [[self._ids(q) for q in clause] for clause in cnf]
-        total = 0
-        for s in self._searchers:
-            pos = [np.unique(np.concatenate([s.positions(q) for q in c])) for c in clauses]
-            p = pos[0]
-            doc = s.doc_of(p)
-            begin = s.doc_starts[doc] + 1
-            end = np.append(s.doc_starts[1:], s.n)[doc]
-            lo = np.maximum(p - window, begin)
-            hi = np.minimum(p + window, end - 1)
-            keep = np.ones(len(p), dtype=bool)
-            for other in pos[1:]:
-                keep &= np.searchsorted(other, hi, "right") > np.searchsorted(other, lo, "left")
-            total += int(keep.sum())
-        return total
+        return sum(self._fan("cnf_count", clauses, int(window)))
 
 
 def _flatten(queries):

@@ -400,7 +400,7 @@ def test_wide_table_entries(tmp_path, pointer):
     docs = random_docs(rng, 2, 12, 40)
     small = engine.open(make_index(tmp_path, docs, width=2, shards=2, vocab_size=fmt.separator(2)))
     shards = [dataclasses.replace(s, table=repacked(s, pointer), pointer=pointer) for s in small.shards]
-    eng = engine.Engine(small.path, shards, 2, fmt.separator(2), {"kind": "none"}, None)
+    eng = engine.Engine(small.paths, shards, 2, fmt.separator(2), {"kind": "none"}, (None,))
     for s in eng.searchers:
         assert s._table.dtype == (np.uint32 if pointer == 4 else np.uint8)
         s.step, s.sample_after = 2, 0
@@ -423,7 +423,7 @@ def test_ntd_many_next_tokens(tmp_path, width, pointer):
     if pointer:
         shards = [dataclasses.replace(s, table=repacked(s, pointer), pointer=pointer)
                   for s in eng.shards]
-        eng = engine.Engine(eng.path, shards, width, top, {"kind": "none"}, None)
+        eng = engine.Engine(eng.paths, shards, width, top, {"kind": "none"}, (None,))
     for step in (16, 2):
         for s in eng.searchers:
             s.step, s.sample_after, s._search = step, 0, None
