@@ -275,7 +275,8 @@ def doc(index, doc_ix, around, window, as_json):
     """Print document DOC_IX (or a window of it)."""
     eng = open_index(index)
     d = eng.get_doc(doc_ix, window=window, around=around)
-    human = (f"# doc {d.doc_ix}, {len(d.tokens)} tokens, metadata {json.dumps(d.metadata)}\n"
+    human = (f"# doc {d.doc_ix}, {len(d.tokens)} tokens, source {json.dumps(d.source)}, "
+             f"metadata {json.dumps(d.metadata)}\n"
              + (d.text if d.text is not None else " ".join(map(str, d.tokens.tolist()))))
     _emit(as_json, d, human)
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import format as fmt
+from . import corpus, format as fmt
 from .errors import IndexFormatError, QueryError, TokenizerError
 from .native import direct, search as ks
 from .results import (Document, DocHit, FindResult, InfGramProb, NextTokenDist, ProbResult,
@@ -593,7 +593,8 @@ class Engine:
 
     def get_doc(self, doc_ix: int, window: int | None = None, around: int | None = None) -> Document:
         """Document ``doc_ix`` (global index): tokens, text (None for an
-        ids-only index) and parsed metadata (None if absent). With
+        ids-only index), its own metadata fields and its source file and
+        line (see :class:`Document`). With
         ``around=position`` and ``window=w``: only tokens [position-w, position+w)."""
         s, d, begin, end = self._doc_span(doc_ix)
         if (window is None) != (around is None):
@@ -608,12 +609,13 @@ class Engine:
             begin, end = max(begin, begin + around - window), min(end, begin + around + window)
         tokens = np.array(s.shard.tokens[begin:end], dtype=np.int64)
         text = self.decode(tokens) if self.tokenizer is not None else None
-        meta = None
+        meta = source = None
         if s.shard.metadata is not None:
             mo = s.shard.metaoff
             stop = int(mo[d + 1]) if d + 1 < len(mo) else len(s.shard.metadata)
-            meta = json.loads(bytes(s.shard.metadata[int(mo[d]):stop]).decode("utf-8"))
-        return Document(int(doc_ix), tokens, text, meta)
+            meta, source = corpus.split_metadata(
+                json.loads(bytes(s.shard.metadata[int(mo[d]):stop]).decode("utf-8")))
+        return Document(int(doc_ix), tokens, text, meta, source)
 
     def count_cnf(self, cnf, window: int = 100) -> int:
         """Occurrences matching a CNF query (AND of ORs of n-grams).
