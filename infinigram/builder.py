@@ -147,22 +147,23 @@ def build_table(directory: Path, s: int, width: int, max_memory: int | None,
         np.zeros(0, fmt.token_dtype(width))
     parts = _plan(n, width, max_memory)
     try:
-        with open(tmp, "wb+") as f, storage.disk_errors(tmp):
-            storage.reserve(f, n * pointer)  # a full disk fails here, before the sort
-            if len(parts) <= 1:  # packed in the suffix array's own memory: no second copy
-                progress.start(f"sort shard {s}")
-                sa = sort.suffix_array(tokens)
-                if pointer > sa.itemsize:
-                    sa = sa.astype(np.int64)
-                storage.write_all(f, ptrs.pack_in_place(sa, width, pointer))
-                del sa
-            else:
-                out = np.memmap(f, dtype=np.uint8, mode="r+", shape=n * pointer)
-                _sort_in_parts(tokens, parts, pointer, out, directory, progress,
-                               f"sort shard {s}")
-                out.flush()
-                del out
-        fmt.commit(tmp, final)
+        with storage.disk_errors(tmp):
+            with open(tmp, "wb+") as f:
+                storage.reserve(f, n * pointer)  # a full disk fails here, before the sort
+                if len(parts) <= 1:  # packed in the suffix array's own memory: no copy
+                    progress.start(f"sort shard {s}")
+                    sa = sort.suffix_array(tokens)
+                    if pointer > sa.itemsize:
+                        sa = sa.astype(np.int64)
+                    storage.write_all(f, ptrs.pack_in_place(sa, width, pointer))
+                    del sa
+                else:
+                    out = np.memmap(f, dtype=np.uint8, mode="r+", shape=n * pointer)
+                    _sort_in_parts(tokens, parts, pointer, out, directory, progress,
+                                   f"sort shard {s}")
+                    out.flush()
+                    del out
+            fmt.commit(tmp, final)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -36,6 +36,11 @@ SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".jsonl.zst", ".json.zst
 
 DEFAULT_BATCH_BYTES = 8 << 20
 _MAGIC = {"gzip": b"\x1f\x8b", "zstd": b"\x28\xb5\x2f\xfd"}
+_CONTENT = {_MAGIC["gzip"]: ("gzip-compressed", ".jsonl.gz"),
+            _MAGIC["zstd"]: ("zstd-compressed", ".jsonl.zst"),
+            b"PAR1": ("a Parquet file", ".parquet"), b"ARROW1": ("an Arrow IPC file", ".arrow"),
+            b"\xff\xff\xff\xff": ("an Arrow IPC stream", ".arrow")}
+"""First bytes of the binary formats, to name what a misnamed file holds."""
 _TEXT_FIX = "name the text field with --text-field (text_field=)"
 PATH, LINENUM, METADATA = "path", "linenum", "metadata"
 """Keys of a metadata line: the source file, the line or row in it, and the
@@ -224,25 +229,36 @@ def _read_txt(path: Path):
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
+        _refuse_binary(path, raw[:8], "text")
         raise _error(
             f"{path} is not valid UTF-8 (bad byte {raw[e.start]:#04x} at offset {e.start}); "
             "re-encode it as UTF-8, e.g. `iconv -f latin1 -t utf-8`") from None
     yield [text], [metadata_line({}, path, 0)], len(raw)
 
 
-def _check_magic(path: Path, compression: str) -> None:
+def _check_magic(path: Path, compression: str | None) -> None:
+    """Refuse a file whose first bytes say it is not what its suffix says:
+    ``compression`` is the one expected (None for plain JSON Lines)."""
     with open(path, "rb") as f:
-        head = f.read(4)
-    if head and not head.startswith(_MAGIC[compression]):
+        head = f.read(8)
+    if compression and head and not head.startswith(_MAGIC[compression]):
         raise _error(
             f"{path} is not {compression}-compressed although its suffix says so; "
             "rename it to match its content (e.g. drop the compression suffix)")
+    if not compression:
+        _refuse_binary(path, head, "JSON Lines")
+
+
+def _refuse_binary(path: Path, head: bytes, expected: str) -> None:
+    for magic, (what, suffix) in _CONTENT.items():
+        if head.startswith(magic):
+            raise _error(f"{path} is {what}, not {expected} as its suffix says; rename it "
+                         f"to end in {suffix}")
 
 
 def _read_jsonl(path: Path, compression: str | None, text_field: str, chunk: int):
     import pyarrow as pa
-    if compression:
-        _check_magic(path, compression)
+    _check_magic(path, compression)
     raw = pa.OSFile(str(path))
     stream = pa.CompressedInputStream(raw, compression) if compression else raw
     line_no = 0

@@ -242,6 +242,22 @@ def test_bad_files(tmp_path, name, content, match):
     err(tmp_path / name, match)
 
 
+@pytest.mark.parametrize("name,kind,match", [
+    ("x.jsonl", "jsonl.gz", r"x\.jsonl is gzip-compressed, not JSON Lines.*end in \.jsonl\.gz"),
+    ("x.json", "jsonl.zst", r"x\.json is zstd-compressed, not JSON Lines.*\.jsonl\.zst"),
+    ("x.jsonl", "parquet", r"x\.jsonl is a Parquet file, not JSON Lines.*\.parquet"),
+    ("x.jsonl", "arrow", r"x\.jsonl is an Arrow IPC file, not JSON Lines.*\.arrow"),
+    ("x.jsonl", "arrows", r"x\.jsonl is an Arrow IPC stream, not JSON Lines.*\.arrow"),
+    ("x.txt", "jsonl.gz", r"x\.txt is gzip-compressed, not text as its suffix says"),
+    ("x.txt", "arrows", r"x\.txt is an Arrow IPC stream, not text"),
+    ("x.arrow", "parquet", r"x\.arrow is neither an Arrow IPC file nor stream"),
+    ("x.parquet", "arrow", r"x\.parquet is not a Parquet file"),
+    ("x.jsonl.gz", "jsonl.zst", r"x\.jsonl\.gz is not gzip-compressed"),
+])
+def test_content_that_is_not_what_the_suffix_says(tmp_path, name, kind, match):
+    err(write(tmp_path / name, RECORDS, kind), match)
+
+
 def test_truncated_gzip(tmp_path):
     data = gzip.compress(jsonl_bytes({"text": f"doc {i} " * 20} for i in range(2000)))
     (tmp_path / "t.jsonl.gz").write_bytes(data[: len(data) // 2])
