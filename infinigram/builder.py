@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, corpus, format as fmt, tokenizer as tk
+from . import __version__, corpus, format as fmt, storage, tokenizer as tk
 from .errors import BuildError, IndexFormatError
 from .native import cover, merge, ptrs, sort
 from .progress import Progress
@@ -56,7 +56,7 @@ def build(inputs, output, *, tokenizer=None, train_vocab: int | None = None,
     output.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_builds(output)
     work = output.parent / f".{output.name}.building-{os.getpid()}"
-    with _cleanup_on_failure(work):
+    with _cleanup_on_failure(work), storage.disk_errors(work):
         work.mkdir()
         if train_vocab is not None:
             tok = train_tokenizer(files, work / fmt.TOKENIZER_FILE, train_vocab,
@@ -145,22 +145,28 @@ def build_table(directory: Path, s: int, width: int, max_memory: int | None,
     tmp = fmt.temp_path(final)
     tokens = np.memmap(src, dtype=fmt.token_dtype(width), mode="r") if n else \
         np.zeros(0, fmt.token_dtype(width))
-    with _disk_errors(tmp):
-        parts = _plan(n, width, max_memory)
-        if len(parts) <= 1:  # packed in the suffix array's own memory: no second copy
-            progress.start(f"sort shard {s}")
-            sa = sort.suffix_array(tokens)
-            if pointer > sa.itemsize:
-                sa = sa.astype(np.int64)
-            with open(tmp, "wb") as f:
-                f.write(ptrs.pack_in_place(sa, width, pointer))
-            del sa
-        else:
-            out = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=n * pointer)
-            _sort_in_parts(tokens, parts, pointer, out, directory, progress, f"sort shard {s}")
-            out.flush()
-            del out
-        fmt.commit(tmp, final)
+    parts = _plan(n, width, max_memory)
+    try:
+        with storage.disk_errors(tmp):
+            with open(tmp, "wb+") as f:
+                storage.reserve(f, n * pointer)  # a full disk fails here, before the sort
+                if len(parts) <= 1:  # packed in the suffix array's own memory: no copy
+                    progress.start(f"sort shard {s}")
+                    sa = sort.suffix_array(tokens)
+                    if pointer > sa.itemsize:
+                        sa = sa.astype(np.int64)
+                    storage.write_all(f, ptrs.pack_in_place(sa, width, pointer))
+                    del sa
+                else:
+                    out = np.memmap(f, dtype=np.uint8, mode="r+", shape=n * pointer)
+                    _sort_in_parts(tokens, parts, pointer, out, directory, progress,
+                                   f"sort shard {s}")
+                    out.flush()
+                    del out
+            fmt.commit(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     progress.update(n, n, "tok", force=True)
     progress.finish(f"sorted {n} tokens")
 
@@ -187,8 +193,9 @@ def _sort_in_parts(tokens, parts, pointer, out, directory, progress, phase) -> N
         progress.finish(f"ranked {int((sample[0] >= 0).sum())} sampled suffixes")
         progress.start(f"{phase}: sort {len(parts)} parts")
         with open(path, "wb") as f:
+            storage.reserve(f, n * sort.sa_dtype(n).itemsize)
             for lo, hi in parts:
-                merge.sort_part(tokens, lo, hi, sample).tofile(f)
+                storage.write_all(f, merge.sort_part(tokens, lo, hi, sample))
                 progress.update(hi, n, "tok")
         progress.finish(f"sorted {len(parts)} parts")
         flat = np.memmap(path, dtype=sort.sa_dtype(n), mode="r")  # sort_part's dtype
@@ -246,40 +253,39 @@ class _ShardWriter:
             self._open()
             tokens, docs = 0, 0
         f = self.files
-        f["offset"].write(np.uint64(self.tok_bytes).tobytes())
-        f["metaoff"].write(np.uint64(self.meta_bytes).tobytes())
-        f["tokenized"].write(self.sep.tobytes())
-        f["tokenized"].write(ids.astype(self.sep.dtype, copy=False).tobytes())
         line = (meta + "\n").encode("utf-8")
-        f["metadata"].write(line)
+        storage.write_all(f["offset"], np.uint64(self.tok_bytes).tobytes())
+        storage.write_all(f["metaoff"], np.uint64(self.meta_bytes).tobytes())
+        storage.write_all(f["tokenized"], self.sep.tobytes()
+                          + ids.astype(self.sep.dtype, copy=False).tobytes())
+        storage.write_all(f["metadata"], line)
         self.tok_bytes += (1 + len(ids)) * self.width
         self.meta_bytes += len(line)
         self.counts[-1] = (tokens + 1 + len(ids), docs + 1)
 
     def close(self) -> None:
-        if self.files:
-            for f in self.files.values():
+        files, self.files = self.files or {}, None
+        for f in files.values():
+            with storage.disk_errors(f.name):
                 f.close()
-        self.files = None
 
 
 def _write_tokens(batches, total, tok, width, shard_tokens, threads, work, progress):
     progress.start("tokenize")
     tokens = 0
     writer = _ShardWriter(work, width, shard_tokens)
-    with _disk_errors(work):
-        try:
-            stream = tk.encode_stream(batches, tok, threads)
-            for batch, encoded in stream:
-                for ids, meta in zip(encoded, batch.metadata):
-                    writer.add(ids, meta)
-                    tokens += len(ids)
-                progress.update(batch.done_bytes, total, "B")
-            if not writer.counts:
-                raise BuildError("the corpus holds no documents; give files with at least "
-                                 "one record")
-        finally:
-            writer.close()
+    try:
+        stream = tk.encode_stream(batches, tok, threads)
+        for batch, encoded in stream:
+            for ids, meta in zip(encoded, batch.metadata):
+                writer.add(ids, meta)
+                tokens += len(ids)
+            progress.update(batch.done_bytes, total, "B")
+        if not writer.counts:
+            raise BuildError("the corpus holds no documents; give files with at least "
+                             "one record")
+    finally:
+        writer.close()
     progress.finish(f"{tokens} tokens in {sum(d for _, d in writer.counts)} documents, "
                     f"{len(writer.counts)} shard(s)")
     return writer.counts
@@ -299,8 +305,12 @@ def _finish(directory, width, vocab, spec, counts, settings, progress) -> None:
     manifest = fmt.Manifest(token_width=width, vocab_size=vocab, tokenizer=spec,
                             shards=tuple(shards), build=settings,
                             library=f"infinigram {__version__}")
-    with _disk_errors(directory):
-        fmt.write_manifest(directory, manifest)
+    try:
+        with storage.disk_errors(directory / fmt.MANIFEST):
+            fmt.write_manifest(directory, manifest)
+    except BaseException:
+        fmt.temp_path(directory / fmt.MANIFEST).unlink(missing_ok=True)
+        raise
     progress.finish("manifest written")
 
 
@@ -348,17 +358,4 @@ def _cleanup_on_failure(work: Path):
         yield
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
-        raise
-
-
-@contextmanager
-def _disk_errors(path):
-    """Turn a full disk into a BuildError that names the place and the fix."""
-    try:
-        yield
-    except OSError as e:
-        if e.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise BuildError(errno.ENOSPC, f"disk full while writing under {path}: free some "
-                             "space or choose another output directory; the partial build "
-                             "was removed") from e
         raise

@@ -280,7 +280,8 @@ def doc(args, around, window, as_json):
     doc_ix = click.INT.convert(args[-1], None, None)
     eng = open_index(list(args[:-1]))
     d = eng.get_doc(doc_ix, window=window, around=around)
-    human = (f"# doc {d.doc_ix}, {len(d.tokens)} tokens, metadata {json.dumps(d.metadata)}\n"
+    human = (f"# doc {d.doc_ix}, {len(d.tokens)} tokens, source {json.dumps(d.source)}, "
+             f"metadata {json.dumps(d.metadata)}\n"
              + (d.text if d.text is not None else " ".join(map(str, d.tokens.tolist()))))
     _emit(as_json, d, human)
 

@@ -20,9 +20,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator
 
+from . import format as fmt
 from .errors import CorpusError
 
 if TYPE_CHECKING:
@@ -34,16 +36,24 @@ SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".jsonl.zst", ".json.zst
 
 DEFAULT_BATCH_BYTES = 8 << 20
 _MAGIC = {"gzip": b"\x1f\x8b", "zstd": b"\x28\xb5\x2f\xfd"}
+_CONTENT = {_MAGIC["gzip"]: ("gzip-compressed", ".jsonl.gz"),
+            _MAGIC["zstd"]: ("zstd-compressed", ".jsonl.zst"),
+            b"PAR1": ("a Parquet file", ".parquet"), b"ARROW1": ("an Arrow IPC file", ".arrow"),
+            b"\xff\xff\xff\xff": ("an Arrow IPC stream", ".arrow")}
+"""First bytes of the binary formats, to name what a misnamed file holds."""
 _TEXT_FIX = "name the text field with --text-field (text_field=)"
+PATH, LINENUM, METADATA = "path", "linenum", "metadata"
+"""Keys of a metadata line: the source file, the line or row in it, and the
+document's own fields."""
+_ENVELOPE = {PATH, LINENUM, METADATA}
 
 
 @dataclasses.dataclass
 class DocBatch:
     """Documents read from the corpus, in corpus order.
 
-    ``metadata[i]`` is one JSON object (a str without newline) holding every
-    field of document ``i`` except the text, plus ``"path"`` (its file) and
-    ``"line"`` (0-based record number in that file). ``nbytes`` is the UTF-8
+    ``metadata[i]`` is document ``i``'s metadata line (a str without
+    newline, see :func:`metadata_line`). ``nbytes`` is the UTF-8
     size of the texts; ``done_bytes`` is how many bytes of the input files
     have been consumed so far, counted like :func:`total_bytes` (for an ETA).
     """
@@ -55,6 +65,12 @@ class DocBatch:
 
     def __len__(self) -> int:
         return len(self.texts)
+
+
+def _error(message: str) -> CorpusError:
+    """A CorpusError on one line (pyarrow's messages and odd file names may
+    hold line breaks)."""
+    return CorpusError(" ".join(filter(None, map(str.strip, message.splitlines()))))
 
 
 def _kind(path: Path, text_suffixes: tuple[str, ...] = ()) -> str | None:
@@ -74,24 +90,52 @@ def list_files(paths: str | os.PathLike | Iterable[str | os.PathLike],
     """Corpus files named by ``paths``: files as given, directories searched
     recursively (sorted) for files with a supported suffix. Files ending in
     one of ``text_suffixes`` (e.g. ``".py"``) are read like ``.txt``: one
-    document per file."""
+    document per file. Index directories (holding ``tokenized.0``: a built
+    index, infini-gram's, or a build in progress) are never input: skipped
+    with a note on stderr when met in a search, an error when named."""
     text_suffixes = tuple(text_suffixes)
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     files: list[Path] = []
     for p in map(Path, paths):
+        index = p if p.is_dir() else p.parent
+        if _is_index(index):
+            raise _error(f"corpus path {p}: {index} is an index directory (it holds "
+                         f"{fmt.shard_path('', 'tokenized', 0)}), not corpus input; give "
+                         "the corpus files or directories instead")
         if p.is_dir():
-            files.extend(sorted(f for f in p.rglob("*") if f.is_file() and _kind(f, text_suffixes)))
+            files.extend(_search(p, text_suffixes))
         elif p.is_file():
             if _kind(p, text_suffixes) is None:
-                raise CorpusError(
+                raise _error(
                     f"{p} has an unsupported suffix; corpus files must end in "
                     f"{', '.join(SUFFIXES)} (rename it, convert it to JSON Lines, or "
                     "read it as one plain-text document with --text-suffix)")
             files.append(p)
         else:
-            raise CorpusError(f"corpus path {p} does not exist; check the path")
+            raise _error(f"corpus path {p} does not exist; check the path")
     return files
+
+
+def _is_index(directory: Path) -> bool:
+    """Whether ``directory`` holds index data (ours, infini-gram's, or a
+    build in progress), whose files are never corpus input."""
+    return fmt.shard_path(directory, "tokenized", 0).is_file()
+
+
+def _search(root: Path, text_suffixes: tuple[str, ...]) -> list[Path]:
+    """Corpus files under ``root``, skipping index directories (noted on stderr)."""
+    found = []
+    for directory, subdirs, names in os.walk(root):
+        directory = Path(directory)
+        if directory != root and _is_index(directory):
+            print(f"note: skipping {directory}: it holds an index, not corpus input",
+                  file=sys.stderr)
+            subdirs.clear()
+            continue
+        found += [directory / n for n in names
+                  if _kind(directory / n, text_suffixes) and (directory / n).is_file()]
+    return sorted(found)
 
 
 def total_bytes(files: Iterable[str | os.PathLike]) -> int:
@@ -106,7 +150,7 @@ def iter_batches(paths, text_field: str = "text", batch_bytes: int = DEFAULT_BAT
     reads as the empty document. Raises CorpusError naming the file and,
     where it can, the line or record."""
     if not isinstance(batch_bytes, int) or batch_bytes < 1:
-        raise CorpusError(f"batch_bytes={batch_bytes!r} must be a positive int")
+        raise _error(f"batch_bytes={batch_bytes!r} must be a positive int")
     text_suffixes = tuple(text_suffixes)
     files = list_files(paths, text_suffixes)
     texts: list[str] = []
@@ -116,8 +160,8 @@ def iter_batches(paths, text_field: str = "text", batch_bytes: int = DEFAULT_BAT
         size = os.path.getsize(path)
         for chunk_texts, chunk_metas, pos in _read_file(path, text_field, batch_bytes,
                                                               text_suffixes):
-            for i, text in enumerate(chunk_texts):
-                nbytes += _utf8_len(text, path, chunk_metas[i])
+            for text, meta in zip(chunk_texts, chunk_metas):
+                nbytes += _utf8_len(text, path, meta)
             texts += chunk_texts
             metas += chunk_metas
             if nbytes >= batch_bytes:
@@ -134,22 +178,38 @@ def _utf8_len(text: str, path: Path, meta: str) -> int:
     try:
         return len(text.encode("utf-8"))
     except UnicodeEncodeError as e:
-        where = json.loads(meta)["line"]
-        raise CorpusError(
-            f"{path} record {where}: the text holds a lone surrogate {text[e.start]!r} at "
+        where = json.loads(meta)[LINENUM] + 1
+        raise _error(
+            f"{path} line {where}: the text holds a lone surrogate {text[e.start]!r} at "
             f"character {e.start}, which is not valid UTF-8; fix the \\u escape in the file") from None
 
 
-def _meta(fields: dict, path: Path, line: int) -> str:
-    fields["path"] = str(path)
-    fields["line"] = line
-    out = json.dumps(fields, ensure_ascii=False, separators=(",", ":"), default=str)
+def metadata_line(fields: dict, path: Path, linenum: int) -> str:
+    """A document's metadata line, infini-gram's layout:
+    ``{"path": file, "linenum": n, "metadata": {...}}``. The document's own
+    fields (all but the text) sit untouched under ``"metadata"``, so none can
+    collide with the provenance; ``linenum`` is the 0-based line of a JSON
+    Lines file, the row of a Parquet/Arrow file, 0 for a one-document file.
+    Values JSON cannot hold (dates, bytes) are written as strings."""
+    record = {PATH: str(path), LINENUM: linenum, METADATA: fields}
+    out = json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=str)
     if not out.isascii():
         try:
             out.encode("utf-8")
         except UnicodeEncodeError:  # lone surrogate in a field: keep it escaped
-            out = json.dumps(fields, separators=(",", ":"), default=str)
+            out = json.dumps(record, separators=(",", ":"), default=str)
     return out
+
+
+def split_metadata(record) -> tuple[object, dict | None]:
+    """A parsed metadata line as (the document's own fields, its provenance
+    ``{"path", "linenum"}``). A line not in :func:`metadata_line`'s layout
+    (written by an older build or another tool) is all the document's own,
+    with no provenance."""
+    if isinstance(record, dict) and record.keys() == _ENVELOPE \
+            and isinstance(record[METADATA], dict):
+        return record[METADATA], {PATH: record[PATH], LINENUM: record[LINENUM]}
+    return record, None
 
 
 def _read_file(path: Path, text_field: str, chunk: int, text_suffixes: tuple[str, ...]):
@@ -169,35 +229,46 @@ def _read_txt(path: Path):
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise CorpusError(
+        _refuse_binary(path, raw[:8], "text")
+        raise _error(
             f"{path} is not valid UTF-8 (bad byte {raw[e.start]:#04x} at offset {e.start}); "
             "re-encode it as UTF-8, e.g. `iconv -f latin1 -t utf-8`") from None
-    yield [text], [_meta({}, path, 0)], len(raw)
+    yield [text], [metadata_line({}, path, 0)], len(raw)
 
 
-def _check_magic(path: Path, compression: str) -> None:
+def _check_magic(path: Path, compression: str | None) -> None:
+    """Refuse a file whose first bytes say it is not what its suffix says:
+    ``compression`` is the one expected (None for plain JSON Lines)."""
     with open(path, "rb") as f:
-        head = f.read(4)
-    if head and not head.startswith(_MAGIC[compression]):
-        raise CorpusError(
+        head = f.read(8)
+    if compression and head and not head.startswith(_MAGIC[compression]):
+        raise _error(
             f"{path} is not {compression}-compressed although its suffix says so; "
             "rename it to match its content (e.g. drop the compression suffix)")
+    if not compression:
+        _refuse_binary(path, head, "JSON Lines")
+
+
+def _refuse_binary(path: Path, head: bytes, expected: str) -> None:
+    for magic, (what, suffix) in _CONTENT.items():
+        if head.startswith(magic):
+            raise _error(f"{path} is {what}, not {expected} as its suffix says; rename it "
+                         f"to end in {suffix}")
 
 
 def _read_jsonl(path: Path, compression: str | None, text_field: str, chunk: int):
     import pyarrow as pa
-    if compression:
-        _check_magic(path, compression)
+    _check_magic(path, compression)
     raw = pa.OSFile(str(path))
     stream = pa.CompressedInputStream(raw, compression) if compression else raw
-    line_no = record = 0
+    line_no = 0
     rest = b""
     try:
         while True:
             try:
                 block = stream.read(chunk)
             except (OSError, pa.ArrowException) as e:
-                raise CorpusError(
+                raise _error(
                     f"{path}: cannot decompress after line {line_no} ({e}); the file is "
                     f"truncated or corrupt, re-create it") from None
             if not block:
@@ -214,8 +285,7 @@ def _read_jsonl(path: Path, compression: str | None, text_field: str, chunk: int
                     continue
                 fields = _parse_line(line, path, line_no)
                 texts.append(_take_text(fields, text_field, path, f"line {line_no}"))
-                metas.append(_meta(fields, path, record))
-                record += 1
+                metas.append(metadata_line(fields, path, line_no - 1))
             if texts:
                 yield texts, metas, raw.tell()
             if not block:
@@ -228,18 +298,18 @@ def _parse_line(line: bytes, path: Path, line_no: int) -> dict:
     try:
         text = line.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise CorpusError(
+        raise _error(
             f"{path} line {line_no} is not valid UTF-8 (bad byte {line[e.start]:#04x} at "
             f"column {e.start + 1}); re-encode the file as UTF-8") from None
     try:
         value = json.loads(text)
     except json.JSONDecodeError as e:
-        raise CorpusError(
+        raise _error(
             f"{path} line {line_no} is not JSON ({e.msg} at column {e.colno}); the file must "
             "be JSON Lines: one JSON object per line (convert a JSON array with "
             "`jq -c '.[]'`)") from None
     if not isinstance(value, dict):
-        raise CorpusError(
+        raise _error(
             f"{path} line {line_no} holds a JSON {type(value).__name__}, not an object; the "
             "file must be JSON Lines: one JSON object per line (convert a JSON array with "
             "`jq -c '.[]'`)")
@@ -248,14 +318,14 @@ def _parse_line(line: bytes, path: Path, line_no: int) -> dict:
 
 def _take_text(fields: dict, text_field: str, path: Path, where: str) -> str:
     if text_field not in fields:
-        raise CorpusError(
+        raise _error(
             f"{path} {where} has no field {text_field!r}; its fields are "
             f"{sorted(fields)}: {_TEXT_FIX}")
     text = fields.pop(text_field)
     if text is None:
         return ""
     if not isinstance(text, str):
-        raise CorpusError(
+        raise _error(
             f"{path} {where}: field {text_field!r} holds a {type(text).__name__} "
             f"({str(text)[:40]!r}), not a string; {_TEXT_FIX}")
     return text
@@ -264,14 +334,14 @@ def _take_text(fields: dict, text_field: str, path: Path, where: str) -> str:
 def _check_schema(schema: pa.Schema, text_field: str, path: Path) -> None:
     import pyarrow as pa
     if text_field not in schema.names:
-        raise CorpusError(
+        raise _error(
             f"{path} has no column {text_field!r}; its columns are {schema.names}: {_TEXT_FIX}")
     t = schema.field(text_field).type
     if pa.types.is_dictionary(t):
         t = t.value_type
     if not (pa.types.is_string(t) or pa.types.is_large_string(t)
             or pa.types.is_string_view(t) or pa.types.is_null(t)):
-        raise CorpusError(
+        raise _error(
             f"{path}: column {text_field!r} has type {t}, not string; store the text as "
             f"UTF-8 strings or {_TEXT_FIX}")
 
@@ -282,12 +352,12 @@ def _arrow_chunk(batch: pa.RecordBatch | pa.Table, text_field: str, path: Path, 
         texts = column.to_pylist()
     except UnicodeDecodeError:
         row = next(i for i in range(len(column)) if _bad(column[i]))
-        raise CorpusError(
+        raise _error(
             f"{path} record {first + row}: column {text_field!r} is not valid UTF-8; "
             "re-write the file with UTF-8 strings") from None
     texts = ["" if t is None else t for t in texts]
     rows = batch.drop_columns([text_field]).to_pylist()
-    return texts, [_meta(r, path, first + i) for i, r in enumerate(rows)]
+    return texts, [metadata_line(r, path, first + i) for i, r in enumerate(rows)]
 
 
 def _bad(scalar) -> bool:
@@ -311,12 +381,12 @@ def _read_parquet(path: Path, text_field: str, chunk: int):
         f.seek(max(size - 4, 0))
         tail = f.read(4)
     if size < 12 or head != b"PAR1" or tail != b"PAR1":
-        raise CorpusError(f"{path} is not a Parquet file (no PAR1 marker); rename it to "
+        raise _error(f"{path} is not a Parquet file (no PAR1 marker); rename it to "
                           "match its content, or re-write it as Parquet")
     try:
         pf = pq.ParquetFile(path)
     except (OSError, pa.ArrowException) as e:
-        raise CorpusError(f"{path} is not a readable Parquet file ({e}); re-write it") from None
+        raise _error(f"{path} is not a readable Parquet file ({e}); re-write it") from None
     _check_schema(pf.schema_arrow, text_field, path)
     meta = pf.metadata
     text_bytes = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
@@ -328,7 +398,7 @@ def _read_parquet(path: Path, text_field: str, chunk: int):
             done += batch.num_rows
             yield texts, metas, size * done // max(meta.num_rows, 1)
     except (OSError, pa.ArrowException) as e:
-        raise CorpusError(f"{path}: cannot read record {done} onward ({e}); the file is "
+        raise _error(f"{path}: cannot read record {done} onward ({e}); the file is "
                           "truncated or corrupt, re-write it") from None
 
 
@@ -342,7 +412,7 @@ def _read_arrow(path: Path, text_field: str, chunk: int):
             source.seek(0)
             table = pa.ipc.open_stream(source).read_all()
     except (OSError, pa.ArrowException) as e:
-        raise CorpusError(f"{path} is neither an Arrow IPC file nor stream ({e}); rename "
+        raise _error(f"{path} is neither an Arrow IPC file nor stream ({e}); rename "
                           "it to match its content, or re-write it with pyarrow") from None
     _check_schema(table.schema, text_field, path)
     size = os.path.getsize(path)

@@ -58,6 +58,6 @@ def run(output: str | Path, vocab: int = 8000, quiet: bool = False) -> list[str]
                  f"p={r.probs.max():.2f} (suffix of {r.suffix_len} tokens)")
     hits = eng.search_docs("class OrderedDict", limit=3)
     lines.append(f"'class OrderedDict' in {hits.n_docs} documents: "
-                 + ", ".join(eng.get_doc(h.doc_ix).metadata.get("path", "?").rsplit("/", 2)[-1]
+                 + ", ".join(eng.get_doc(h.doc_ix).source["path"].rsplit("/", 2)[-1]
                              for h in hits.docs))
     return lines

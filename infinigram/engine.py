@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import format as fmt
+from . import corpus, format as fmt
 from .errors import IndexFormatError, QueryError, TokenizerError
 from .native import direct, search as ks
 from .results import (Document, DocHit, FindResult, InfGramProb, NextTokenDist, ProbResult,
@@ -688,7 +688,8 @@ class Engine:
 
     def get_doc(self, doc_ix: int, window: int | None = None, around: int | None = None) -> Document:
         """Document ``doc_ix`` (global index): tokens, text (None for an
-        ids-only index) and parsed metadata (None if absent). With
+        ids-only index), its own metadata fields and its source file and
+        line (see :class:`Document`). With
         ``around=position`` and ``window=w``: only tokens [position-w, position+w)."""
         k, d = self._doc_shard(doc_ix)
         begin, end = 0, self._on(k, "doc_length", d)
@@ -702,9 +703,12 @@ class Engine:
                 raise QueryError(
                     f"around={around} is past the end of document {doc_ix} ({end - begin} tokens)")
             begin, end = max(0, around - window), min(end, around + window)
-        tokens, meta = self._on(k, "document", d, begin, end)
+        tokens, line = self._on(k, "document", d, begin, end)
         text = self.decode(tokens) if self.tokenizer is not None else None
-        return Document(int(doc_ix), tokens, text, None if meta is None else json.loads(meta))
+        meta = source = None
+        if line is not None:
+            meta, source = corpus.split_metadata(json.loads(line))
+        return Document(int(doc_ix), tokens, text, meta, source)
 
     def count_cnf(self, cnf, window: int = 100) -> int:
         """Occurrences matching a CNF query (AND of ORs of n-grams).

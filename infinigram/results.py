@@ -96,9 +96,12 @@ class SearchResult:
 @dataclasses.dataclass(frozen=True, eq=False)
 class Document:
     """One document (or a window of it): its tokens, decoded text (None for
-    an ids-only index), and parsed metadata (None when the index has none)."""
+    an ids-only index), its own metadata fields exactly as the corpus gave
+    them (None when the index has none) and where it came from
+    (``{"path", "linenum"}``; None when the index does not record it)."""
 
     doc_ix: int
     tokens: np.ndarray
     text: str | None
     metadata: dict | None
+    source: dict | None = None

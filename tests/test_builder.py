@@ -14,6 +14,7 @@ from infinigram import builder, format as fmt
 from infinigram.native import merge
 from infinigram.errors import BuildError, CorpusError, IndexFormatError
 from naive import naive_suffix_array, with_separators
+from test_corpus import COLLIDING, write
 
 DOCS = ["the cat sat on the mat", "", "the cat", "a dog; the cat sat", "the cat sat on the mat",
         "ünïcödé ok", "x"]
@@ -59,9 +60,41 @@ def test_build_bytes_matches_naive(tmp_path, corpus):
     assert eng.n_docs == len(DOCS)
     for q in ["the cat", "cat sat on", "t", "mat", "nothing here", "ü"]:
         assert eng.count(q) == naive_count(tokens, q.encode()), q
-    meta = [eng.get_doc(i).metadata for i in range(len(DOCS))]
-    assert [m["id"] for m in meta] == list(range(len(DOCS)))
+    assert [eng.get_doc(i).metadata for i in range(len(DOCS))] == [
+        {"id": i} for i in range(len(DOCS))]
+    assert [eng.get_doc(i).source for i in range(len(DOCS))] == [
+        {"path": str(corpus), "linenum": i} for i in range(len(DOCS))]
     assert eng.get_doc(0).text == DOCS[0]
+
+
+def test_user_metadata_comes_back_exactly_from_every_format(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    kinds = {"c.jsonl": "jsonl", "c.jsonl.gz": "jsonl.gz", "c.jsonl.zst": "jsonl.zst",
+             "c.parquet": "parquet", "c.arrow": "arrow", "c.feather": "arrow"}
+    for name, kind in kinds.items():
+        write(data / name, COLLIDING, kind)
+    (data / "d.txt").write_text("plain ü")
+    eng = ig.open(ig.build([data], tmp_path / "idx", tokenizer="bytes", shard_tokens=60,
+                           quiet=True))
+    docs = [eng.get_doc(i) for i in range(eng.n_docs)]
+    want = [{k: v for k, v in r.items() if k != "text"} for r in COLLIDING]
+    names = sorted(kinds)
+    assert [d.metadata for d in docs] == want * len(names) + [{}]
+    assert [d.source for d in docs] == [{"path": str(data / n), "linenum": i}
+                                        for n in names for i in range(2)] + [
+        {"path": str(data / "d.txt"), "linenum": 0}]
+    assert [d.text for d in docs] == ["first", "second"] * len(names) + ["plain ü"]
+
+
+def test_rebuilding_beside_an_earlier_index_reads_only_the_corpus(tmp_path, corpus, capsys):
+    first = ig.build([tmp_path], tmp_path / "idx", tokenizer="bytes", quiet=True)
+    again = ig.build([tmp_path], tmp_path / "idx2", tokenizer="bytes", quiet=True)
+    assert f"skipping {first}" in capsys.readouterr().err
+    assert (again / "tokenized.0").read_bytes() == (first / "tokenized.0").read_bytes()
+    assert ig.open(again).n_docs == len(DOCS)
+    with pytest.raises(CorpusError, match="is an index directory"):
+        ig.build([first], tmp_path / "idx3", tokenizer="bytes", quiet=True)
 
 
 def test_multi_shard_and_parts_are_exact(tmp_path, corpus):
