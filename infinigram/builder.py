@@ -29,7 +29,7 @@ _BUILDING_RE = re.compile(r"^\.(?P<name>.+)\.building-(?P<pid>\d+)$")
 def build(inputs, output, *, tokenizer=None, train_vocab: int | None = None,
           text_field: str = "text", text_suffixes=(), shard_tokens: int = fmt.DEFAULT_SHARD_TOKENS,
           max_memory: int | None = None, threads: int | None = None,
-          train_sample_bytes: int = 16 << 20, quiet: bool = False) -> Path:
+          train_sample_bytes: int = 16 << 20, quiet: bool = False, ray=None) -> Path:
     """Build an index of ``inputs`` (files or directories) at ``output``.
 
     Exactly one of ``tokenizer`` (a sentencepiece ``.model`` path, ``"bytes"``
@@ -38,7 +38,10 @@ def build(inputs, output, *, tokenizer=None, train_vocab: int | None = None,
     bounds a shard's size; ``max_memory`` (bytes) bounds the suffix sort,
     which then sorts in parts merged from disk. Files ending in one of
     ``text_suffixes`` (e.g. ``".py"``) are read as one plain-text document
-    each. Returns the output path.
+    each. With ``ray`` (True, or a cluster address) tokenizing and sorting
+    run as Ray tasks (:mod:`infinigram.cluster`; ``output`` must be on a file
+    system every node shares); the index is the same bytes. Returns the
+    output path.
     """
     output = Path(output)
     if (tokenizer is None) == (train_vocab is None):
@@ -67,11 +70,18 @@ def build(inputs, output, *, tokenizer=None, train_vocab: int | None = None,
             if tok.kind == "sentencepiece":
                 shutil.copyfile(tok.model_path, work / fmt.TOKENIZER_FILE)
         width = fmt.token_width(tok.vocab_size)
-        batches = corpus.iter_batches(files, text_field, text_suffixes=text_suffixes)
-        counts = _write_tokens(batches, corpus.total_bytes(files), tok, width, shard_tokens,
-                               threads, work, progress)
-        for s in range(len(counts)):
-            build_table(work, s, width, max_memory, progress)
+        if ray is not None and ray is not False:
+            from . import cluster
+            counts = cluster.build_shards(ray, files, work, tok, width, text_field, text_suffixes,
+                                          shard_tokens, max_memory, progress)
+        else:
+            batches = corpus.iter_batches(files, text_field, text_suffixes=text_suffixes)
+            counts = _write_tokens(batches, corpus.total_bytes(files), tok, width, shard_tokens,
+                                   threads, work, progress)
+            for s in range(len(counts)):
+                build_table(work, s, width, max_memory, progress)
+        if not counts:
+            raise BuildError("the corpus holds no documents; give files with at least one record")
         settings = {"inputs": [str(p) for p in inputs], "text_field": text_field,
                     "text_suffixes": list(text_suffixes),
                     "shard_tokens": shard_tokens, "max_memory": max_memory,
@@ -281,9 +291,6 @@ def _write_tokens(batches, total, tok, width, shard_tokens, threads, work, progr
                 writer.add(ids, meta)
                 tokens += len(ids)
             progress.update(batch.done_bytes, total, "B")
-        if not writer.counts:
-            raise BuildError("the corpus holds no documents; give files with at least "
-                             "one record")
     finally:
         writer.close()
     progress.finish(f"{tokens} tokens in {sum(d for _, d in writer.counts)} documents, "

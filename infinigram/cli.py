@@ -107,11 +107,14 @@ def main():
 @click.option("--max-memory", type=_size, help="Memory budget for sorting, e.g. 8G; larger "
               "shards are sorted in parts and merged from disk.")
 @click.option("--threads", type=int, help="Tokenizer threads (default: all cores).")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="", metavar="[ADDRESS]",
+              help="Tokenize and sort as Ray tasks on the cluster at ADDRESS (HOST:PORT; "
+              "alone: the running or a new local cluster). Output on a shared file system.")
 @click.option("--quiet", is_flag=True, help="No progress lines.")
 @json_opt
 @_command
 def build(inputs, output, model, train, use_bytes, text_field, text_suffixes, shard_tokens, max_memory,
-          threads, quiet, as_json):
+          threads, ray_address, quiet, as_json):
     """Build an index of INPUTS (files or directories of .jsonl, .jsonl.gz,
     .jsonl.zst, .parquet, .arrow, .txt)."""
     if sum(x is not None and x is not False for x in (model, train, use_bytes)) != 1:
@@ -120,7 +123,8 @@ def build(inputs, output, model, train, use_bytes, text_field, text_suffixes, sh
     path = build_index(list(inputs), output, tokenizer="bytes" if use_bytes else model,
                          train_vocab=train, text_field=text_field,
                          text_suffixes=text_suffixes, shard_tokens=shard_tokens,
-                         max_memory=max_memory, threads=threads, quiet=quiet)
+                         max_memory=max_memory, threads=threads, quiet=quiet,
+                         ray=ray_address or (ray_address == "" or None))
     _info([path], as_json)
 
 

@@ -253,9 +253,11 @@ def _sample_step(n: int) -> int:
 
 
 def open(path, token_width: int | None = None,  # noqa: A001
-         tokenizer=None) -> "Engine":
+         tokenizer=None, *, ray=None) -> "Engine":
     """Open an index read-only; ``path`` is its directory, or a list of
-    directories opened as one engine (see :func:`open_many`).
+    directories opened as one engine (see :func:`open_many`). With ``ray``
+    (True, or a cluster address) the shards answer from Ray actors
+    (:class:`infinigram.cluster.RayEngine`), one shard each.
 
     With ``manifest.json`` everything comes from it (``token_width``, if
     given, must agree; ``tokenizer``, if given, replaces the manifest's for
@@ -263,6 +265,9 @@ def open(path, token_width: int | None = None,  # noqa: A001
     ``token_width`` is given; ``tokenizer`` is ``"bytes"``, the path of a
     sentencepiece ``.model`` (or a Tokenizer), or None for token ids only.
     """
+    if ray is not None and ray is not False:
+        from .cluster import RayEngine
+        return RayEngine(open(path, token_width, tokenizer), ray)
     if isinstance(path, (list, tuple)):
         return open_many(path, token_width, tokenizer)
     from .tokenizer import resolve_tokenizer
@@ -301,7 +306,8 @@ def open_many(paths, token_width: int | None = None, tokenizer=None) -> "Engine"
     return Engine(tuple(p for e in engines for p in e.paths),
                   [s for e in engines for s in e.shards], first.token_width,
                   max(e.vocab_size for e in engines), first._spec,
-                  tuple(m for e in engines for m in e.manifests), first._tokenizer)
+                  tuple(m for e in engines for m in e.manifests), first._tokenizer,
+                  tuple(d for e in engines for d in e.shard_dirs))
 
 
 def _tokenizer_key(spec: dict) -> tuple:
@@ -329,9 +335,12 @@ class Engine:
 
     def __init__(self, paths: tuple[Path, ...], shards: list[fmt.Shard], width: int,
                  vocab_size: int, tokenizer_spec: dict,
-                 manifests: tuple[fmt.Manifest | None, ...], tokenizer=None):
+                 manifests: tuple[fmt.Manifest | None, ...], tokenizer=None,
+                 shard_dirs: tuple[Path, ...] | None = None):
         self.paths = paths
         self.path = paths[0]
+        self.shard_dirs = shard_dirs or (self.path,) * len(shards)
+        """The index directory of each shard."""
         self._shards = tuple(shards)
         self._searchers = tuple(ShardSearcher(s) for s in shards)
         self._width = width

@@ -27,3 +27,7 @@ class IndexFormatError(InfinigramError, ValueError):
 
 class BuildError(InfinigramError, OSError):
     """A build cannot proceed (output exists, disk full, memory budget)."""
+
+
+class ClusterError(InfinigramError, OSError):
+    """Ray is missing, its cluster is unreachable, or a worker is lost for good."""

@@ -1,0 +1,231 @@
+"""Ray (extra ``[ray]``): engines whose shards live in actors across a
+cluster, and builds whose work runs as Ray tasks.
+
+A :class:`RayEngine` is an :class:`~infinigram.engine.Engine` whose per-shard
+calls (``Engine._fan`` / ``_on``) run in actors, each holding the
+:class:`~infinigram.engine.ShardSearcher` of one group of shards mapped from
+a file system every node shares; the engine combines their answers with the
+same code as a local engine, so both answer alike. The driver checks and
+maps the same files (pages load only where it reads them). A lost actor is
+restarted and its call retried (queries only read), up to ``RETRIES``
+times; then the query fails with a ClusterError, never a wrong answer.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from pathlib import Path
+
+import numpy as np
+
+from . import format as fmt
+from .engine import Engine, ShardSearcher
+from .errors import ClusterError
+
+RETRIES = 4
+"""Restarts of a lost actor, and retries of a call it was running."""
+INLINE_BYTES = 1 << 16
+"""Arguments larger than this go to Ray's object store once per fan-out."""
+
+
+def ray_module():
+    """The ``ray`` module, or a ClusterError naming the extra to install."""
+    try:
+        import ray
+    except ImportError:
+        raise ClusterError("Ray is not installed; install the extra with "
+                           "`pip install 'infinigram[ray]'`") from None
+    return ray
+
+
+def connect(address=True):
+    """``ray``, connected: ``True`` joins the running cluster (or starts a
+    local one), a string joins the cluster at that address (``HOST:PORT``
+    or ``ray://HOST:PORT``)."""
+    ray = ray_module()
+    if address is not True and not isinstance(address, str):
+        raise ClusterError(f"ray={address!r} is not a Ray address; pass True or 'HOST:PORT'")
+    if isinstance(address, str) and ":" in address:
+        _probe(address)
+    if not ray.is_initialized():
+        try:
+            ray.init(address=None if address is True else address, log_to_driver=False,
+                     configure_logging=False)
+        except Exception as e:  # Ray raises ConnectionError, RuntimeError, ValueError...
+            raise _unreachable(address, " ".join(str(e).split())[:200]) from None
+    return ray
+
+
+def _probe(address: str, timeout: float = 5.0) -> None:
+    """Raise ClusterError at once when nothing listens at ``address`` (Ray
+    itself would retry for minutes)."""
+    host, _, port = address.split("://")[-1].rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout).close()
+    except (OSError, ValueError) as e:
+        raise _unreachable(address, str(e)) from None
+
+
+def _unreachable(address: str, reason: str) -> ClusterError:
+    return ClusterError(f"cannot reach a Ray cluster at {address!r} ({reason}); start one with "
+                        "`ray start --head` and pass its address, or ray=True for a local one")
+
+
+class _ShardGroup:
+    """The searchers of a group of shards, inside one actor."""
+
+    def __init__(self, places: list[tuple[str, int, int]]):
+        self.searchers = [ShardSearcher(fmt.open_shard(d, s, w)) for d, s, w in places]
+
+    def fan(self, method: str, *args) -> list:
+        return [getattr(s, method)(*args) for s in self.searchers]
+
+    def on(self, k: int, method: str, *args):
+        return getattr(self.searchers[k], method)(*args)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+class RayEngine(Engine):
+    """An engine whose shards answer from Ray actors (``shards_per_actor``
+    shards each); made by ``infinigram.open(paths, ray=...)``."""
+
+    def __init__(self, local: Engine, address=True, shards_per_actor: int = 1):
+        ray = connect(address)
+        super().__init__(local.paths, list(local.shards), local.token_width, local.vocab_size,
+                         local._spec, local.manifests, local._tokenizer, local.shard_dirs)
+        places = [(str(d), s.index, s.width) for d, s in zip(local.shard_dirs, local.shards)]
+        actor = ray.remote(max_restarts=RETRIES, max_task_retries=RETRIES, num_cpus=0)(_ShardGroup)
+        groups = [places[i:i + shards_per_actor] for i in range(0, len(places), shards_per_actor)]
+        self._ray = ray
+        self.actors = [actor.remote(g) for g in groups]
+        self._where = [(a, j) for a, g in enumerate(groups) for j in range(len(g))]
+        self._get([a.pid.remote() for a in self.actors])  # every actor has opened its shards
+
+    def _get(self, refs):
+        try:
+            return self._ray.get(refs)
+        except self._ray.exceptions.RayTaskError as e:
+            raise e.as_instanceof_cause() from None
+        except self._ray.exceptions.RayError as e:
+            raise ClusterError(f"a Ray worker of {self.path} was lost for good "
+                               f"({type(e).__name__}); retry, or reopen the engine") from None
+
+    def _args(self, args) -> tuple:
+        """Large arrays placed in the object store once, not once per actor."""
+        return tuple(self._ray.put(a) if isinstance(a, np.ndarray) and a.nbytes > INLINE_BYTES
+                     else a for a in args)
+
+    def _fan(self, method: str, *args) -> list:
+        args = self._args(args)
+        parts = self._get([a.fan.remote(method, *args) for a in self.actors])
+        return [r for part in parts for r in part]
+
+    def _on(self, k: int, method: str, *args):
+        a, j = self._where[k]
+        return self._get(self.actors[a].on.remote(j, method, *self._args(args)))
+
+    def close(self) -> None:
+        """End the actors (they also end with the driver)."""
+        for a in self.actors:
+            self._ray.kill(a)
+        self.actors = []
+
+
+GROUP_BYTES = 64 << 20
+"""Input bytes one tokenizing task reads (consecutive files, at least one)."""
+
+
+def _groups(files, size: int) -> list[list]:
+    """Consecutive runs of ``files`` of about ``size`` bytes each."""
+    out, run, nbytes = [], [], 0
+    for f in files:
+        run.append(f)
+        nbytes += os.path.getsize(f)
+        if nbytes >= size:
+            out.append(run)
+            run, nbytes = [], 0
+    return out + [run] if run else out
+
+
+def _tokenize_group(files, out: str, model, width: int, text_field: str, text_suffixes):
+    """Ray task: the documents of ``files`` as one unbounded shard in ``out``;
+    returns its (tokens, documents), or None when the files hold none."""
+    from . import builder, corpus, tokenizer as tk
+    from .progress import Progress
+    tok = tk.resolve_tokenizer(model)
+    batches = corpus.iter_batches(files, text_field, text_suffixes=text_suffixes)
+    counts = builder._write_tokens(batches, None, tok, width, 1 << 62, None, Path(out),
+                                   Progress(quiet=True))
+    return counts[0] if counts else None
+
+
+def _append_shard(writer, directory: Path, width: int) -> None:
+    """Add every document of ``directory``'s shard 0 to ``writer``, in order."""
+    tokens = np.fromfile(fmt.shard_path(directory, "tokenized", 0), dtype=fmt.token_dtype(width))
+    starts = np.fromfile(fmt.shard_path(directory, "offset", 0), dtype="<u8").astype(np.int64) // width
+    meta = fmt.shard_path(directory, "metadata", 0).read_bytes()
+    lines = meta.decode("utf-8").split("\n")[:-1]
+    ends = np.append(starts[1:], len(tokens))
+    for begin, end, line in zip(starts.tolist(), ends.tolist(), lines):
+        writer.add(tokens[begin + 1:end], line)
+
+
+def _sort_shard(directory: str, s: int, width: int, max_memory):
+    """Ray task: ``table.{s}`` of the shard, as a local build writes it."""
+    from . import builder
+    from .progress import Progress
+    builder.build_table(Path(directory), s, width, max_memory, Progress(quiet=True))
+
+
+def build_shards(address, files, work: Path, tok, width: int, text_field: str, text_suffixes,
+                 shard_tokens: int, max_memory, progress) -> list[tuple[int, int]]:
+    """The tokenizing and sorting of ``builder.build`` as Ray tasks: groups
+    of input files tokenized in parallel, their documents then cut into
+    shards in corpus order (as a local build cuts them), each shard sorted
+    by its own task. Returns each shard's (tokens, documents)."""
+    from . import builder
+    ray = connect(address)
+    model = str(work / fmt.TOKENIZER_FILE) if tok.kind == "sentencepiece" else tok.kind
+    tokenize = ray.remote(max_retries=RETRIES)(_tokenize_group)
+    sort = ray.remote(max_retries=RETRIES)(_sort_shard)
+    groups = _groups(files, GROUP_BYTES)
+    parts = work / ".groups"
+    progress.start(f"tokenize ({len(groups)} Ray tasks)")
+    refs = [tokenize.remote([str(f) for f in g], str(parts / str(i)), model, width, text_field,
+                            tuple(text_suffixes)) for i, g in enumerate(groups)]
+    for i in range(len(groups)):
+        (parts / str(i)).mkdir(parents=True)
+    done = _wait(ray, refs, progress, "files", [len(g) for g in groups])
+    writer = builder._ShardWriter(work, width, shard_tokens)
+    try:
+        for i, counts in enumerate(done):
+            if counts is not None:
+                _append_shard(writer, parts / str(i), width)
+    finally:
+        writer.close()
+    shutil.rmtree(parts)
+    progress.finish(f"{sum(t for t, _ in writer.counts)} tokens in "
+                    f"{sum(d for _, d in writer.counts)} documents, {len(writer.counts)} shard(s)")
+    progress.start(f"sort ({len(writer.counts)} Ray tasks)")
+    refs = [sort.remote(str(work), s, width, max_memory) for s in range(len(writer.counts))]
+    _wait(ray, refs, progress, "tok", [t for t, _ in writer.counts])
+    progress.finish(f"sorted {len(writer.counts)} shard(s)")
+    return writer.counts
+
+
+def _wait(ray, refs, progress, unit: str, sizes: list[int]) -> list:
+    """Results of ``refs`` in order, reporting the summed ``sizes`` of the
+    finished ones; a failed task raises its own error."""
+    pending = {r: k for k, r in enumerate(refs)}
+    done_size, total = 0, sum(sizes)
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        done_size += sizes[pending.pop(ready[0])]
+        progress.update(done_size, total, unit, force=True)
+    try:
+        return ray.get(refs)
+    except ray.exceptions.RayTaskError as e:
+        raise e.as_instanceof_cause() from None
