@@ -76,6 +76,8 @@ def _query(engine, text, ids):
 json_opt = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 ids_opt = click.option("--ids", help="Token ids instead of text, e.g. '17 4 99'.")
 index_arg = click.argument("index", type=click.Path(file_okay=False))
+threads_opt = click.option("--threads", type=int,
+                           help="Threads that tokenize and sort (default: all cores).")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -99,7 +101,7 @@ def main():
               show_default=True, help="Most tokens per shard.")
 @click.option("--max-memory", type=_size, help="Memory budget for sorting, e.g. 8G; larger "
               "shards are sorted in parts and merged from disk.")
-@click.option("--threads", type=int, help="Tokenizer threads (default: all cores).")
+@threads_opt
 @click.option("--quiet", is_flag=True, help="No progress lines.")
 @json_opt
 @_command
@@ -124,16 +126,17 @@ def build(inputs, output, model, train, use_bytes, text_field, text_suffixes, sh
 @click.option("--vocab-size", type=int, help="Vocabulary size (default: largest id + 1).")
 @click.option("--tokenizer", "model", help="'bytes' or a sentencepiece .model file.")
 @click.option("--max-memory", type=_size, help="Memory budget for sorting, e.g. 8G.")
+@threads_opt
 @click.option("--quiet", is_flag=True, help="No progress lines.")
 @json_opt
 @_command
-def index(index, token_width, vocab_size, model, max_memory, quiet, as_json):
+def index(index, token_width, vocab_size, model, max_memory, threads, quiet, as_json):
     """Build the missing table.N files of a directory of tokenized.N files
     (for example infini-gram's tokenized output) and write its manifest."""
     from .builder import index_tables
     built = index_tables(index, token_width=token_width and int(token_width),
                                  vocab_size=vocab_size, tokenizer=model,
-                                 max_memory=max_memory, quiet=quiet)
+                                 max_memory=max_memory, threads=threads, quiet=quiet)
     _emit(as_json, {"built": built}, f"built table(s) for shard(s) {built}" if built
           else "nothing to build: every shard has its table")
 
