@@ -7,8 +7,8 @@ from hypothesis import strategies as st
 
 from infinigram import format as fmt
 from infinigram.native.cover import PERIOD, compare, cover, rank_sample
-from infinigram.native.merge import (PARALLEL_TOKENS, PART_TOKENS, merge_parts, plan_parts,
-                                     sort_part, splitters)
+from infinigram.native.merge import (PARALLEL_THREADS, PARALLEL_TOKENS, PART_TOKENS, merge_parts,
+                                     plan_parts, sort_part, splitters)
 from infinigram.native.ptrs import (FIRST_WAVE, pack_in_place, pack_pointers, pointer_at,
                                     unpack_pointers)
 from infinigram.native.sort import suffix_array
@@ -326,11 +326,12 @@ def test_plan_parts_count_every_part_in_flight():
         plan_parts(n, 2, budget, threads=64)
 
 
-def test_plan_parts_split_for_threads_only_from_the_parallel_size():
+def test_plan_parts_split_for_threads_only_from_the_parallel_sizes():
     assert plan_parts(PARALLEL_TOKENS - 1, 2, None, threads=8) == [(0, PARALLEL_TOKENS - 1)]
-    assert plan_parts(PARALLEL_TOKENS, 2, None, threads=1) == [(0, PARALLEL_TOKENS)]
+    for threads in (1, PARALLEL_THREADS - 1):
+        assert plan_parts(PARALLEL_TOKENS, 2, None, threads) == [(0, PARALLEL_TOKENS)]
     n = 5 * PART_TOKENS + 3
-    for threads in (2, 8):
+    for threads in (PARALLEL_THREADS, 8):
         parts = plan_parts(max(n, PARALLEL_TOKENS), 2, None, threads=threads)
         assert len(parts) >= threads
         assert all(hi - lo <= PART_TOKENS for lo, hi in parts)

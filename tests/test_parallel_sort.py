@@ -47,6 +47,7 @@ def test_table_identical_for_every_thread_and_part_count(tmp_path, width, name):
 def test_builds_identical_for_every_thread_count(tmp_path, monkeypatch):
     """Shards of a few thousand tokens split for threads as large ones do."""
     monkeypatch.setattr(merge, "PARALLEL_TOKENS", 1000)
+    monkeypatch.setattr(merge, "PARALLEL_THREADS", 2)
     monkeypatch.setattr(merge, "PART_TOKENS", 5000)
     docs = [" ".join(f"w{(i * 7919 + j * 104729) % 97}" for j in range(150)) for i in range(40)]
     docs += ["ab" * 2000, "ab" * 1999 + "a", "", "a" * 3000]
