@@ -36,9 +36,9 @@ import json, sys, time
 t0 = time.perf_counter()
 from infinigram import builder
 t1 = time.perf_counter()
-width, vocab, mm = (int(x) for x in sys.argv[2:5])
+width, vocab, mm, threads = (int(x) for x in sys.argv[2:6])
 builder.index_tables(sys.argv[1], token_width=width, vocab_size=vocab, max_memory=mm or None,
-                     quiet=True)
+                     threads=threads or None, quiet=True)
 t2 = time.perf_counter()
 print(json.dumps({"import_s": t1 - t0, "inner_s": t2 - t1}))
 """
@@ -54,10 +54,15 @@ print(json.dumps({"import_s": t1 - t0, "inner_s": t2 - t1}))
 """
 
 
+THREADS = 0
+"""Our sort's threads (--threads; 0: every core, the default)."""
+
+
 def command(tool: str, run_dir: Path, width: int, vocab: int, max_memory: int) -> list[str]:
     if tool in ("ours", "ours-parts"):
         mm = max_memory if tool == "ours-parts" else 0
-        return [c.PYTHON, "-c", OURS_CHILD, str(run_dir), str(width), str(vocab), str(mm)]
+        return [c.PYTHON, "-c", OURS_CHILD, str(run_dir), str(width), str(vocab), str(mm),
+                str(THREADS)]
     if tool == "infini-gram":
         empty = run_dir / "empty"
         empty.mkdir(exist_ok=True)
@@ -72,7 +77,8 @@ def command(tool: str, run_dir: Path, width: int, vocab: int, max_memory: int) -
 
 def shell_command(tool: str, width: int, vocab: int, max_memory: int) -> str:
     """The command line as a user would type it (for RESULTS.md)."""
-    ours = f"python -m infinigram index DIR --token-width {width} --vocab-size {vocab}"
+    ours = f"python -m infinigram index DIR --token-width {width} --vocab-size {vocab}" + (
+        f" --threads {THREADS}" if THREADS else "")
     return {
         "ours": ours,
         "ours-parts": f"{ours} --max-memory {max_memory}",
@@ -92,15 +98,18 @@ def index_bytes(run_dir: Path, tool: str) -> int:
 def parts_budget(n_tokens: int, width: int = 2, want: int = 4) -> tuple[int | None, int]:
     """The largest --max-memory that makes the planner split the shard into
     >= ``want`` parts (or the smallest it accepts, if that gives fewer but
-    >= 2), and the number of parts; (None, 0) while merge.py is absent."""
+    >= 2) on our sort's threads, and the number of parts; (None, 0) while
+    merge.py is absent."""
     try:
+        from infinigram import builder
         from infinigram.native import merge
     except ImportError:
         return None, 0
+    threads = builder.check_threads(THREADS or None)
 
     def parts(mm):
         try:
-            return len(merge.plan_parts(n_tokens, width, mm))
+            return len(merge.plan_parts(n_tokens, width, mm, threads))
         except ValueError:  # budget too small to split at all
             return None
 
@@ -479,6 +488,8 @@ def main(argv=None):
                     help="comma list of stdlib, zipf, block, single, source, jsonl "
                          "(source: this machine's Python and C sources as byte tokens)")
     ap.add_argument("--tools", default=",".join(TOOLS))
+    ap.add_argument("--threads", type=int, default=0,
+                    help="threads of our sort (default: every core)")
     ap.add_argument("--jsonl", type=Path, help="a JSONL corpus (adds corpus 'jsonl')")
     ap.add_argument("--text-field", default="text")
     ap.add_argument("--timeout", type=float, default=None, help="seconds per child run")
@@ -488,6 +499,8 @@ def main(argv=None):
                     help="text to tokenize in the tokenization benchmark (default 16, quick 4)")
     c.add_report_options(ap, "build", "build-large")
     args = ap.parse_args(argv)
+    global THREADS
+    THREADS = args.threads
     if args.from_json:
         data = json.loads(args.from_json.read_text())
         return write_report(data, args, data["tokens"])

@@ -20,7 +20,7 @@ import numpy as np
 
 from . import __version__, corpus, format as fmt, storage, tokenizer as tk
 from .errors import BuildError, IndexFormatError
-from .native import cover, merge, ptrs, sort
+from .native import cover, merge, pool, ptrs, sort
 from .progress import Progress
 
 _BUILDING_RE = re.compile(r"^\.(?P<name>.+)\.building-(?P<pid>\d+)$")
@@ -38,12 +38,14 @@ def build(inputs, output, *, tokenizer=None, train_vocab: int | None = None,
     bounds a shard's size; ``max_memory`` (bytes) bounds the suffix sort,
     which then sorts in parts merged from disk. Files ending in one of
     ``text_suffixes`` (e.g. ``".py"``) are read as one plain-text document
-    each. With ``ray`` (True, or a cluster address) tokenizing and sorting
-    run as Ray tasks (:mod:`infinigram.cluster`; ``output`` must be on a file
-    system every node shares); the index is the same bytes. Returns the
-    output path.
+    each. ``threads`` (default: every core this process may use) tokenize
+    and sort. With ``ray`` (True, or a cluster address) tokenizing and
+    sorting run as Ray tasks instead (:mod:`infinigram.cluster`; ``output``
+    must be on a file system every node shares); the index is the same
+    bytes. Returns the output path.
     """
     output = Path(output)
+    threads = check_threads(threads)
     if (tokenizer is None) == (train_vocab is None):
         raise BuildError("give exactly one of tokenizer= (a .model path or 'bytes') and "
                          "train_vocab= (a vocabulary size to train)")
@@ -54,7 +56,6 @@ def build(inputs, output, *, tokenizer=None, train_vocab: int | None = None,
                          "output directory or delete it first")
     text_suffixes = tuple(text_suffixes)
     files = corpus.list_files(inputs, text_suffixes)
-    threads = threads or os.cpu_count() or 1
     progress = Progress(quiet)
     output.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_builds(output)
@@ -73,13 +74,13 @@ def build(inputs, output, *, tokenizer=None, train_vocab: int | None = None,
         if ray is not None and ray is not False:
             from . import cluster
             counts = cluster.build_shards(ray, files, work, tok, width, text_field, text_suffixes,
-                                          shard_tokens, max_memory, progress)
+                                          shard_tokens, max_memory, threads, progress)
         else:
             batches = corpus.iter_batches(files, text_field, text_suffixes=text_suffixes)
             counts = _write_tokens(batches, corpus.total_bytes(files), tok, width, shard_tokens,
                                    threads, work, progress)
             for s in range(len(counts)):
-                build_table(work, s, width, max_memory, progress)
+                build_table(work, s, width, max_memory, progress, threads)
         if not counts:
             raise BuildError("the corpus holds no documents; give files with at least one record")
         settings = {"inputs": [str(p) for p in inputs], "text_field": text_field,
@@ -92,15 +93,18 @@ def build(inputs, output, *, tokenizer=None, train_vocab: int | None = None,
 
 
 def index_tables(directory, *, token_width: int | None = None, vocab_size: int | None = None,
-                 tokenizer=None, max_memory: int | None = None, quiet: bool = False) -> list[int]:
+                 tokenizer=None, max_memory: int | None = None, threads: int | None = None,
+                 quiet: bool = False) -> list[int]:
     """Build each missing ``table.{s}`` in ``directory`` and (re)write its manifest.
 
     For a directory without a manifest (for example infini-gram's tokenized
     output) ``token_width`` is required; ``vocab_size`` defaults to the
     largest id present plus one; ``tokenizer`` is ``"bytes"``, a ``.model``
-    path, or None (ids-only queries). Returns the shards whose table was built.
+    path, or None (ids-only queries). ``threads`` sort (default: every core
+    this process may use). Returns the shards whose table was built.
     """
     directory = Path(directory)
+    threads = check_threads(threads)
     if not directory.is_dir():
         raise BuildError(errno.ENOENT, f"{directory} is not a directory; give the directory "
                          "holding tokenized.N files")
@@ -122,7 +126,7 @@ def index_tables(directory, *, token_width: int | None = None, vocab_size: int |
     progress = Progress(quiet)
     built = [s for s in shards if not fmt.shard_path(directory, "table", s).exists()]
     for s in built:
-        build_table(directory, s, token_width, max_memory, progress)
+        build_table(directory, s, token_width, max_memory, progress, threads)
     if manifest is None or built:
         if manifest is not None:
             spec, vocab = manifest.tokenizer, manifest.vocab_size
@@ -144,9 +148,22 @@ def index_tables(directory, *, token_width: int | None = None, vocab_size: int |
     return built
 
 
+def check_threads(threads: int | None) -> int:
+    """``threads`` as given, or every core this process may use when None;
+    a BuildError for a count below 1."""
+    if threads is None:
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+            else os.cpu_count() or 1
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise BuildError(f"threads must be a positive number of threads, got {threads!r}; "
+                         "give 1 or more, or leave it out to use every core")
+    return threads
+
+
 def build_table(directory: Path, s: int, width: int, max_memory: int | None,
-                progress: Progress) -> None:
-    """Sort the suffixes of ``tokenized.{s}`` and write ``table.{s}`` atomically."""
+                progress: Progress, threads: int = 1) -> None:
+    """Sort the suffixes of ``tokenized.{s}`` on ``threads`` threads and write
+    ``table.{s}`` atomically."""
     src = fmt.shard_path(directory, "tokenized", s)
     size = src.stat().st_size
     n = size // width
@@ -155,7 +172,7 @@ def build_table(directory: Path, s: int, width: int, max_memory: int | None,
     tmp = fmt.temp_path(final)
     tokens = np.memmap(src, dtype=fmt.token_dtype(width), mode="r") if n else \
         np.zeros(0, fmt.token_dtype(width))
-    parts = _plan(n, width, max_memory)
+    parts = _plan(n, width, max_memory, threads)
     try:
         with storage.disk_errors(tmp):
             with open(tmp, "wb+") as f:
@@ -170,7 +187,7 @@ def build_table(directory: Path, s: int, width: int, max_memory: int | None,
                 else:
                     out = np.memmap(f, dtype=np.uint8, mode="r+", shape=n * pointer)
                     _sort_in_parts(tokens, parts, pointer, out, directory, progress,
-                                   f"sort shard {s}")
+                                   f"sort shard {s}", threads)
                     out.flush()
                     del out
             fmt.commit(tmp, final)
@@ -181,37 +198,46 @@ def build_table(directory: Path, s: int, width: int, max_memory: int | None,
     progress.finish(f"sorted {n} tokens")
 
 
-def _plan(n: int, width: int, max_memory: int | None) -> list[tuple[int, int]]:
-    if not max_memory:
-        return [(0, n)]
+def _plan(n: int, width: int, max_memory: int | None, threads: int) -> list[tuple[int, int]]:
     try:
-        return merge.plan_parts(n, width, max_memory)
+        return merge.plan_parts(n, width, max_memory, threads)
     except ValueError as e:
         raise BuildError(f"--max-memory: {e}") from None
 
 
-def _sort_in_parts(tokens, parts, pointer, out, directory, progress, phase) -> None:
-    """Rank the shard's difference-cover sample, sort each part into one spill
-    file (each at its own positions), then merge the parts into ``out``;
-    each step is a progress phase."""
+def _sort_in_parts(tokens, parts, pointer, out, directory, progress, phase, threads=1) -> None:
+    """Rank the shard's difference-cover sample, sort the parts into one spill
+    file (each at its own positions, ``threads`` parts at once), then merge
+    the parts into ``out`` (``threads`` output ranges at once); each step is
+    a progress phase, its progress summed over its threads."""
     n = len(tokens)
+    dtype = sort.sa_dtype(n)  # sort_part's
     spill = Path(tempfile.mkdtemp(prefix=".parts-", dir=directory))
     try:
         path = spill / "parts"
         progress.start(f"{phase}: rank sample")
-        sample = cover.rank_sample(tokens)
+        sample = cover.rank_sample(  # progress: tokens whose sampled blocks are named
+            tokens, threads=threads, report=lambda done, total: progress.update(
+                done * n // max(total, 1), n, "tok"))
         progress.finish(f"ranked {int((sample[0] >= 0).sum())} sampled suffixes")
         progress.start(f"{phase}: sort {len(parts)} parts")
         with open(path, "wb") as f:
-            storage.reserve(f, n * sort.sa_dtype(n).itemsize)
-            for lo, hi in parts:
-                storage.write_all(f, merge.sort_part(tokens, lo, hi, sample))
-                progress.update(hi, n, "tok")
+            storage.reserve(f, n * dtype.itemsize)
+
+            def job(lo, hi):
+                def sort_one(tick):
+                    part = merge.sort_part(tokens, lo, hi, sample, parallel=threads == 1)
+                    storage.write_at(f, part, lo * dtype.itemsize)
+                    tick(hi - lo)
+                return sort_one
+
+            pool.run([job(lo, hi) for lo, hi in parts], min(threads, len(parts)),
+                     lambda done: progress.update(done, n, "tok"))
         progress.finish(f"sorted {len(parts)} parts")
-        flat = np.memmap(path, dtype=sort.sa_dtype(n), mode="r")  # sort_part's dtype
+        flat = np.memmap(path, dtype=dtype, mode="r")
         progress.start(f"{phase}: merge")
         merge.merge_parts(tokens, flat, [lo for lo, _ in parts] + [n], sample, pointer, out,
-                          lambda done: progress.update(done, n, "tok"))
+                          lambda done: progress.update(done, n, "tok"), threads)
         del flat
     finally:
         shutil.rmtree(spill, ignore_errors=True)

@@ -83,6 +83,8 @@ index_arg = click.argument("index", type=click.Path(file_okay=False))
 indexes_arg = click.argument("indexes", nargs=-1, required=True, metavar="INDEX...",
                              type=click.Path(file_okay=False))
 query_args = click.argument("args", nargs=-1, required=True, metavar="INDEX... [TEXT]")
+threads_opt = click.option("--threads", type=int,
+                           help="Threads that tokenize and sort (default: all cores).")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -106,7 +108,7 @@ def main():
               show_default=True, help="Most tokens per shard.")
 @click.option("--max-memory", type=_size, help="Memory budget for sorting, e.g. 8G; larger "
               "shards are sorted in parts and merged from disk.")
-@click.option("--threads", type=int, help="Tokenizer threads (default: all cores).")
+@threads_opt
 @click.option("--ray", "ray_address", is_flag=False, flag_value="", metavar="[ADDRESS]",
               help="Tokenize and sort as Ray tasks on the cluster at ADDRESS (HOST:PORT; "
               "alone: the running or a new local cluster). Output on a shared file system.")
@@ -135,16 +137,17 @@ def build(inputs, output, model, train, use_bytes, text_field, text_suffixes, sh
 @click.option("--vocab-size", type=int, help="Vocabulary size (default: largest id + 1).")
 @click.option("--tokenizer", "model", help="'bytes' or a sentencepiece .model file.")
 @click.option("--max-memory", type=_size, help="Memory budget for sorting, e.g. 8G.")
+@threads_opt
 @click.option("--quiet", is_flag=True, help="No progress lines.")
 @json_opt
 @_command
-def index(index, token_width, vocab_size, model, max_memory, quiet, as_json):
+def index(index, token_width, vocab_size, model, max_memory, threads, quiet, as_json):
     """Build the missing table.N files of a directory of tokenized.N files
     (for example infini-gram's tokenized output) and write its manifest."""
     from .builder import index_tables
     built = index_tables(index, token_width=token_width and int(token_width),
                                  vocab_size=vocab_size, tokenizer=model,
-                                 max_memory=max_memory, quiet=quiet)
+                                 max_memory=max_memory, threads=threads, quiet=quiet)
     _emit(as_json, {"built": built}, f"built table(s) for shard(s) {built}" if built
           else "nothing to build: every shard has its table")
 

@@ -173,19 +173,20 @@ def _append_shard(writer, directory: Path, width: int) -> None:
         writer.add(tokens[begin + 1:end], line)
 
 
-def _sort_shard(directory: str, s: int, width: int, max_memory):
+def _sort_shard(directory: str, s: int, width: int, max_memory, threads: int):
     """Ray task: ``table.{s}`` of the shard, as a local build writes it."""
     from . import builder
     from .progress import Progress
-    builder.build_table(Path(directory), s, width, max_memory, Progress(quiet=True))
+    builder.build_table(Path(directory), s, width, max_memory, Progress(quiet=True), threads)
 
 
 def build_shards(address, files, work: Path, tok, width: int, text_field: str, text_suffixes,
-                 shard_tokens: int, max_memory, progress) -> list[tuple[int, int]]:
+                 shard_tokens: int, max_memory, threads: int, progress) -> list[tuple[int, int]]:
     """The tokenizing and sorting of ``builder.build`` as Ray tasks: groups
     of input files tokenized in parallel, their documents then cut into
     shards in corpus order (as a local build cuts them), each shard sorted
-    by its own task. Returns each shard's (tokens, documents)."""
+    by its own task on ``threads`` threads. Returns each shard's (tokens,
+    documents)."""
     from . import builder
     ray = connect(address)
     model = str(work / fmt.TOKENIZER_FILE) if tok.kind == "sentencepiece" else tok.kind
@@ -210,7 +211,8 @@ def build_shards(address, files, work: Path, tok, width: int, text_field: str, t
     progress.finish(f"{sum(t for t, _ in writer.counts)} tokens in "
                     f"{sum(d for _, d in writer.counts)} documents, {len(writer.counts)} shard(s)")
     progress.start(f"sort ({len(writer.counts)} Ray tasks)")
-    refs = [sort.remote(str(work), s, width, max_memory) for s in range(len(writer.counts))]
+    refs = [sort.remote(str(work), s, width, max_memory, threads)
+            for s in range(len(writer.counts))]
     _wait(ray, refs, progress, "tok", [t for t, _ in writer.counts])
     progress.finish(f"sorted {len(writer.counts)} shard(s)")
     return writer.counts

@@ -56,6 +56,16 @@ def write_all(f: BinaryIO, data) -> None:
         f.write(data)
 
 
+def write_at(f: BinaryIO, data, offset: int) -> None:
+    """Write all of ``data`` at ``offset`` of ``f`` (pwrite: threads may
+    write one file at once; the file position is unchanged) or raise."""
+    view = memoryview(data).cast("B")
+    with disk_errors(f.name):
+        while view:
+            written = os.pwrite(f.fileno(), view, offset)
+            view, offset = view[written:], offset + written
+
+
 def reserve(f: BinaryIO, nbytes: int) -> None:
     """Allocate ``nbytes`` of disk for the open file ``f`` (its size becomes
     at least that; the position is unchanged), so mapped stores into it

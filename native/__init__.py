@@ -19,6 +19,14 @@ def jit(fn=None, **extra):
 pjit = numba.njit(**_OPTIONS, parallel=True)
 """Like :data:`jit`, with ``prange`` loops spread over all cores."""
 
+
+def twin(fn):
+    """``(jit(fn), pjit(fn))``: a prange kernel compiled to run sequentially
+    (index False/0: for worker threads, which must not launch parallel
+    regions concurrently, as Numba's workqueue layer cannot) and across all
+    cores (index True/1)."""
+    return jit(fn), pjit(fn)
+
 lean = numba.njit(**_OPTIONS, _nrt=False)
 """Like :data:`jit`, for kernels that allocate no arrays: compiled without
 Numba's reference counting. Where an inlined helper with branches takes

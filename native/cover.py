@@ -10,7 +10,8 @@ comparison reads D tokens, however long the common prefix (Kärkkäinen's
 blockwise suffix sorting).
 
 The sample is ranked by naming each sampled position's block of D tokens
-(blocks sorted a few tokens at a time, only where they still tie) and
+(blocks sorted a few tokens at a time, only where they still tie, in
+buckets by their first tokens, the buckets on several threads) and
 sorting the suffixes of the string of names with SA-IS: the string lists
 the names of one residue class after another, each class ended by a unique
 symbol smaller than every name.
@@ -19,7 +20,9 @@ import functools
 
 import numpy as np
 
-from . import jit, lean
+from numba import prange
+
+from . import jit, lean, pjit, pool
 from .keys import width_of
 from .memory import word
 from .sort import INT32_MAX, check_tokens, key, sa_dtype, sort_string
@@ -64,17 +67,19 @@ def sample_bytes(n: int, D: int = PERIOD) -> tuple[int, int]:
     """(peak while building, kept after) bytes of :func:`rank_sample` for n tokens."""
     C = cover(D).shape[0]
     ns = -(-n // D) * C
-    return ns * 19, ns * (8 if ns + C >= INT32_MAX else 4)
+    return ns * 27, ns * (8 if ns + C >= INT32_MAX else 4)
 
 
-def rank_sample(tokens, D: int = PERIOD) -> tuple:
+def rank_sample(tokens, D: int = PERIOD, threads: int = 1, report=None) -> tuple:
     """The ranked difference-cover sample of ``tokens`` (uint8/16/32), D a
     power of 2: a tuple (ranks, slot, steps, C, log2 D) for :func:`compare`.
     Sample k is the k-th sampled position in ascending order,
-    (k // C) * D + res[k % C].
+    (k // C) * D + res[k % C]. The blocks are named on ``threads`` threads,
+    calling ``report(blocks named, blocks)`` from this thread now and then.
 
-    Memory (:func:`sample_bytes`): 19 bytes per sampled position while
-    naming, less while sorting the names, 4 (8 past 2^31 samples) kept.
+    Memory (:func:`sample_bytes`): at most 27 bytes per sampled position
+    while naming (19 and a bucket's sort order), less while sorting the
+    names, 4 (8 past 2^31 samples) kept.
     """
     if D < 1 or D & (D - 1):
         raise ValueError(f"period {D} must be a power of 2")
@@ -86,7 +91,8 @@ def rank_sample(tokens, D: int = PERIOD) -> tuple:
     slot[res] = np.arange(C)
     lens = np.array([max(0, -(-(n - r) // D)) for r in res], dtype=np.int64)
     ns = int(lens.sum())
-    names, K = _name_blocks(tokens, res, slot, D, ns)
+    names, K = _name_blocks(tokens, res, slot, D, ns, threads,
+                            report and (lambda done: report(done, ns)))
     R = np.empty(ns + C, np.int32 if K + C < INT32_MAX else np.int64)
     _names_string(names, lens, R)
     del names
@@ -190,43 +196,86 @@ def _tie_depth(tokens, order, i, j, depth, D):
     return first
 
 
-@jit
-def _name_blocks(tokens, res, slot, D, ns):
-    """Names of the first ``ns`` sampled positions' D-token blocks (int64,
-    by sample) and how many names there are.
+BUCKETS_PER_THREAD = 8
+"""Buckets of blocks sorted apart per thread that ranks the sample (they
+are of unequal sizes, so a few per thread keep the threads busy)."""
 
-    Equal names mean equal blocks and names ascend with the blocks: past the
-    end a block is padded with a value below every token, so a block that
-    runs off the end is unique and sorts before its extensions. The blocks
-    are sorted by their first few tokens; then each run still tied is read
-    on to the first token where its blocks differ (done if none does before
-    D) and sorted by the few tokens from there, and so on: each token of a
-    block is read about once."""
+
+@jit
+def _keys_at(tokens, res, D, c, bits, ks):
+    """The packed first c tokens of the blocks of samples ``ks``."""
     C = res.shape[0]
-    bits = width_of(tokens) * 8 + 1
-    c = 63 // bits
-    keys = np.empty(ns, np.int64)
-    for k in range(ns):
-        keys[k] = _packed(tokens, (k // C) * D + res[k % C], 0, c, bits)
-    order = np.argsort(keys)
-    new = np.ones(ns, np.uint8)  # 1 where a new name starts
-    depth = np.full(ns, D, np.int16)  # at each tied run's start: offset it is tied to
-    for t in range(1, ns):
-        if keys[order[t]] == keys[order[t - 1]]:
-            new[t] = 0
-    for t in range(ns):  # from here on order holds positions, keys is scratch
-        k = order[t]
-        order[t] = (k // C) * D + res[k % C]
-    for t in range(ns - 1):
+    out = np.empty(ks.shape[0], np.int64)
+    for i in range(ks.shape[0]):
+        out[i] = _packed(tokens, (ks[i] // C) * D + res[ks[i] % C], 0, c, bits)
+    return out
+
+
+@pjit
+def _bucket_counts(tokens, res, D, c, bits, splits, ns, counts):
+    """counts[h, b]: how many of the samples in slice h (of counts.shape[0]
+    equal slices of [0, ns)) have their block's first c tokens in bucket b
+    (``splits``: ascending keys; bucket b holds keys in [splits[b-1], splits[b]))."""
+    C = res.shape[0]
+    H = counts.shape[0]
+    size = -(-ns // H)
+    for h in prange(H):
+        for k in range(h * size, min(ns, (h + 1) * size)):
+            b = np.searchsorted(splits, _packed(tokens, (k // C) * D + res[k % C], 0, c, bits),
+                                side="right")
+            counts[h, b] += 1
+
+
+@pjit
+def _scatter(tokens, res, D, c, bits, splits, ns, starts, order, keys):
+    """Place each sample k at the next free slot of its bucket in slice h's
+    share (``starts[h, b]``, advanced): order[slot] = k, keys[slot] = its key."""
+    C = res.shape[0]
+    H = starts.shape[0]
+    size = -(-ns // H)
+    for h in prange(H):
+        for k in range(h * size, min(ns, (h + 1) * size)):
+            v = _packed(tokens, (k // C) * D + res[k % C], 0, c, bits)
+            b = np.searchsorted(splits, v, side="right")
+            t = starts[h, b]
+            starts[h, b] = t + 1
+            order[t] = k
+            keys[t] = v
+
+
+@jit
+def _name_bucket(tokens, res, D, c, bits, order, keys, new, depth, lo, hi):
+    """Sort the blocks of one bucket, slots [lo, hi): order holds their
+    sample indexes (then, from here on, their positions) and keys their
+    first c tokens packed; new[t] = 1 where a new block starts.
+
+    The blocks are sorted by their first few tokens; then each run still
+    tied is read on to the first token where its blocks differ (done if
+    none does before D) and sorted by the few tokens from there, and so
+    on: each token of a block is read about once."""
+    C = res.shape[0]
+    p = np.argsort(keys[lo:hi])
+    for t in range(hi - lo):  # keys is scratch: positions in sorted order, then their keys
+        k = order[lo + p[t]]
+        keys[lo + t] = (k // C) * D + res[k % C]
+    for t in range(lo, hi):
+        order[t] = keys[t]
+        keys[t] = _packed(tokens, order[t], 0, c, bits)
+    new[lo] = 1
+    depth[lo] = D  # at each tied run's start: the offset it is tied to
+    for t in range(lo + 1, hi):
+        new[t] = 1 if keys[t] != keys[t - 1] else 0
+        depth[t] = D
+    for t in range(lo, hi - 1):
         if new[t] and not new[t + 1]:
             depth[t] = c
     more = True
     while more:
         more = False
-        i = 0
-        while i < ns:
+        i = lo
+        while i < hi:
             j = i + 1
-            while j < ns and not new[j]:
+            while j < hi and not new[j]:
                 j += 1
             if j - i > 1 and depth[i] < D:
                 d = _tie_depth(tokens, order, i, j, depth[i], D)
@@ -247,12 +296,59 @@ def _name_blocks(tokens, res, slot, D, ns):
                                 more = True
                             a = t
             i = j
+
+
+@jit
+def _names_of(order, new, slot, D, C, names):
+    """names[k]: the name of sample k's block (the number of new blocks
+    before its slot); returns how many names there are."""
     name = -1
-    for t in range(ns):  # keys now holds each sample's name
+    for t in range(order.shape[0]):
         name += new[t]
         x = order[t]
-        keys[(x // D) * C + slot[x % D]] = name
-    return keys, name + 1
+        names[(x // D) * C + slot[x % D]] = name
+    return name + 1
+
+
+def _name_blocks(tokens, res, slot, D, ns, threads, report):
+    """Names of the first ``ns`` sampled positions' D-token blocks (int64,
+    by sample) and how many names there are.
+
+    Equal names mean equal blocks and names ascend with the blocks: past the
+    end a block is padded with a value below every token, so a block that
+    runs off the end is unique and sorts before its extensions. The blocks
+    go to buckets by their first few tokens (key ranges cut at quantiles of
+    a regular sample of keys, so equal blocks share a bucket and buckets
+    come in block order) and each bucket is sorted on its own, buckets on
+    ``threads`` threads; ``report(blocks named)`` as buckets finish."""
+    C = res.shape[0]
+    bits = width_of(tokens) * 8 + 1
+    c = 63 // bits
+    buckets = BUCKETS_PER_THREAD * threads if threads > 1 and ns else 1
+    picks = np.sort(_keys_at(tokens, res, D, c, bits, np.arange(0, ns, max(1, ns // (64 * buckets)))))
+    splits = np.unique(picks[len(picks) * np.arange(1, buckets) // buckets])
+    counts = np.zeros((min(ns, 8 * threads) or 1, len(splits) + 1), np.int64)
+    _bucket_counts(tokens, res, D, c, bits, splits, ns, counts)
+    sizes = counts.sum(axis=0)
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    starts = bounds[:-1] + np.cumsum(counts, axis=0) - counts  # slice h's first slot in bucket b
+    order = np.empty(ns, np.int64)
+    keys = np.empty(ns, np.int64)
+    _scatter(tokens, res, D, c, bits, splits, ns, starts, order, keys)
+    new = np.empty(ns, np.uint8)
+    depth = np.empty(ns, np.int16)
+
+    def job(lo, hi):
+        def name(tick):
+            _name_bucket(tokens, res, D, c, bits, order, keys, new, depth, lo, hi)
+            tick(hi - lo)
+        return name
+
+    big_first = sorted((b for b in range(len(sizes)) if sizes[b]), key=lambda b: -sizes[b])
+    pool.run([job(bounds[b], bounds[b + 1]) for b in big_first], threads, report)
+    del keys, depth
+    names = np.empty(ns, np.int64)
+    return names, _names_of(order, new, slot, D, C, names)
 
 
 @jit
@@ -269,7 +365,7 @@ def _names_string(names, lens, R):
         r += 1
 
 
-@jit
+@pjit
 def _ranks_of(SA, lens, ranks):
     """ranks[k] = the place of sample k's suffix in SA (the suffix array of
     the names string: class ci's entries, then its end, after those of the
@@ -281,7 +377,7 @@ def _ranks_of(SA, lens, ranks):
         total += lens[ci]
         ends[ci] = total
         total += 1
-    for r in range(SA.shape[0]):
+    for r in prange(SA.shape[0]):
         p = SA[r]
         ci = np.searchsorted(ends, p)
         j = p - (ends[ci] - lens[ci])

@@ -44,12 +44,27 @@ def _check_fits(sa, width, pointer):
             "use format.pointer_width(size of the token file)")
 
 
-@jit
-def _pack_in_place(sa, width, pointer, out):
-    # entry i's bytes go to [i*pointer, (i+1)*pointer), never past the bytes
-    # of entries not read yet (pointer <= itemsize), so one forward pass is safe
-    for i in range(sa.shape[0]):
+FIRST_WAVE = 1 << 16
+"""Entries packed in place on one thread before the parallel waves."""
+
+
+@pjit
+def _pack_in_place(sa, width, pointer, itemsize, out):
+    """Entry i's bytes go to [i*pointer, (i+1)*pointer), never past the
+    bytes of entries not read yet (pointer <= itemsize). With pointer ==
+    itemsize each entry only overwrites itself, so all go in parallel; else
+    in waves: once entries [0, hi) are packed, entries up to
+    hi * itemsize // pointer write only over bytes already read, so each
+    wave goes in parallel (the waves grow by itemsize / pointer)."""
+    n = sa.shape[0]
+    hi = 0 if pointer == itemsize else min(n, FIRST_WAVE)
+    for i in range(hi):
         put_pointer(out, i, pointer, np.int64(sa[i]) * width)
+    while hi < n:
+        top = n if pointer == itemsize else min(n, hi * itemsize // pointer)
+        for i in prange(hi, top):
+            put_pointer(out, i, pointer, np.int64(sa[i]) * width)
+        hi = top
 
 
 def pack_in_place(sa: np.ndarray, width: int, pointer: int) -> np.ndarray:
@@ -61,7 +76,7 @@ def pack_in_place(sa: np.ndarray, width: int, pointer: int) -> np.ndarray:
                          f"{sa.itemsize} (its item size), got pointer {pointer}")
     _check_fits(sa, width, pointer)
     out = sa.view(np.uint8)
-    _pack_in_place(sa, width, pointer, out)
+    _pack_in_place(sa, width, pointer, sa.itemsize, out)
     return out[:sa.shape[0] * pointer]
 
 

@@ -23,7 +23,7 @@ import numpy as np
 from numba import prange, types
 from numba.extending import overload
 
-from . import jit, pjit
+from . import jit, twin
 from .keys import byte_key
 from .memory import prefetch
 
@@ -200,7 +200,7 @@ def _same_lms(s, SA, n1, a, b):
     return True
 
 
-@pjit
+@twin
 def _name_lms(s, SA, n1, chunks):
     """Name the sorted LMS substrings in SA[:n1] (equal substrings, equal names)
     into SA[n1 + pos // 2], which holds their lengths; returns the number of
@@ -258,7 +258,7 @@ def _gather_names(SA, n1):
             j -= 1
 
 
-@pjit
+@twin
 def _invert_names(SA, n1):
     """Unique names: the reduced suffix array is the inverse of the reduced string."""
     n = SA.shape[0]
@@ -266,7 +266,7 @@ def _invert_names(SA, n1):
         SA[SA[n - n1 + k]] = k
 
 
-def _down(s, SA, t, B, K):
+def _down(s, SA, t, B, K, parallel):
     """Sort and name the LMS substrings of ``s`` (length len(SA)).
 
     Leaves the reduced string in SA[n - n1:] and returns (n1, names). When
@@ -276,14 +276,15 @@ def _down(s, SA, t, B, K):
     if n1 == 0:
         return 0, 0
     _lms_lengths(SA, t, n1)
-    names = int(_name_lms(s, SA, n1, 8 * numba.get_num_threads()))
+    chunks = 8 * numba.get_num_threads() if parallel else 1
+    names = int(_name_lms[parallel](s, SA, n1, chunks))
     _gather_names(SA, n1)
     if names == n1:
-        _invert_names(SA, n1)
+        _invert_names[parallel](SA, n1)
     return n1, names
 
 
-@pjit
+@twin
 def _lms_from_names(SA, n1):
     """Replace the reduced suffix array in SA[:n1] by the LMS positions it
     ranks, listed in SA[n - n1:]."""
@@ -322,27 +323,28 @@ def _place_sorted_lms(s, SA, B, K, n1):
     _induce(s, SA, n, B, K, False)
 
 
-def _up(s, SA, t, B, K, n1):
+def _up(s, SA, t, B, K, n1, parallel):
     """Given the sorted reduced suffixes in SA[:n1], induce the full order."""
     if SA.shape[0] == 0:
         return
     _list_lms(SA, t, n1)
-    _lms_from_names(SA, n1)
+    _lms_from_names[parallel](SA, n1)
     _place_sorted_lms(s, SA, B, K, n1)
 
 
-@pjit
+@twin
 def _rank_inplace(keys, distinct):
     """Replace each key by its index in the sorted array ``distinct``."""
     for i in prange(keys.shape[0]):
         keys[i] = np.searchsorted(distinct, keys[i])
 
 
-def alphabet(tokens: np.ndarray) -> tuple[np.ndarray, int]:
+def alphabet(tokens: np.ndarray, parallel: bool = True) -> tuple[np.ndarray, int]:
     """The level-0 string the kernels sort and its alphabet size.
 
     uint8 and uint16 arrays are used as they are (uint16 keys are byte-swapped
     on the fly); uint32 tokens become (signed) ranks of their byte-swapped values.
+    ``parallel=False`` keeps to the calling thread (as in :func:`sort_string`).
     """
     if tokens.dtype.itemsize == 1:
         return tokens, 256
@@ -350,7 +352,7 @@ def alphabet(tokens: np.ndarray) -> tuple[np.ndarray, int]:
         return tokens, 1 << 16
     keys = tokens.byteswap().astype(np.uint32, copy=False)
     distinct = np.unique(keys)
-    _rank_inplace(keys, distinct)
+    _rank_inplace[parallel](keys, distinct)
     K = int(distinct.shape[0])
     return (keys.view(np.int32) if K <= INT32_MAX else keys.astype(np.int64)), K
 
@@ -367,8 +369,10 @@ def check_tokens(tokens) -> np.ndarray:
     return tokens
 
 
-def sort_string(s: np.ndarray, K: int, SA: np.ndarray) -> None:
-    """SA-IS of the string ``s`` over alphabet [0, K) into ``SA`` (len(s) entries)."""
+def sort_string(s: np.ndarray, K: int, SA: np.ndarray, parallel: bool = True) -> None:
+    """SA-IS of the string ``s`` over alphabet [0, K) into ``SA`` (len(s) entries).
+    ``parallel=False`` runs every step on the calling thread: the form for
+    worker threads that each sort their own string."""
     n = s.shape[0]
     sizes = [n]          # level L sorts SA[:sizes[L]]; its string is s or,
     alphabets = [K]      # for L > 0, SA[sizes[L-1] - sizes[L]:sizes[L-1]]
@@ -377,14 +381,16 @@ def sort_string(s: np.ndarray, K: int, SA: np.ndarray) -> None:
         level = len(bits)
         bits.append(np.empty((sizes[level] + 7) // 8, np.uint8))
         n1, names = _down(_level_string(s, SA, sizes, level), SA[:sizes[level]], bits[level],
-                          _bucket_space(SA, sizes, level, alphabets[level]), alphabets[level])
+                          _bucket_space(SA, sizes, level, alphabets[level]), alphabets[level],
+                          parallel)
         sizes.append(n1)
         if names == n1:
             break
         alphabets.append(names)
     for level in range(len(bits) - 1, -1, -1):
         _up(_level_string(s, SA, sizes, level), SA[:sizes[level]], bits.pop(),
-            _bucket_space(SA, sizes, level, alphabets[level]), alphabets[level], sizes[level + 1])
+            _bucket_space(SA, sizes, level, alphabets[level]), alphabets[level], sizes[level + 1],
+            parallel)
 
 
 def _level_string(s, SA, sizes, level):

@@ -112,7 +112,7 @@ def test_multi_shard_and_parts_are_exact(tmp_path, corpus):
         assert (many / f"table.{s}").read_bytes() == naive_table(toks)
 
 
-TINY_BUDGET = 2_800_000  # bytes: sorts ~17k-token parts
+TINY_BUDGET = 2_800_000  # bytes: sorts ~17k-token parts (~8k on 2 threads)
 
 
 @pytest.mark.parametrize("docs", [
@@ -123,7 +123,7 @@ def test_parts_under_a_tiny_budget_equal_the_in_memory_table(tmp_path, docs):
     c = write_jsonl(tmp_path / "r.jsonl", docs)
     one = ig.build([c], tmp_path / "one", tokenizer="bytes", quiet=True)
     parts = ig.build([c], tmp_path / "parts", tokenizer="bytes", max_memory=TINY_BUDGET,
-                     quiet=True)
+                     threads=2, quiet=True)
     n = fmt.read_manifest(one).shards[0].tokens
     assert len(merge.plan_parts(n, 1, TINY_BUDGET)) > 3
     assert (parts / "table.0").read_bytes() == (one / "table.0").read_bytes()
@@ -133,13 +133,14 @@ def test_parts_under_a_tiny_budget_equal_the_in_memory_table(tmp_path, docs):
 def test_builds_report_each_phase_and_quiet_silences_them(tmp_path, capsys):
     docs = [" ".join(f"w{(i * 31 + j) % 97}" for j in range(300)) for i in range(40)]
     c = write_jsonl(tmp_path / "r.jsonl", docs)
-    ig.build([c], tmp_path / "a", tokenizer="bytes", max_memory=TINY_BUDGET)
+    ig.build([c], tmp_path / "a", tokenizer="bytes", max_memory=TINY_BUDGET, threads=2)
     err = capsys.readouterr().err
     for phase in ("[tokenize]", "[sort shard 0: rank sample]", "[sort shard 0: sort",
                   "[sort shard 0: merge]", "[checksum]"):
         assert phase in err, phase
     assert "tok/s" in err and "ETA" in err and "B/s" in err
-    ig.build([c], tmp_path / "b", tokenizer="bytes", max_memory=TINY_BUDGET, quiet=True)
+    ig.build([c], tmp_path / "b", tokenizer="bytes", max_memory=TINY_BUDGET, threads=2,
+             quiet=True)
     assert capsys.readouterr().err == ""
 
 

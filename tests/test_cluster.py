@@ -102,7 +102,8 @@ def test_ray_build_is_the_local_build(tmp_path, monkeypatch, shard_tokens, max_m
     """Many shards; or fewer, each sorted in parts under the memory budget."""
     src = _corpus(tmp_path)
     monkeypatch.setattr(cluster, "GROUP_BYTES", 2000)  # several files a task, several tasks
-    kw = dict(tokenizer="bytes", shard_tokens=shard_tokens, max_memory=max_memory, quiet=True)
+    kw = dict(tokenizer="bytes", shard_tokens=shard_tokens, max_memory=max_memory, threads=1,
+              quiet=True)
     local = ig.build([src], tmp_path / "local", **kw)
     remote = ig.build([src], tmp_path / "ray", ray=True, **kw)
     names = sorted(p.name for p in local.iterdir())

@@ -7,8 +7,10 @@ from hypothesis import strategies as st
 
 from infinigram import format as fmt
 from infinigram.native.cover import PERIOD, compare, cover, rank_sample
-from infinigram.native.merge import merge_parts, plan_parts, sort_part
-from infinigram.native.ptrs import pack_in_place, pack_pointers, pointer_at, unpack_pointers
+from infinigram.native.merge import (PARALLEL_THREADS, PARALLEL_TOKENS, PART_TOKENS, merge_parts,
+                                     plan_parts, sort_part, splitters)
+from infinigram.native.ptrs import (FIRST_WAVE, pack_in_place, pack_pointers, pointer_at,
+                                    unpack_pointers)
 from infinigram.native.sort import suffix_array
 from naive import doubling_suffix_array, naive_suffix_array, with_separators
 
@@ -267,3 +269,79 @@ def test_reduced_alphabet_beyond_u16():
     tokens = rng.integers(0, 60000, 220_000).astype("<u2")
     tokens[100_000:102_000] = np.tile(tokens[:20], 100)
     np.testing.assert_array_equal(suffix_array(tokens), doubling_suffix_array(tokens))
+
+
+THREADS = (1, 2, 3, 7)
+
+
+@pytest.mark.parametrize("width,name", CASES)
+def test_sample_ranks_equal_for_every_thread_count(width, name):
+    tokens = corpora(width)[name]
+    for D in (4, PERIOD):
+        ranks = rank_sample(tokens, D)[0]
+        for t in THREADS[1:]:
+            np.testing.assert_array_equal(rank_sample(tokens, D, threads=t)[0], ranks)
+
+
+@pytest.mark.parametrize("width,name", CASES)
+def test_ranged_merge_equals_suffix_array_for_every_thread_count(width, name):
+    """Parts sorted on worker-thread kernels, merged in output ranges cut at
+    splitters on 2, 3 and 7 threads: the same bytes as the naive order."""
+    tokens = corpora(width)[name]
+    n = len(tokens)
+    pointer = fmt.pointer_width(tokens.nbytes)
+    expected = packed(naive_suffix_array(tokens), width, pointer)
+    for D, part in ((4, 9), (PERIOD, 100)):
+        sample = rank_sample(tokens, D, threads=2)
+        flat = np.concatenate([sort_part(tokens, lo, min(lo + part, n), sample, parallel=False)
+                               for lo in range(0, n, part)] or [np.zeros(0, np.int32)])
+        for t in THREADS:
+            out = np.zeros(n * pointer, np.uint8)
+            done = []
+            merge_parts(tokens, flat, [*range(0, n, part), n], sample, pointer, out,
+                        done.append, threads=t)
+            np.testing.assert_array_equal(out, expected)
+            assert done[-1:] == ([n] if n else [])
+
+
+@pytest.mark.parametrize("ranges", [2, 5, 40])
+def test_splitters_ascend_in_suffix_order(ranges):
+    tokens = corpora(2)["random"]
+    sample = rank_sample(tokens, 4)
+    cut = splitters(sample, ranges)
+    assert 1 <= len(cut) <= ranges - 1
+    rank = np.empty(len(tokens), np.int64)
+    rank[naive_suffix_array(tokens)] = np.arange(len(tokens))
+    assert (np.diff(rank[cut]) > 0).all()
+    assert len(splitters(sample, 1)) == 0
+
+
+def test_plan_parts_count_every_part_in_flight():
+    n, budget = 2_000_000, 12 << 20  # the whole shard needs ~16 MB
+    one, four = plan_parts(n, 2, budget), plan_parts(n, 2, budget, threads=4)
+    assert len(four) > len(one) > 1
+    # four parts in flight take about what one part takes alone
+    assert 3 * (four[0][1] - four[0][0]) <= one[0][1] - one[0][0]
+    with pytest.raises(ValueError, match="on 64 thread"):
+        plan_parts(n, 2, budget, threads=64)
+
+
+def test_plan_parts_split_for_threads_only_from_the_parallel_sizes():
+    assert plan_parts(PARALLEL_TOKENS - 1, 2, None, threads=8) == [(0, PARALLEL_TOKENS - 1)]
+    for threads in (1, PARALLEL_THREADS - 1):
+        assert plan_parts(PARALLEL_TOKENS, 2, None, threads) == [(0, PARALLEL_TOKENS)]
+    n = 5 * PART_TOKENS + 3
+    for threads in (PARALLEL_THREADS, 8):
+        parts = plan_parts(max(n, PARALLEL_TOKENS), 2, None, threads=threads)
+        assert len(parts) >= threads
+        assert all(hi - lo <= PART_TOKENS for lo, hi in parts)
+
+
+@pytest.mark.parametrize("dtype,pointer", [(np.int32, 3), (np.int64, 5), (np.int64, 8),
+                                           (np.int32, 4)])
+def test_pack_in_place_in_parallel_waves(dtype, pointer):
+    """Past the first wave the in-place packing runs in parallel waves; a
+    wave that wrote over entries not yet read would show here."""
+    rng = np.random.default_rng(pointer)
+    sa = rng.integers(0, 1 << 23, 5 * FIRST_WAVE + 7).astype(dtype)
+    np.testing.assert_array_equal(pack_in_place(sa.copy(), 2, pointer), packed(sa, 2, pointer))

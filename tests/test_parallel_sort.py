@@ -1,0 +1,120 @@
+"""The shard sort on several threads: byte-identical tables for every thread
+and part count, the thread count checked, progress from one thread."""
+import io
+import json
+import re
+import threading
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import infinigram as ig
+from infinigram import builder, format as fmt
+from infinigram.native import merge
+from infinigram.cli import main
+from infinigram.errors import BuildError
+from infinigram.progress import Progress
+from naive import naive_suffix_array
+from test_native_sort import THREADS, WIDTHS, corpora, packed
+
+ORACLES = ("repeated_block", "one_token_repeated", "separators_only", "empty_docs",
+           "prefix_docs", "one_token", "random")
+
+
+def parts_of(n, k):
+    """The positions 0..n split into k parts of unequal sizes."""
+    cuts = sorted({0, n, *(n * i * i // (k * k) for i in range(1, k))})
+    return list(zip(cuts, cuts[1:]))
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@pytest.mark.parametrize("name", ORACLES)
+def test_table_identical_for_every_thread_and_part_count(tmp_path, width, name):
+    tokens = corpora(width)[name]
+    n = len(tokens)
+    pointer = fmt.pointer_width(tokens.nbytes)
+    expected = packed(naive_suffix_array(tokens), width, pointer)
+    for k in (1, 2, 5):
+        for threads in THREADS:
+            out = np.zeros(n * pointer, np.uint8)
+            builder._sort_in_parts(tokens, parts_of(n, k), pointer, out, tmp_path,
+                                   Progress(quiet=True), "sort", threads)
+            assert out.tobytes() == expected.tobytes(), (k, threads)
+    assert list(tmp_path.iterdir()) == []  # spill files removed
+
+
+def test_builds_identical_for_every_thread_count(tmp_path, monkeypatch):
+    """Shards of a few thousand tokens split for threads as large ones do."""
+    monkeypatch.setattr(merge, "PARALLEL_TOKENS", 1000)
+    monkeypatch.setattr(merge, "PARALLEL_THREADS", 2)
+    monkeypatch.setattr(merge, "PART_TOKENS", 5000)
+    docs = [" ".join(f"w{(i * 7919 + j * 104729) % 97}" for j in range(150)) for i in range(40)]
+    docs += ["ab" * 2000, "ab" * 1999 + "a", "", "a" * 3000]
+    src = tmp_path / "c.jsonl"
+    src.write_text("".join(json.dumps({"text": t}) + "\n" for t in docs))
+    one = ig.build([src], tmp_path / "one", tokenizer="bytes", threads=1, quiet=True)
+    table = (one / "table.0").read_bytes()
+    n = fmt.read_manifest(one).shards[0].tokens
+    for threads in (2, 3, 7):
+        assert len(merge.plan_parts(n, 1, None, threads)) >= threads
+        out = ig.build([src], tmp_path / f"t{threads}", tokenizer="bytes", threads=threads,
+                       quiet=True)
+        assert (out / "table.0").read_bytes() == table, threads
+    (one / "table.0").unlink()
+    assert ig.index_tables(one, threads=3, quiet=True) == [0]
+    assert (one / "table.0").read_bytes() == table
+
+
+def test_progress_of_every_phase_comes_from_one_thread(monkeypatch, tmp_path):
+    tokens = corpora(2)["random"]
+    tokens = np.tile(tokens, 20)
+    n = len(tokens)
+    callers = set()
+    update = Progress.update
+
+    def record(self, *args, **kw):
+        callers.add(threading.get_ident())
+        return update(self, *args, **kw)
+
+    monkeypatch.setattr(Progress, "update", record)
+    for quiet in (False, True):
+        stream = io.StringIO()
+        builder._sort_in_parts(tokens, parts_of(n, 6), 4, np.zeros(4 * n, np.uint8), tmp_path,
+                               Progress(quiet, stream, interval=0), "sort", 3)
+        text = stream.getvalue()
+        if quiet:
+            assert text == ""
+            continue
+        for phase in ("rank sample", "sort 6 parts", "merge"):
+            assert f"[sort: {phase}] started" in text, phase
+            assert re.search(rf"\[sort: {phase}\] .*tok/s", text), phase
+        assert "ETA" in text
+    assert callers == {threading.get_ident()}
+
+
+@pytest.mark.parametrize("threads", [0, -1, 2.5, True])
+def test_threads_below_one_are_refused(tmp_path, threads):
+    src = tmp_path / "c.jsonl"
+    src.write_text('{"text": "abc"}\n')
+    with pytest.raises(BuildError, match="threads must be a positive"):
+        ig.build([src], tmp_path / "idx", tokenizer="bytes", threads=threads, quiet=True)
+    assert not (tmp_path / "idx").exists()
+
+
+@pytest.mark.parametrize("command", ["build", "index"])
+@pytest.mark.parametrize("threads", ["0", "-1"])
+def test_cli_threads_below_one_is_one_line(tmp_path, command, threads):
+    src = tmp_path / "c.jsonl"
+    src.write_text('{"text": "abc"}\n')
+    idx = tmp_path / "idx"
+    assert CliRunner().invoke(main, ["build", str(src), "-o", str(idx), "--bytes",
+                                     "--quiet"]).exit_code == 0
+    (idx / "table.0").unlink()
+    args = ([str(src), "-o", str(tmp_path / "new"), "--bytes"] if command == "build"
+            else [str(idx)])
+    res = CliRunner().invoke(main, [command, *args, "--threads", threads])
+    assert res.exit_code == 1
+    assert res.output.startswith(f"error: threads must be a positive number of threads, "
+                                 f"got {threads}")
+    assert len(res.output.strip().splitlines()) == 1
