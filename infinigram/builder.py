@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, corpus, format as fmt, tokenizer as tk
-from .errors import BuildError, IndexFormatError
+from . import __version__, args, corpus, format as fmt, tokenizer as tk
+from .errors import ArgumentError, BuildError, IndexFormatError
 from .native import cover, merge, ptrs, sort
 from .progress import Progress
 
@@ -35,21 +35,27 @@ def build(inputs, output, *, tokenizer=None, train_vocab: int | None = None,
     Exactly one of ``tokenizer`` (a sentencepiece ``.model`` path, ``"bytes"``
     or a Tokenizer) and ``train_vocab`` (train a sentencepiece model of that
     vocabulary size on a sample of the corpus) is given. ``shard_tokens``
-    bounds a shard's size; ``max_memory`` (bytes) bounds the suffix sort,
-    which then sorts in parts merged from disk. Files ending in one of
-    ``text_suffixes`` (e.g. ``".py"``) are read as one plain-text document
-    each. Returns the output path.
+    bounds a shard's size; ``max_memory`` (bytes, or a size such as ``"8G"``)
+    bounds the suffix sort, which then sorts in parts merged from disk
+    (None: no bound). Files ending in one of ``text_suffixes`` (e.g.
+    ``".py"``) are read as one plain-text document each. Returns the output path.
     """
-    output = Path(output)
+    output = args.path("output", output)
     if (tokenizer is None) == (train_vocab is None):
         raise BuildError("give exactly one of tokenizer= (a .model path or 'bytes') and "
                          "train_vocab= (a vocabulary size to train)")
-    if shard_tokens < 1:
-        raise BuildError(f"shard_tokens must be positive, got {shard_tokens}")
+    train_vocab = args.optional_integer("train_vocab", train_vocab, low=1, high=tk.MAX_VOCAB,
+                                        error=ArgumentError)
+    shard_tokens = args.integer("shard_tokens", shard_tokens, low=1, error=ArgumentError)
+    max_memory = _max_memory(max_memory)
+    threads = args.optional_integer("threads", threads, low=1, error=ArgumentError)
+    train_sample_bytes = args.size_bytes("train_sample_bytes", train_sample_bytes)
+    text_suffixes = args.strings("text_suffixes", text_suffixes)
+    if not isinstance(text_field, str):
+        raise ArgumentError(f"text_field={text_field!r:.60} must be a str, e.g. 'text'")
     if output.exists():
         raise BuildError(errno.EEXIST, f"output {output} already exists; choose another "
                          "output directory or delete it first")
-    text_suffixes = tuple(text_suffixes)
     files = corpus.list_files(inputs, text_suffixes)
     threads = threads or os.cpu_count() or 1
     progress = Progress(quiet)
@@ -90,7 +96,10 @@ def index_tables(directory, *, token_width: int | None = None, vocab_size: int |
     largest id present plus one; ``tokenizer`` is ``"bytes"``, a ``.model``
     path, or None (ids-only queries). Returns the shards whose table was built.
     """
-    directory = Path(directory)
+    directory = args.path("directory", directory)
+    token_width = args.optional_integer("token_width", token_width, low=1, high=4,
+                                        error=ArgumentError)
+    max_memory = _max_memory(max_memory)
     if not directory.is_dir():
         raise BuildError(errno.ENOENT, f"{directory} is not a directory; give the directory "
                          "holding tokenized.N files")
@@ -101,6 +110,8 @@ def index_tables(directory, *, token_width: int | None = None, vocab_size: int |
     if token_width is None:
         raise BuildError(f"{directory} has no {fmt.MANIFEST}; pass the token width (1, 2 or 4)")
     fmt.token_dtype(token_width)
+    vocab_size = args.optional_integer("vocab_size", vocab_size, low=1,
+                                       high=fmt.separator(token_width), error=ArgumentError)
     numbers = fmt.shard_numbers(directory)
     shards = numbers["tokenized"]
     if not shards or shards != list(range(len(shards))):
@@ -165,6 +176,11 @@ def build_table(directory: Path, s: int, width: int, max_memory: int | None,
     progress.finish(f"sorted {n} tokens")
 
 
+def _max_memory(value) -> int | None:
+    """The sort's memory budget in bytes: None (no bound), an int or a size string."""
+    return None if value is None else args.size_bytes("max_memory", value)
+
+
 def _plan(n: int, width: int, max_memory: int | None) -> list[tuple[int, int]]:
     if not max_memory:
         return [(0, n)]
@@ -205,6 +221,7 @@ def train_tokenizer(files, model_path, vocab: int, *, text_field: str = "text",
                     quiet: bool = True) -> tk.Tokenizer:
     """Train a sentencepiece model on about ``sample_bytes`` of the corpus,
     taken as every k-th document so a sorted corpus is sampled evenly."""
+    sample_bytes = args.size_bytes("sample_bytes", sample_bytes)
     progress = Progress(quiet)
     progress.start("train tokenizer")
     stride = max(1, -(-corpus.total_bytes(files) // sample_bytes))

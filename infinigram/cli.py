@@ -8,36 +8,65 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 import sys
 
 import click
 import numpy as np
 
+from . import args
 from .engine import open as open_index
-from .errors import InfinigramError
+from .errors import ArgumentError, InfinigramError
 from .format import DEFAULT_SHARD_TOKENS
 from .verify import verify as verify_index
 
 
-def _size(text: str) -> int:
-    """Parse '2G', '512M', '100k' or a plain number of bytes."""
-    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-    t = text.strip().lower().rstrip("b")
-    try:
-        if t and t[-1] in units:
-            return int(float(t[:-1]) * units[t[-1]])
-        return int(t)
-    except ValueError:
-        raise click.BadParameter(f"{text!r} is not a size; write e.g. 512M or 2G") from None
+class _Size(click.ParamType):
+    """A size such as 512M or 2G (args.size_bytes, as the API reads it)."""
+
+    name = "size"
+
+    def convert(self, value, param, ctx):
+        try:
+            return args.size_bytes(param.name if param else "size", value)
+        except ArgumentError as e:
+            self.fail(str(e), param, ctx)
+
+
+_size = _Size()
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split())
+
+
+class _Group(click.Group):
+    """Usage errors as one line on stderr (exit 2), like the library's (exit 1)."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except click.ClickException as e:
+            ctx = getattr(e, "ctx", None)
+            hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+            click.echo(f"error: {_one_line(e.format_message())}{hint}", err=True)
+            sys.exit(e.exit_code)
+        except click.Abort:
+            click.echo("error: aborted", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
 
 
 def _jsonable(x):
+    """JSON-ready data: dataclasses as objects, arrays as lists, NaN and ±inf as null."""
     if dataclasses.is_dataclass(x):
         return {f.name: _jsonable(getattr(x, f.name)) for f in dataclasses.fields(x)}
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, np.generic):
-        return x.item()
+    if isinstance(x, (np.ndarray, np.generic)):
+        return _jsonable(x.tolist())
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
     if isinstance(x, (list, tuple)):
         return [_jsonable(v) for v in x]
     if isinstance(x, dict):
@@ -52,13 +81,13 @@ def _command(fn):
         try:
             return fn(*args, **kwargs)
         except (InfinigramError, OSError) as e:
-            click.echo(f"error: {e}", err=True)
+            click.echo(f"error: {_one_line(str(e))}", err=True)
             sys.exit(1)
     return run
 
 
 def _emit(as_json: bool, data, human: str) -> None:
-    click.echo(json.dumps(_jsonable(data)) if as_json else human)
+    click.echo(json.dumps(_jsonable(data), allow_nan=False) if as_json else human)
 
 
 def _query(engine, text, ids):
@@ -78,7 +107,7 @@ ids_opt = click.option("--ids", help="Token ids instead of text, e.g. '17 4 99'.
 index_arg = click.argument("index", type=click.Path(file_okay=False))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="infinigram")
 def main():
     """Suffix-array n-gram and infini-gram queries over tokenized corpora."""
@@ -217,7 +246,8 @@ def _dist_lines(eng, r, top):
 @index_arg
 @click.argument("text", required=False)
 @ids_opt
-@click.option("--top", default=10, show_default=True, help="Rows to print.")
+@click.option("--top", type=click.IntRange(min=0), default=10, show_default=True,
+              help="Rows to print.")
 @json_opt
 @_command
 def ntd(index, text, ids, top, as_json):
@@ -232,7 +262,8 @@ def ntd(index, text, ids, top, as_json):
 @click.argument("text", required=False)
 @ids_opt
 @click.option("--next-id", type=int, help="Print P∞(next | TEXT) instead of the distribution.")
-@click.option("--top", default=10, show_default=True, help="Rows to print.")
+@click.option("--top", type=click.IntRange(min=0), default=10, show_default=True,
+              help="Rows to print.")
 @json_opt
 @_command
 def infgram(index, text, ids, next_id, top, as_json):

@@ -23,6 +23,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator
 
+from . import args
 from .errors import CorpusError
 
 if TYPE_CHECKING:
@@ -75,7 +76,7 @@ def list_files(paths: str | os.PathLike | Iterable[str | os.PathLike],
     recursively (sorted) for files with a supported suffix. Files ending in
     one of ``text_suffixes`` (e.g. ``".py"``) are read like ``.txt``: one
     document per file."""
-    text_suffixes = tuple(text_suffixes)
+    text_suffixes = args.strings("text_suffixes", text_suffixes, error=CorpusError)
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     files: list[Path] = []
@@ -105,9 +106,8 @@ def iter_batches(paths, text_field: str = "text", batch_bytes: int = DEFAULT_BAT
     of about ``batch_bytes`` of text (at most about twice that). Null text
     reads as the empty document. Raises CorpusError naming the file and,
     where it can, the line or record."""
-    if not isinstance(batch_bytes, int) or batch_bytes < 1:
-        raise CorpusError(f"batch_bytes={batch_bytes!r} must be a positive int")
-    text_suffixes = tuple(text_suffixes)
+    batch_bytes = args.integer("batch_bytes", batch_bytes, low=1, error=CorpusError)
+    text_suffixes = args.strings("text_suffixes", text_suffixes, error=CorpusError)
     files = list_files(paths, text_suffixes)
     texts: list[str] = []
     metas: list[str] = []
