@@ -158,7 +158,8 @@ def _read_file(path: Path, text_field: str, chunk: int, text_suffixes: tuple[str
     if kind == "txt":
         return _read_txt(path)
     if kind.startswith("jsonl"):
-        return _read_jsonl(path, kind.partition(".")[2] or None, text_field, max(chunk, 1 << 16))
+        return _read_jsonl(path, kind.partition(".")[2] or None, text_field,
+                           min(max(chunk, 1 << 16), 1 << 26))  # bigger reads gain nothing
     if kind == "parquet":
         return _read_parquet(path, text_field, chunk)
     return _read_arrow(path, text_field, chunk)
@@ -299,7 +300,7 @@ def _bad(scalar) -> bool:
 
 
 def _rows_per_chunk(nbytes: int, rows: int, chunk: int) -> int:
-    return max(1, int(chunk * rows / max(nbytes, 1)))
+    return max(1, min(rows, int(chunk * rows / max(nbytes, 1))))
 
 
 def _read_parquet(path: Path, text_field: str, chunk: int):
