@@ -67,9 +67,11 @@ def size_bytes(name: str, value, *, error: type[Exception] = ArgumentError) -> i
 
 
 def path(name: str, value, *, error: type[Exception] = ArgumentError) -> Path:
-    """``value`` (a str or os.PathLike) as a Path."""
-    if not isinstance(value, (str, os.PathLike)):
-        raise error(f"{name}={value!r:.60} is not a path; pass a str or pathlib.Path")
+    """``value`` (a non-empty str or os.PathLike, no NUL) as a Path."""
+    if not isinstance(value, (str, os.PathLike)) or os.fspath(value) in ("", b"") \
+            or "\0" in str(os.fspath(value)):
+        raise error(f"{name}={value!r:.60} is not a path; pass a non-empty str or pathlib.Path "
+                    "without NUL characters")
     return Path(value)
 
 

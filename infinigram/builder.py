@@ -221,6 +221,7 @@ def train_tokenizer(files, model_path, vocab: int, *, text_field: str = "text",
                     quiet: bool = True) -> tk.Tokenizer:
     """Train a sentencepiece model on about ``sample_bytes`` of the corpus,
     taken as every k-th document so a sorted corpus is sampled evenly."""
+    vocab = args.integer("vocab_size", vocab, low=1, high=tk.MAX_VOCAB, error=ArgumentError)
     sample_bytes = args.size_bytes("sample_bytes", sample_bytes)
     progress = Progress(quiet)
     progress.start("train tokenizer")

@@ -40,6 +40,18 @@ def _one_line(message: str) -> str:
     return " ".join(message.split())
 
 
+def _bytes(text: str) -> bytes:
+    """UTF-8 of text that may hold the surrogate escapes of an undecodable path
+    (written back as the path's own bytes) or lone surrogates (escaped)."""
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace")
+
+
+_NO_ARGS = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
 class _Group(click.Group):
     """Usage errors as one line on stderr (exit 2), like the library's (exit 1)."""
 
@@ -48,6 +60,9 @@ class _Group(click.Group):
             return super().main(args, prog_name, complete_var, False, **extra)
         try:
             code = super().main(args, prog_name, complete_var, False, **extra)
+        except _NO_ARGS as e:  # click >= 8.2: a bare group prints its help
+            click.echo(e.ctx.get_help())
+            sys.exit(0)
         except click.ClickException as e:
             ctx = getattr(e, "ctx", None)
             hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
@@ -81,13 +96,13 @@ def _command(fn):
         try:
             return fn(*args, **kwargs)
         except (InfinigramError, OSError) as e:
-            click.echo(f"error: {_one_line(str(e))}", err=True)
+            click.echo(_bytes(f"error: {_one_line(str(e))}"), err=True)
             sys.exit(1)
     return run
 
 
 def _emit(as_json: bool, data, human: str) -> None:
-    click.echo(json.dumps(_jsonable(data), allow_nan=False) if as_json else human)
+    click.echo(json.dumps(_jsonable(data), allow_nan=False) if as_json else _bytes(human))
 
 
 def _query(engine, text, ids):
@@ -104,7 +119,15 @@ def _query(engine, text, ids):
 
 json_opt = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 ids_opt = click.option("--ids", help="Token ids instead of text, e.g. '17 4 99'.")
-index_arg = click.argument("index", type=click.Path(file_okay=False))
+def _path_arg(ctx, param, value):
+    """A path argument: non-empty, no NUL (args.path, as the API reads it)."""
+    try:
+        return str(args.path(param.name, value))
+    except ArgumentError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+index_arg = click.argument("index", type=click.Path(file_okay=False), callback=_path_arg)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -80,7 +80,7 @@ def list_files(paths: str | os.PathLike | Iterable[str | os.PathLike],
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     files: list[Path] = []
-    for p in map(Path, paths):
+    for p in (args.path("corpus path", p, error=CorpusError) for p in paths):
         if p.is_dir():
             files.extend(sorted(f for f in p.rglob("*") if f.is_file() and _kind(f, text_suffixes)))
         elif p.is_file():
