@@ -10,8 +10,8 @@ The public API::
 __version__ = "0.1.0"
 
 from .engine import Engine, open  # noqa: E402
-from .errors import (BuildError, CorpusError, IndexFormatError, InfinigramError,  # noqa: E402
-                     QueryError, TokenizerError)
+from .errors import (ArgumentError, BuildError, CorpusError, IndexFormatError,  # noqa: E402
+                     InfinigramError, QueryError, TokenizerError)
 from .verify import verify  # noqa: E402
 
 
@@ -26,4 +26,4 @@ def __getattr__(name):
 
 
 __all__ = ["build", "index_tables", "open", "verify", "Engine", "InfinigramError",
-           "BuildError", "CorpusError", "IndexFormatError", "QueryError", "TokenizerError"]
+           "ArgumentError", "BuildError", "CorpusError", "IndexFormatError", "QueryError", "TokenizerError"]

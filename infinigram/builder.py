@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, corpus, format as fmt, storage, tokenizer as tk
-from .errors import BuildError, IndexFormatError
+from . import __version__, args, corpus, format as fmt, storage, tokenizer as tk
+from .errors import ArgumentError, BuildError, IndexFormatError
 from .native import cover, merge, pool, ptrs, sort
 from .progress import Progress
 
@@ -35,26 +35,32 @@ def build(inputs, output, *, tokenizer=None, train_vocab: int | None = None,
     Exactly one of ``tokenizer`` (a sentencepiece ``.model`` path, ``"bytes"``
     or a Tokenizer) and ``train_vocab`` (train a sentencepiece model of that
     vocabulary size on a sample of the corpus) is given. ``shard_tokens``
-    bounds a shard's size; ``max_memory`` (bytes) bounds the suffix sort,
-    which then sorts in parts merged from disk. Files ending in one of
-    ``text_suffixes`` (e.g. ``".py"``) are read as one plain-text document
-    each. ``threads`` (default: every core this process may use) tokenize
-    and sort. With ``ray`` (True, or a cluster address) tokenizing and
-    sorting run as Ray tasks instead (:mod:`infinigram.cluster`; ``output``
-    must be on a file system every node shares); the index is the same
-    bytes. Returns the output path.
+    bounds a shard's size; ``max_memory`` (bytes, or a size such as ``"8G"``)
+    bounds the suffix sort, which then sorts in parts merged from disk
+    (None: no bound). Files ending in one of ``text_suffixes`` (e.g.
+    ``".py"``) are read as one plain-text document each. ``threads``
+    (default: every core this process may use) tokenize and sort. With
+    ``ray`` (True, or a cluster address) tokenizing and sorting run as Ray
+    tasks instead (:mod:`infinigram.cluster`; ``output`` must be on a file
+    system every node shares); the index is the same bytes. Returns the
+    output path.
     """
-    output = Path(output)
+    output = args.path("output", output)
     threads = check_threads(threads)
     if (tokenizer is None) == (train_vocab is None):
         raise BuildError("give exactly one of tokenizer= (a .model path or 'bytes') and "
                          "train_vocab= (a vocabulary size to train)")
-    if shard_tokens < 1:
-        raise BuildError(f"shard_tokens must be positive, got {shard_tokens}")
+    train_vocab = args.optional_integer("train_vocab", train_vocab, low=1, high=tk.MAX_VOCAB,
+                                        error=ArgumentError)
+    shard_tokens = args.integer("shard_tokens", shard_tokens, low=1, error=ArgumentError)
+    max_memory = _max_memory(max_memory)
+    train_sample_bytes = args.size_bytes("train_sample_bytes", train_sample_bytes)
+    text_suffixes = args.strings("text_suffixes", text_suffixes)
+    if not isinstance(text_field, str):
+        raise ArgumentError(f"text_field={text_field!r:.60} must be a str, e.g. 'text'")
     if output.exists():
         raise BuildError(errno.EEXIST, f"output {output} already exists; choose another "
                          "output directory or delete it first")
-    text_suffixes = tuple(text_suffixes)
     files = corpus.list_files(inputs, text_suffixes)
     progress = Progress(quiet)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -103,8 +109,11 @@ def index_tables(directory, *, token_width: int | None = None, vocab_size: int |
     path, or None (ids-only queries). ``threads`` sort (default: every core
     this process may use). Returns the shards whose table was built.
     """
-    directory = Path(directory)
+    directory = args.path("directory", directory)
     threads = check_threads(threads)
+    token_width = args.optional_integer("token_width", token_width, low=1, high=4,
+                                        error=ArgumentError)
+    max_memory = _max_memory(max_memory)
     if not directory.is_dir():
         raise BuildError(errno.ENOENT, f"{directory} is not a directory; give the directory "
                          "holding tokenized.N files")
@@ -115,6 +124,8 @@ def index_tables(directory, *, token_width: int | None = None, vocab_size: int |
     if token_width is None:
         raise BuildError(f"{directory} has no {fmt.MANIFEST}; pass the token width (1, 2 or 4)")
     fmt.token_dtype(token_width)
+    vocab_size = args.optional_integer("vocab_size", vocab_size, low=1,
+                                       high=fmt.separator(token_width), error=ArgumentError)
     numbers = fmt.shard_numbers(directory)
     shards = numbers["tokenized"]
     if not shards or shards != list(range(len(shards))):
@@ -148,16 +159,12 @@ def index_tables(directory, *, token_width: int | None = None, vocab_size: int |
     return built
 
 
-def check_threads(threads: int | None) -> int:
-    """``threads`` as given, or every core this process may use when None;
-    a BuildError for a count below 1."""
+def check_threads(threads) -> int:
+    """``threads`` (any integer >= 1), or every core this process may use when None."""
     if threads is None:
         return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
             else os.cpu_count() or 1
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise BuildError(f"threads must be a positive number of threads, got {threads!r}; "
-                         "give 1 or more, or leave it out to use every core")
-    return threads
+    return args.integer("threads", threads, low=1, high=1 << 16, error=ArgumentError)
 
 
 def build_table(directory: Path, s: int, width: int, max_memory: int | None,
@@ -196,6 +203,11 @@ def build_table(directory: Path, s: int, width: int, max_memory: int | None,
         raise
     progress.update(n, n, "tok", force=True)
     progress.finish(f"sorted {n} tokens")
+
+
+def _max_memory(value) -> int | None:
+    """The sort's memory budget in bytes: None (no bound), an int or a size string."""
+    return None if value is None else args.size_bytes("max_memory", value)
 
 
 def _plan(n: int, width: int, max_memory: int | None, threads: int) -> list[tuple[int, int]]:
@@ -248,6 +260,8 @@ def train_tokenizer(files, model_path, vocab: int, *, text_field: str = "text",
                     quiet: bool = True) -> tk.Tokenizer:
     """Train a sentencepiece model on about ``sample_bytes`` of the corpus,
     taken as every k-th document so a sorted corpus is sampled evenly."""
+    vocab = args.integer("vocab_size", vocab, low=1, high=tk.MAX_VOCAB, error=ArgumentError)
+    sample_bytes = args.size_bytes("sample_bytes", sample_bytes)
     progress = Progress(quiet)
     progress.start("train tokenizer")
     stride = max(1, -(-corpus.total_bytes(files) // sample_bytes))

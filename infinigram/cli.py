@@ -8,36 +8,80 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 import sys
 
 import click
 import numpy as np
 
+from . import args
 from .engine import open as open_index
-from .errors import InfinigramError
+from .errors import ArgumentError, InfinigramError
 from .format import DEFAULT_SHARD_TOKENS
 from .verify import verify as verify_index
 
 
-def _size(text: str) -> int:
-    """Parse '2G', '512M', '100k' or a plain number of bytes."""
-    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-    t = text.strip().lower().rstrip("b")
+class _Size(click.ParamType):
+    """A size such as 512M or 2G (args.size_bytes, as the API reads it)."""
+
+    name = "size"
+
+    def convert(self, value, param, ctx):
+        try:
+            return args.size_bytes(param.name if param else "size", value)
+        except ArgumentError as e:
+            self.fail(str(e), param, ctx)
+
+
+_size = _Size()
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split())
+
+
+def _bytes(text: str) -> bytes:
+    """UTF-8 of text that may hold the surrogate escapes of an undecodable path
+    (written back as the path's own bytes) or lone surrogates (escaped)."""
     try:
-        if t and t[-1] in units:
-            return int(float(t[:-1]) * units[t[-1]])
-        return int(t)
-    except ValueError:
-        raise click.BadParameter(f"{text!r} is not a size; write e.g. 512M or 2G") from None
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace")
+
+
+_NO_ARGS = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
+class _Group(click.Group):
+    """Usage errors as one line on stderr (exit 2), like the library's (exit 1)."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except _NO_ARGS as e:  # click >= 8.2: a bare group prints its help
+            click.echo(e.ctx.get_help())
+            sys.exit(0)
+        except click.ClickException as e:
+            ctx = getattr(e, "ctx", None)
+            hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+            click.echo(f"error: {_one_line(e.format_message())}{hint}", err=True)
+            sys.exit(e.exit_code)
+        except click.Abort:
+            click.echo("error: aborted", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
 
 
 def _jsonable(x):
+    """JSON-ready data: dataclasses as objects, arrays as lists, NaN and ±inf as null."""
     if dataclasses.is_dataclass(x):
         return {f.name: _jsonable(getattr(x, f.name)) for f in dataclasses.fields(x)}
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, np.generic):
-        return x.item()
+    if isinstance(x, (np.ndarray, np.generic)):
+        return _jsonable(x.tolist())
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
     if isinstance(x, (list, tuple)):
         return [_jsonable(v) for v in x]
     if isinstance(x, dict):
@@ -52,16 +96,16 @@ def _command(fn):
         try:
             return fn(*args, **kwargs)
         except (InfinigramError, OSError) as e:
-            click.echo(f"error: {e}", err=True)
+            click.echo(_bytes(f"error: {_one_line(str(e))}"), err=True)
             sys.exit(1)
     return run
 
 
 def _emit(as_json: bool, data, human: str) -> None:
-    click.echo(json.dumps(_jsonable(data)) if as_json else human)
+    click.echo(json.dumps(_jsonable(data), allow_nan=False) if as_json else _bytes(human))
 
 
-def _open_query(args, ids):
+def _open_query(argv, ids):
     """(engine, query) of a query command's ``INDEX... [TEXT]`` arguments:
     every argument names an index directory, except the last one, which is
     the text unless --ids gives the query as token ids."""
@@ -70,24 +114,34 @@ def _open_query(args, ids):
             query = [int(t) for t in ids.replace(",", " ").split()]
         except ValueError:
             raise click.BadParameter(f"--ids {ids!r} must be integers separated by spaces or commas")
-        return open_index(list(args)), query
-    if len(args) < 2:
+        return open_index(list(argv)), query
+    if len(argv) < 2:
         raise click.UsageError("give INDEX... TEXT (one or more index directories, then the "
                                "text), or the query as --ids")
-    return open_index(list(args[:-1])), args[-1]
+    return open_index(list(argv[:-1])), argv[-1]
 
 
 json_opt = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 ids_opt = click.option("--ids", help="Token ids instead of text, e.g. '17 4 99'.")
-index_arg = click.argument("index", type=click.Path(file_okay=False))
+def _path_arg(ctx, param, value):
+    """A path argument: non-empty, no NUL (args.path, as the API reads it)."""
+    try:
+        return str(args.path(param.name, value))
+    except ArgumentError as e:
+        raise click.BadParameter(str(e)) from None
+
+
 indexes_arg = click.argument("indexes", nargs=-1, required=True, metavar="INDEX...",
                              type=click.Path(file_okay=False))
-query_args = click.argument("args", nargs=-1, required=True, metavar="INDEX... [TEXT]")
+query_args = click.argument("argv", nargs=-1, required=True, metavar="INDEX... [TEXT]")
 threads_opt = click.option("--threads", type=int,
                            help="Threads that tokenize and sort (default: all cores).")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+index_arg = click.argument("index", type=click.Path(file_okay=False), callback=_path_arg)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="infinigram")
 def main():
     """Suffix-array n-gram and infini-gram queries over tokenized corpora."""
@@ -195,9 +249,9 @@ def info(indexes, as_json):
 @ids_opt
 @json_opt
 @_command
-def count(args, ids, as_json):
+def count(argv, ids, as_json):
     """Count occurrences of TEXT (or --ids) in the index."""
-    eng, q = _open_query(args, ids)
+    eng, q = _open_query(argv, ids)
     n = eng.count(q)
     _emit(as_json, {"count": n}, str(n))
 
@@ -208,9 +262,9 @@ def count(args, ids, as_json):
 @ids_opt
 @json_opt
 @_command
-def prob(args, next_id, ids, as_json):
+def prob(argv, next_id, ids, as_json):
     """P(next token | TEXT) from n-gram counts."""
-    eng, q = _open_query(args, ids)
+    eng, q = _open_query(argv, ids)
     r = eng.prob(q, next_id)
     _emit(as_json, r, f"{r.prob:.6g} ({r.cont_count} / {r.prompt_count})")
 
@@ -228,12 +282,13 @@ def _dist_lines(eng, r, top):
 @main.command()
 @query_args
 @ids_opt
-@click.option("--top", default=10, show_default=True, help="Rows to print.")
+@click.option("--top", type=click.IntRange(min=0), default=10, show_default=True,
+              help="Rows to print.")
 @json_opt
 @_command
-def ntd(args, ids, top, as_json):
+def ntd(argv, ids, top, as_json):
     """Exact next-token distribution after TEXT."""
-    eng, q = _open_query(args, ids)
+    eng, q = _open_query(argv, ids)
     r = eng.ntd(q)
     _emit(as_json, r, _dist_lines(eng, r, top))
 
@@ -242,12 +297,13 @@ def ntd(args, ids, top, as_json):
 @query_args
 @ids_opt
 @click.option("--next-id", type=int, help="Print P∞(next | TEXT) instead of the distribution.")
-@click.option("--top", default=10, show_default=True, help="Rows to print.")
+@click.option("--top", type=click.IntRange(min=0), default=10, show_default=True,
+              help="Rows to print.")
 @json_opt
 @_command
-def infgram(args, ids, next_id, top, as_json):
+def infgram(argv, ids, next_id, top, as_json):
     """∞-gram next-token distribution (or probability) after TEXT."""
-    eng, q = _open_query(args, ids)
+    eng, q = _open_query(argv, ids)
     if next_id is not None:
         r = eng.infgram_prob(q, next_id)
         _emit(as_json, r, f"{r.prob:.6g} ({r.cont_count} / {r.prompt_count}, "
@@ -263,9 +319,9 @@ def infgram(args, ids, next_id, top, as_json):
 @click.option("--limit", default=10, show_default=True, help="Most documents to list.")
 @json_opt
 @_command
-def search(args, ids, limit, as_json):
+def search(argv, ids, limit, as_json):
     """Documents containing TEXT, in index order."""
-    eng, q = _open_query(args, ids)
+    eng, q = _open_query(argv, ids)
     r = eng.search_docs(q, limit=limit)
     lines = [f"{r.count} occurrences in {r.n_docs} documents"]
     lines += [f"doc {h.doc_ix} at token {h.position}" for h in r.docs]
@@ -273,19 +329,19 @@ def search(args, ids, limit, as_json):
 
 
 @main.command()
-@click.argument("args", nargs=-1, required=True, metavar="INDEX... DOC_IX")
+@click.argument("argv", nargs=-1, required=True, metavar="INDEX... DOC_IX")
 @click.option("--around", type=int, help="Token position to centre a window on.")
 @click.option("--window", type=int, help="Tokens each side of --around.")
 @json_opt
 @_command
-def doc(args, around, window, as_json):
+def doc(argv, around, window, as_json):
     """Print document DOC_IX (or a window of it); numbers continue across
     the indexes in the order given."""
-    if len(args) < 2:
+    if len(argv) < 2:
         raise click.UsageError("give INDEX... DOC_IX (one or more index directories, then "
                                "the document number)")
-    doc_ix = click.INT.convert(args[-1], None, None)
-    eng = open_index(list(args[:-1]))
+    doc_ix = click.INT.convert(argv[-1], None, None)
+    eng = open_index(list(argv[:-1]))
     d = eng.get_doc(doc_ix, window=window, around=around)
     human = (f"# doc {d.doc_ix}, {len(d.tokens)} tokens, source {json.dumps(d.source)}, "
              f"metadata {json.dumps(d.metadata)}\n"

@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator
 
-from . import format as fmt
+from . import args, format as fmt
 from .errors import CorpusError
 
 if TYPE_CHECKING:
@@ -93,11 +93,11 @@ def list_files(paths: str | os.PathLike | Iterable[str | os.PathLike],
     document per file. Index directories (holding ``tokenized.0``: a built
     index, infini-gram's, or a build in progress) are never input: skipped
     with a note on stderr when met in a search, an error when named."""
-    text_suffixes = tuple(text_suffixes)
+    text_suffixes = args.strings("text_suffixes", text_suffixes, error=CorpusError)
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     files: list[Path] = []
-    for p in map(Path, paths):
+    for p in (args.path("corpus path", p, error=CorpusError) for p in paths):
         index = p if p.is_dir() else p.parent
         if _is_index(index):
             raise _error(f"corpus path {p}: {index} is an index directory (it holds "
@@ -149,9 +149,8 @@ def iter_batches(paths, text_field: str = "text", batch_bytes: int = DEFAULT_BAT
     of about ``batch_bytes`` of text (at most about twice that). Null text
     reads as the empty document. Raises CorpusError naming the file and,
     where it can, the line or record."""
-    if not isinstance(batch_bytes, int) or batch_bytes < 1:
-        raise _error(f"batch_bytes={batch_bytes!r} must be a positive int")
-    text_suffixes = tuple(text_suffixes)
+    batch_bytes = args.integer("batch_bytes", batch_bytes, low=1, error=CorpusError)
+    text_suffixes = args.strings("text_suffixes", text_suffixes, error=CorpusError)
     files = list_files(paths, text_suffixes)
     texts: list[str] = []
     metas: list[str] = []
@@ -218,7 +217,8 @@ def _read_file(path: Path, text_field: str, chunk: int, text_suffixes: tuple[str
     if kind == "txt":
         return _read_txt(path)
     if kind.startswith("jsonl"):
-        return _read_jsonl(path, kind.partition(".")[2] or None, text_field, max(chunk, 1 << 16))
+        return _read_jsonl(path, kind.partition(".")[2] or None, text_field,
+                           min(max(chunk, 1 << 16), 1 << 26))  # bigger reads gain nothing
     if kind == "parquet":
         return _read_parquet(path, text_field, chunk)
     return _read_arrow(path, text_field, chunk)
@@ -369,7 +369,7 @@ def _bad(scalar) -> bool:
 
 
 def _rows_per_chunk(nbytes: int, rows: int, chunk: int) -> int:
-    return max(1, int(chunk * rows / max(nbytes, 1)))
+    return max(1, min(rows, int(chunk * rows / max(nbytes, 1))))
 
 
 def _read_parquet(path: Path, text_field: str, chunk: int):

@@ -19,7 +19,6 @@ Semantics shared by the queries:
 """
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import threading
@@ -28,16 +27,13 @@ from pathlib import Path
 
 import numpy as np
 
-from . import corpus, format as fmt
-from .errors import IndexFormatError, QueryError, TokenizerError
+from . import args, corpus, format as fmt
+from .errors import ArgumentError, IndexFormatError, QueryError, TokenizerError
 from .native import direct, search as ks
 from .results import (Document, DocHit, FindResult, InfGramProb, NextTokenDist, ProbResult,
                       ScoreResult, SearchResult)
 
 _INT_KINDS = "iu"
-_INT = {int}
-_LIST = {list}
-_INT64 = np.dtype(np.int64)
 _EMPTY = np.zeros(0, dtype=np.int64)
 SCRATCH_MAX = 64 << 20
 """Largest scratch (bytes) a searcher keeps per thread for next-token tallies."""
@@ -217,6 +213,7 @@ class ShardSearcher:
         doc = self.doc_of(p)
         begin = self.doc_starts[doc] + 1
         end = np.append(self.doc_starts[1:], self.n)[doc]
+        window = min(window, self.n)  # a wider window changes nothing and could overflow
         lo = np.maximum(p - window, begin)
         hi = np.minimum(p + window, end - 1)
         keep = np.ones(len(p), dtype=bool)
@@ -271,7 +268,9 @@ def open(path, token_width: int | None = None,  # noqa: A001
     if isinstance(path, (list, tuple)):
         return open_many(path, token_width, tokenizer)
     from .tokenizer import resolve_tokenizer
-    path = Path(path)
+    path = args.path("path", path)
+    token_width = args.optional_integer("token_width", token_width, low=1, high=4,
+                                        error=ArgumentError)
     tok = None if tokenizer is None else resolve_tokenizer(tokenizer)
     if (path / fmt.MANIFEST).exists() or token_width is None:
         manifest = fmt.read_manifest(path)
@@ -433,7 +432,7 @@ class Engine:
         tok = self.tokenizer
         if tok is None:
             raise QueryError("this index has no tokenizer (token ids only); decode cannot make text")
-        return tok.decode(np.asarray(ids, dtype=np.uint32))
+        return tok.decode(ids)
 
     # ---- validation -------------------------------------------------------
     def _ids(self, q, empty_ok: bool = False) -> np.ndarray:
@@ -449,26 +448,8 @@ class Engine:
                     f"bytes query is not valid UTF-8 ({e.reason} at byte {e.start}); "
                     "pass UTF-8 bytes, a str, or token ids") from None
             ids = self.tokenize(text)
-        elif isinstance(q, np.ndarray):
-            if q.ndim != 1:
-                raise QueryError(f"query array has shape {q.shape}; pass a 1-D array of token ids")
-            if q.dtype.kind not in _INT_KINDS:
-                raise QueryError(
-                    f"query array has dtype {q.dtype}; pass integer token ids (e.g. .astype(np.int64))")
-            ids = self._checked(q)
-        elif isinstance(q, (list, tuple)):
-            ids = self._int_list(q)
-            if ids is not None:
-                if q and (min(q) < 0 or max(q) >= self._vocab):
-                    self._checked(ids)
-            else:
-                for j, x in enumerate(q):
-                    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, np.integer)):
-                        raise QueryError(
-                            f"query element {x!r} at position {j} is not an integer token id; "
-                            "pass a flat list of ints")
-                ids = self._checked(np.array([int(x) if -2**63 <= x < 2**63 else -1 for x in q],
-                                             dtype=np.int64), q)
+        elif isinstance(q, (np.ndarray, list, tuple)):
+            ids = args.ids(q, self._vocab, separator=self.separator)
         else:
             raise QueryError(
                 f"query of type {type(q).__name__} is not supported; pass text, UTF-8 bytes, "
@@ -477,62 +458,13 @@ class Engine:
             raise QueryError("the query is empty; pass at least one token (or non-empty text)")
         return ids
 
-    @staticmethod
-    def _int_list(q) -> np.ndarray | None:
-        """int64 array of a list/tuple made only of Python ints that fit;
-        None otherwise (bools, floats, numpy scalars, huge ints...)."""
-        if q and set(map(type, q)) != _INT:
-            return None
-        try:
-            return np.array(q, dtype=np.int64)
-        except OverflowError:
-            return None
-
-    @staticmethod
-    def _fast_ids(q) -> tuple[np.ndarray | array | None, int]:
-        """(ids, low) of a list of ints (as ``array('q')``: quicker to make
-        and to pass than an ndarray) or of an int64 array, unchecked: the
-        kernels report ids outside [low, vocab) and the general path
-        (``_ids``) then names the bad one. array('q') also takes bools,
-        which equal 0 and 1, so for a list low is 2: ids 0 and 1 go the
-        general path too. (None, 0) for any other query."""
-        if type(q) is list:
-            try:
-                return array("q", q), 2
-            except (TypeError, OverflowError):
-                return None, 0
-        if type(q) is np.ndarray and q.dtype is _INT64 and q.ndim == 1 and q.flags.c_contiguous:
-            return q, 0
-        return None, 0
-
-    def _checked(self, ids: np.ndarray, original=None, bounds=None) -> np.ndarray:
-        """int64 copy of ``ids`` after the range check; positions in messages
-        are per query when ``bounds`` delimits several."""
-        if ids.size and (ids.min() < 0 or ids.max() >= self._vocab):
-            i = int(np.flatnonzero((ids < 0) | (ids >= self._vocab))[0])
-            value = ids[i] if original is None else original[i]
-            where = f"at position {i}"
-            if bounds is not None:
-                j = int(np.searchsorted(bounds, i, side="right") - 1)
-                where = f"at position {i - int(bounds[j])} of query {j}"
-            if value == self.separator:
-                fix = "queries cannot contain the document separator; remove it"
-            else:
-                fix = f"token ids must be in [0, {self._vocab})"
-            raise QueryError(f"query id {value} {where} is out of range: {fix}")
-        return np.ascontiguousarray(ids, dtype=np.int64)
-
     def _next_id(self, next_id) -> int:
-        if isinstance(next_id, (bool, np.bool_)) or not isinstance(next_id, (int, np.integer)):
-            raise QueryError(f"next_id {next_id!r} is not an integer token id; pass an int")
-        if not 0 <= next_id < self._vocab:
-            raise QueryError(f"next_id {next_id} is out of range: token ids must be in [0, {self._vocab})")
-        return int(next_id)
+        return args.integer("next_id", next_id, high=self._vocab - 1)
 
     # ---- counting ---------------------------------------------------------
     def count(self, q) -> int:
         """Occurrences of the n-gram ``q`` in the corpus."""
-        ids, low = self._fast_ids(q)
+        ids, low = args.fast_ids(q)
         if ids is None or not len(ids):  # the general path: text, other types, errors
             ids, low = self._ids(q), 0
         counts = self._fan("count", ids, low, self._vocab)
@@ -552,11 +484,13 @@ class Engine:
             if k == 0 and n:
                 raise QueryError("count_many rows are empty; pass n-grams of at least one token")
             bounds = np.arange(n + 1, dtype=np.int64) * k
-            flat = self._checked(np.ascontiguousarray(queries).reshape(-1), bounds=bounds)
+            flat = args.check_range(np.ascontiguousarray(queries).reshape(-1), self._vocab,
+                                    bounds=bounds, separator=self.separator)
         elif isinstance(queries, (list, tuple)):
-            flat, bounds = _flatten(queries)
+            flat, bounds = args.batch(queries)
             if flat is not None:
-                flat = self._checked(flat, bounds=bounds)
+                flat = args.check_range(flat, self._vocab, bounds=bounds,
+                                        separator=self.separator)
                 if len(queries) and (np.diff(bounds) == 0).any():
                     raise QueryError(
                         f"query {int(np.argmax(np.diff(bounds) == 0))} of count_many is empty; "
@@ -567,9 +501,7 @@ class Engine:
                 bounds = np.concatenate([[0], np.cumsum(lengths)])
                 flat = np.concatenate(arrays) if arrays else np.zeros(0, np.int64)
         else:
-            raise QueryError(
-                f"count_many takes a list of queries or a 2-D integer array, not "
-                f"{type(queries).__name__}")
+            _batch("count_many", queries)  # raises: neither a list nor an array
         order = ks.visit_order(flat, bounds, self._width)
         out = np.zeros(len(bounds) - 1, dtype=np.int64)
         for counts in self._fan("count_many", flat, bounds, order):
@@ -603,7 +535,7 @@ class Engine:
         """∞-gram P(next_id | prompt): backs off to the longest suffix of the
         prompt that occurs followed by a real token (the empty suffix stands
         for all real tokens); nan only when the index has no real token."""
-        ids, low = self._fast_ids(prompt)
+        ids, low = args.fast_ids(prompt)
         if ids is None:
             ids, low = self._ids(prompt, empty_ok=True), 0
         nid = self._next_id(next_id)
@@ -630,7 +562,7 @@ class Engine:
     def infgram_ntd_many(self, contexts, dense: bool = False):
         """infgram_ntd of each context: a list of NextTokenDist, or with
         ``dense`` a float64 array [len(contexts), vocab_size] of probabilities."""
-        dists = [self.infgram_ntd(c) for c in contexts]
+        dists = [self.infgram_ntd(c) for c in _batch("infgram_ntd_many", contexts)]
         if not dense:
             return dists
         out = np.zeros((len(dists), self._vocab), dtype=np.float64)
@@ -643,12 +575,9 @@ class Engine:
         on the longest usable suffix of ids[:t] (at most ``max_context``
         tokens), equal to ``infgram_prob(ids[:t], ids[t])``, in one pass."""
         seq = self._ids(ids, empty_ok=True)
-        if max_context is None:
-            max_context = len(seq)
-        elif isinstance(max_context, (bool, np.bool_)) or not isinstance(max_context, (int, np.integer)) \
-                or max_context < 0:
-            raise QueryError(f"max_context {max_context!r} must be a non-negative int or None")
-        parts = self._fan("score", seq, int(max_context))
+        max_context = args.optional_integer("max_context", max_context)
+        context = len(seq) if max_context is None else min(max_context, len(seq))
+        parts = self._fan("score", seq, context)
         n = len(seq)
         if not parts:
             parts = [(np.full(n, -1), np.zeros(n, np.int64), np.zeros(n, np.int64),
@@ -668,7 +597,7 @@ class Engine:
 
     def score_many(self, seqs, max_context: int | None = None) -> list[ScoreResult]:
         """score() of each sequence."""
-        return [self.score(s, max_context) for s in seqs]
+        return [self.score(s, max_context) for s in _batch("score_many", seqs)]
 
     # ---- documents --------------------------------------------------------
     def search_docs(self, q, limit: int = 10) -> SearchResult:
@@ -676,8 +605,7 @@ class Engine:
         order, at most ``limit`` of them, each with the token offset of its
         first match; ``n_docs`` counts all distinct documents."""
         ids = self._ids(q)
-        if isinstance(limit, (bool, np.bool_)) or not isinstance(limit, (int, np.integer)) or limit < 0:
-            raise QueryError(f"limit {limit!r} must be a non-negative int")
+        limit = args.integer("limit", limit)
         count = n_docs = 0
         hits: list[DocHit] = []
         for (c, n, docs, offsets), base in zip(self._fan("doc_hits", ids, int(limit)), self._doc_base):
@@ -689,11 +617,9 @@ class Engine:
 
     def _doc_shard(self, doc_ix) -> tuple[int, int]:
         """(shard, local document number) of global document ``doc_ix``."""
-        if isinstance(doc_ix, (bool, np.bool_)) or not isinstance(doc_ix, (int, np.integer)) \
-                or not 0 <= doc_ix < self.n_docs:
-            raise QueryError(f"doc_ix {doc_ix!r} is not a document index; use an int in [0, {self.n_docs})")
+        doc_ix = args.integer("doc_ix", doc_ix, high=self.n_docs - 1)
         k = int(np.searchsorted(self._doc_base, doc_ix, side="right") - 1)
-        return k, int(doc_ix - self._doc_base[k])
+        return k, doc_ix - int(self._doc_base[k])
 
     def get_doc(self, doc_ix: int, window: int | None = None, around: int | None = None) -> Document:
         """Document ``doc_ix`` (global index): tokens, text (None for an
@@ -703,11 +629,11 @@ class Engine:
         k, d = self._doc_shard(doc_ix)
         begin, end = 0, self._on(k, "doc_length", d)
         if (window is None) != (around is None):
-            raise QueryError(f"get_doc got window={window!r}, around={around!r}; pass both or neither")
+            raise QueryError(f"get_doc got window={window!r:.40}, around={around!r:.40}; pass "
+                             "both or neither")
         if window is not None:
-            for name, v in (("window", window), ("around", around)):
-                if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v < 0:
-                    raise QueryError(f"{name}={v!r} must be a non-negative int")
+            window = args.integer("window", window)
+            around = args.integer("around", around)
             if around > end - begin:
                 raise QueryError(
                     f"around={around} is past the end of document {doc_ix} ({end - begin} tokens)")
@@ -731,33 +657,17 @@ class Engine:
                 isinstance(c, (list, tuple)) and c for c in cnf):
             raise QueryError(
                 f"cnf {cnf!r} must be a non-empty list of non-empty lists of n-gram queries")
-        if isinstance(window, (bool, np.bool_)) or not isinstance(window, (int, np.integer)) or window < 0:
-            raise QueryError(f"window {window!r} must be a non-negative int")
+        window = args.integer("window", window)
         clauses = [[self._ids(q) for q in clause] for clause in cnf]
-        return sum(self._fan("cnf_count", clauses, int(window)))
+        return sum(self._fan("cnf_count", clauses, window))
 
 
-def _flatten(queries):
-    """(flat ids, bounds) of a batch whose queries are all 1-D integer arrays
-    or all lists of Python ints (the fast path of count_many); (None, None)
-    when some query needs the general validation."""
-    if not queries:
-        return None, None
-    flat = None
-    if all(isinstance(a, np.ndarray) and a.ndim == 1 and a.dtype.kind in _INT_KINDS
-           for a in queries):
-        flat = np.concatenate(queries)
-    elif set(map(type, queries)) == _LIST:
-        ints = list(itertools.chain.from_iterable(queries))
-        if set(map(type, ints)) <= _INT:  # no Python loop: about 1.6x faster
-            try:
-                flat = np.array(ints, dtype=np.int64)
-            except OverflowError:  # an int beyond int64: the general path says which
-                pass
-    if flat is None:
-        return None, None
-    lengths = np.fromiter(map(len, queries), dtype=np.int64, count=len(queries))
-    return flat, np.concatenate([[0], np.cumsum(lengths)])
+def _batch(name: str, items) -> list | tuple | np.ndarray:
+    """The queries of a batch method: a list, a tuple or a 2-D array of them."""
+    if isinstance(items, (list, tuple)) or isinstance(items, np.ndarray) and items.ndim == 2:
+        return items
+    raise QueryError(f"{name} takes a list of queries or a 2-D integer array, not "
+                     f"{type(items).__name__} {items!r:.40}")
 
 
 def _merge(parts, suffix_len: int) -> NextTokenDist:

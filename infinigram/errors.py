@@ -9,6 +9,10 @@ class InfinigramError(Exception):
     """Base class of all infinigram errors."""
 
 
+class ArgumentError(InfinigramError, ValueError):
+    """An argument of a public function has the wrong type or is out of range."""
+
+
 class QueryError(InfinigramError, ValueError):
     """A query is malformed: empty, nested, wrong dtype, ids out of range."""
 

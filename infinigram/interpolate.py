@@ -150,7 +150,10 @@ def _check(p_inf, p_nn, sparse) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _lam(value, name: str) -> float:
-    lam = float(value)
+    try:
+        lam = float(value)
+    except (TypeError, ValueError):
+        lam = math.nan
     if not 0.0 <= lam <= 1.0:
         raise QueryError(f"{name} = {value!r}; a mixture weight must lie within [0, 1]")
     return lam

@@ -18,6 +18,7 @@ from typing import Iterable, Iterator
 import numpy as np
 import sentencepiece as spm
 
+from . import args
 from .bpe import BPEEncoder
 from .corpus import DocBatch
 from .errors import TokenizerError
@@ -60,15 +61,7 @@ def _utf8(text: str) -> bytes:
 
 def _ids(ids, vocab_size: int) -> list[int]:
     """Validated ids as a list of ints."""
-    arr = np.asarray(ids)
-    if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
-        raise TokenizerError(f"cannot decode {ids!r:.60}: pass a flat sequence of integer ids")
-    bad = np.flatnonzero((arr < 0) | (arr >= vocab_size))
-    if bad.size:
-        raise TokenizerError(
-            f"id {arr[bad[0]]} at position {bad[0]} is outside the vocabulary [0, {vocab_size}); "
-            "decode only ids this tokenizer produced (separators excluded)")
-    return arr.tolist()
+    return args.ids(ids, vocab_size, what="decode", error=TokenizerError).tolist()
 
 
 class ByteTokenizer(Tokenizer):
@@ -221,6 +214,8 @@ def resolve_tokenizer(arg, threads: int | None = None) -> Tokenizer:
                          "sentencepiece .model file, or a Tokenizer")
 
 
+MAX_VOCAB = (1 << 31) - 1
+"""Largest vocabulary sentencepiece can train (its sizes are int32)."""
 _MAX_SENTENCE_CHARS = 4096  # sentencepiece silently drops longer sentences
 
 
@@ -263,8 +258,8 @@ def train_sentencepiece(texts: Iterable[str], vocab_size: int, model_path: str |
     little better (3.52 against 3.43 characters a token), and its models
     encode through the fast :class:`BPEEncoder`.
     """
-    if not isinstance(vocab_size, int) or isinstance(vocab_size, bool) or vocab_size < 1:
-        raise TokenizerError(f"vocab_size={vocab_size!r} must be a positive int, e.g. 32000")
+    vocab_size = args.integer("vocab_size", vocab_size, low=1, high=MAX_VOCAB, error=TokenizerError)
+    sample_bytes = args.size_bytes("sample_bytes", sample_bytes, error=TokenizerError)
     threads = max(1, threads or os.cpu_count() or 1)
     sentences = [s for s in _sentences(texts, sample_bytes) if s]
     if not sentences:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from . import args
 from .errors import QueryError
 from .interpolate import _lam
 
@@ -31,12 +32,7 @@ class InfiniGramLogitsProcessor:
         self.engine = engine
         self.lam_sparse = _lam(lam_sparse, "lam_sparse")
         self.lam_dense = _lam(lam_dense, "lam_dense")
-        if max_context is not None and (isinstance(max_context, bool)
-                                        or not isinstance(max_context, int)
-                                        or max_context < 0):
-            raise QueryError(f"max_context = {max_context!r}; pass None (whole sequence) "
-                             "or a non-negative int")
-        self.max_context = max_context
+        self.max_context = args.optional_integer("max_context", max_context)
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         if input_ids.dim() != 2 or input_ids.dtype.is_floating_point or input_ids.is_complex():

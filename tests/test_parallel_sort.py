@@ -13,7 +13,7 @@ import infinigram as ig
 from infinigram import builder, format as fmt
 from infinigram.native import merge
 from infinigram.cli import main
-from infinigram.errors import BuildError
+from infinigram.errors import ArgumentError
 from infinigram.progress import Progress
 from naive import naive_suffix_array
 from test_native_sort import THREADS, WIDTHS, corpora, packed
@@ -97,7 +97,7 @@ def test_progress_of_every_phase_comes_from_one_thread(monkeypatch, tmp_path):
 def test_threads_below_one_are_refused(tmp_path, threads):
     src = tmp_path / "c.jsonl"
     src.write_text('{"text": "abc"}\n')
-    with pytest.raises(BuildError, match="threads must be a positive"):
+    with pytest.raises(ArgumentError, match="threads="):
         ig.build([src], tmp_path / "idx", tokenizer="bytes", threads=threads, quiet=True)
     assert not (tmp_path / "idx").exists()
 
@@ -115,6 +115,5 @@ def test_cli_threads_below_one_is_one_line(tmp_path, command, threads):
             else [str(idx)])
     res = CliRunner().invoke(main, [command, *args, "--threads", threads])
     assert res.exit_code == 1
-    assert res.output.startswith(f"error: threads must be a positive number of threads, "
-                                 f"got {threads}")
+    assert res.output.startswith(f"error: threads={threads} is out of range; pass an int in [1, ")
     assert len(res.output.strip().splitlines()) == 1

@@ -189,7 +189,7 @@ def test_training_errors(tmp_path):
     with pytest.raises(TokenizerError, match="sample is empty"):
         train_sentencepiece(["", ""], 500, tmp_path / "m.model")
     for bad in (0, -5, 1.5, "8000", True):
-        with pytest.raises(TokenizerError, match="must be a positive int"):
+        with pytest.raises(TokenizerError, match="vocab_size=.* (is not an integer|is out of range)"):
             train_sentencepiece(SAMPLE, bad, tmp_path / "m.model")
     assert not (tmp_path / "m.model").exists()
 

@@ -1,0 +1,179 @@
+"""Checks and conversion of public arguments: integers, token ids, sizes.
+
+Every public function converts its integer arguments here, so any Python or
+numpy integer (not a bool) within bounds becomes a Python int, and anything
+else is one error naming the argument, the value and the allowed range:
+never a wraparound, an OverflowError or a compiled kernel's TypeError.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import re
+from array import array
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ArgumentError, QueryError
+
+INT64_MAX = (1 << 63) - 1
+"""Default upper bound: every converted integer fits the kernels' int64."""
+
+_INT = {int}
+_LIST = {list}
+_INT64 = np.dtype(np.int64)
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+_SIZE_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([kmgt]?)(?:i?b)?", re.IGNORECASE)
+
+
+def is_int(value) -> bool:
+    """Whether ``value`` is a Python or numpy integer (bools are not)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _bounds(low: int, high: int) -> str:
+    return f"[{low}, {'2**63 - 1' if high == INT64_MAX else high}]"
+
+
+def integer(name: str, value, *, low: int = 0, high: int = INT64_MAX,
+            error: type[Exception] = QueryError) -> int:
+    """``value`` as a Python int in [low, high]; ``error`` names it otherwise."""
+    if not is_int(value):
+        raise error(f"{name}={value!r:.60} is not an integer; pass an int in {_bounds(low, high)}")
+    v = int(value)
+    if not low <= v <= high:
+        raise error(f"{name}={v} is out of range; pass an int in {_bounds(low, high)}")
+    return v
+
+
+def optional_integer(name: str, value, **bounds) -> int | None:
+    """None, or ``integer(name, value, **bounds)``."""
+    return None if value is None else integer(name, value, **bounds)
+
+
+def size_bytes(name: str, value, *, error: type[Exception] = ArgumentError) -> int:
+    """A positive number of bytes from an int or a size string such as
+    '512M', '2G', '1.5g', '100k', '64KiB' or '4096' (units are powers of 1024)."""
+    n = value
+    if isinstance(value, str):
+        m = _SIZE_RE.fullmatch(value.strip())
+        n = int(Fraction(m.group(1)) * _UNITS[m.group(2).lower()]) if m else None
+    if not is_int(n) or not 1 <= n <= INT64_MAX:
+        raise error(f"{name}={value!r:.60} is not a positive size; pass a number of bytes "
+                    "or a size such as 512M or 2G (at most 2**63 - 1 bytes)")
+    return int(n)
+
+
+def path(name: str, value, *, error: type[Exception] = ArgumentError) -> Path:
+    """``value`` (a non-empty str or os.PathLike, no NUL) as a Path."""
+    if not isinstance(value, (str, os.PathLike)) or os.fspath(value) in ("", b"") \
+            or "\0" in str(os.fspath(value)):
+        raise error(f"{name}={value!r:.60} is not a path; pass a non-empty str or pathlib.Path "
+                    "without NUL characters")
+    return Path(value)
+
+
+def strings(name: str, value, *, error: type[Exception] = ArgumentError) -> tuple[str, ...]:
+    """A tuple of strings from one string (not split into characters) or an
+    iterable of them."""
+    items = (value,) if isinstance(value, str) else value
+    try:
+        items = tuple(items)
+    except TypeError:
+        items = None
+    if items is None or not all(isinstance(s, str) for s in items):
+        raise error(f"{name}={value!r:.60} must be a string or a list of strings")
+    return items
+
+
+# ---- token ids ------------------------------------------------------------
+def fast_ids(q) -> tuple[np.ndarray | array | None, int]:
+    """(ids, low) of a list of ints (as ``array('q')``: quicker to make and to
+    pass than an ndarray) or of a C-contiguous int64 array, unchecked: the
+    kernels report ids outside [low, vocab) and the caller then takes the
+    checked path (``ids``). array('q') also takes bools, which equal 0 and
+    1, so for a list low is 2: ids 0 and 1 take the checked path too.
+    (None, 0) for any other query."""
+    if type(q) is list:
+        try:
+            return array("q", q), 2
+        except (TypeError, OverflowError):
+            return None, 0
+    if type(q) is np.ndarray and q.dtype is _INT64 and q.ndim == 1 and q.flags.c_contiguous:
+        return q, 0
+    return None, 0
+
+
+def _int64(values) -> np.ndarray | None:
+    """int64 array of a sequence made only of Python ints that fit (no
+    Python loop); None when some element is anything else."""
+    if values and set(map(type, values)) != _INT:
+        return None
+    try:
+        return np.array(values, dtype=np.int64)
+    except OverflowError:
+        return None
+
+
+def ids(q, vocab: int, *, separator: int | None = None, what: str = "query",
+        error: type[Exception] = QueryError) -> np.ndarray:
+    """int64 ids of a 1-D integer array or a list/tuple of integers, each in
+    [0, vocab); ``error`` names the first bad element and its position.
+    Other sequences (a tensor, a range) go through ``np.asarray``."""
+    if not isinstance(q, (list, tuple)):
+        q = np.asarray(q)
+    if isinstance(q, np.ndarray):
+        if q.ndim != 1:
+            raise error(f"{what} array has shape {q.shape}; pass a 1-D array of token ids")
+        if q.size and q.dtype.kind not in "iu":
+            raise error(f"{what} array has dtype {q.dtype}; pass integer token ids "
+                        "(e.g. .astype(np.int64))")
+        return check_range(q, vocab, separator=separator, what=what, error=error)
+    arr = _int64(q)
+    if arr is None:
+        for j, x in enumerate(q):
+            if not is_int(x):
+                raise error(f"{what} element {x!r:.40} at position {j} is not an integer token "
+                            "id; pass a flat sequence of integer ids")
+        arr = np.array([int(x) if -INT64_MAX <= x <= INT64_MAX else -1 for x in q],
+                       dtype=np.int64)
+    return check_range(arr, vocab, original=q, separator=separator, what=what, error=error)
+
+
+def batch(queries) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(flat ids, bounds) of a batch whose queries are all 1-D integer arrays
+    or all lists of Python ints (the fast path of count_many), unchecked;
+    (None, None) when some query needs ``ids``."""
+    if not queries:
+        return None, None
+    flat = None
+    if all(isinstance(a, np.ndarray) and a.ndim == 1 and a.dtype.kind in "iu" for a in queries):
+        flat = np.concatenate(queries)
+    elif set(map(type, queries)) == _LIST:
+        flat = _int64(list(itertools.chain.from_iterable(queries)))
+    if flat is None:
+        return None, None
+    lengths = np.fromiter(map(len, queries), dtype=np.int64, count=len(queries))
+    return flat, np.concatenate([[0], np.cumsum(lengths)])
+
+
+def check_range(arr: np.ndarray, vocab: int, *, original=None, bounds=None,
+                separator: int | None = None, what: str = "query",
+                error: type[Exception] = QueryError) -> np.ndarray:
+    """C-contiguous int64 copy of integer ids ``arr`` once each is in [0, vocab);
+    positions in messages are per query when ``bounds`` delimits several."""
+    if arr.size and (arr.min() < 0 or arr.max() >= vocab):
+        i = int(np.flatnonzero((arr < 0) | (arr >= vocab))[0])
+        value = arr[i] if original is None else original[i]
+        where = f"at position {i}"
+        if bounds is not None:
+            j = int(np.searchsorted(bounds, i, side="right") - 1)
+            where = f"at position {i - int(bounds[j])} of query {j}"
+        if separator is not None and value == separator:
+            fix = "it is the document separator, which queries cannot contain; remove it"
+        else:
+            fix = "pass ids below the vocabulary size"
+        raise error(f"{what} id {value} {where} is outside the vocabulary [0, {vocab}): {fix}")
+    return np.ascontiguousarray(arr, dtype=np.int64)
