@@ -608,11 +608,7 @@ class Engine:
             begin, end = max(begin, begin + around - window), min(end, begin + around + window)
         tokens = np.array(s.shard.tokens[begin:end], dtype=np.int64)
         text = self.decode(tokens) if self.tokenizer is not None else None
-        meta = None
-        if s.shard.metadata is not None:
-            mo = s.shard.metaoff
-            stop = int(mo[d + 1]) if d + 1 < len(mo) else len(s.shard.metadata)
-            meta = json.loads(bytes(s.shard.metadata[int(mo[d]):stop]).decode("utf-8"))
+        meta = None if s.shard.metadata is None else _metadata(s.shard, d, self.path)
         return Document(int(doc_ix), tokens, text, meta)
 
     def count_cnf(self, cnf, window: int = 100) -> int:
@@ -644,6 +640,24 @@ class Engine:
                 keep &= np.searchsorted(other, hi, "right") > np.searchsorted(other, lo, "left")
             total += int(keep.sum())
         return total
+
+
+def _metadata(shard: fmt.Shard, d: int, path: Path) -> dict:
+    """The parsed metadata line of local document ``d``; a damaged line is
+    an IndexFormatError naming the file and the fix."""
+    mo = shard.metaoff
+    stop = int(mo[d + 1]) if d + 1 < len(mo) else len(shard.metadata)
+    try:
+        meta = json.loads(bytes(shard.metadata[int(mo[d]):stop]).decode("utf-8"))
+    except (ValueError, RecursionError) as e:
+        meta = e
+    if not isinstance(meta, dict):
+        where = fmt.shard_path(path, "metadata", shard.index)
+        raise IndexFormatError(
+            f"{where}: the line of document {d} is not a JSON object "
+            f"({fmt.shorten(meta, 80)}): the file is damaged; rebuild the index "
+            f"(`infinigram verify {path}` lists every damaged file)")
+    return meta
 
 
 def _flatten(queries):
