@@ -142,7 +142,7 @@ def index_tables(directory, *, token_width: int | None = None, vocab_size: int |
             vocab_size = tok.vocab_size if tok is not None else max(top + 1, 1)
         _check_vocab(vocab_size, top, token_width, directory)
         settings = {"indexed": "infinigram index", "max_memory": max_memory}
-    elif built or (directory / fmt.MANIFEST).read_text() != manifest.to_json():
+    elif built or not fmt.manifest_is_exact(directory, manifest):
         spec, vocab_size, settings = manifest.tokenizer, manifest.vocab_size, manifest.build
         if tokens_changed:
             _check_vocab(vocab_size, top, token_width, directory)

@@ -31,8 +31,8 @@ class VerifyReport:
 def advice(path: Path, name: str) -> str:
     """What to do about a damaged file ``name`` of the index at ``path``."""
     if name.startswith("table."):
-        return (f"delete {name} and run `infinigram index {path}` (it checks the tokens "
-                "against the manifest before sorting them again)")
+        return (f"delete {name} (if present) and run `infinigram index {path}` (it checks "
+                "the tokens against the manifest before sorting them again)")
     if name == fmt.MANIFEST:
         return (f"restore it from the build, or run `infinigram index {path}`, which checks "
                 "every file against it and rewrites it")
@@ -53,7 +53,7 @@ def verify(path, checksums: bool = True) -> VerifyReport:
         return VerifyReport(str(path), (), (str(e),))
     checked: list[str] = []
     problems: list[str] = []
-    if (path / fmt.MANIFEST).read_text() == manifest.to_json():
+    if fmt.manifest_is_exact(path, manifest):
         checked.append("manifest fields and checksum")
     else:
         problems.append(f"{fmt.MANIFEST} is not as infinigram writes it (edited, damaged, or "
