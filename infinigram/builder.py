@@ -100,14 +100,20 @@ def build(inputs, output, *, tokenizer=None, train_vocab: int | None = None,
 
 def index_tables(directory, *, token_width: int | None = None, vocab_size: int | None = None,
                  tokenizer=None, max_memory: int | None = None, threads: int | None = None,
+                 tokens_changed: bool = False,
                  quiet: bool = False) -> list[int]:
     """Build each missing ``table.{s}`` in ``directory`` and (re)write its manifest.
 
     For a directory without a manifest (for example infini-gram's tokenized
     output) ``token_width`` is required; ``vocab_size`` defaults to the
     largest id present plus one; ``tokenizer`` is ``"bytes"``, a ``.model``
-    path, or None (ids-only queries). ``threads`` sort (default: every core
-    this process may use). Returns the shards whose table was built.
+    path, or None (ids-only queries). The token and offset files are
+    checked against the width, each other and the vocabulary first. With a
+    manifest, every file it records must still match its sha256 (a corrupt
+    file is refused, never re-blessed) unless ``tokens_changed=True`` says
+    the tokens were replaced on purpose; then they are checked as without
+    one, and every table is sorted again. ``threads`` sort (default: every
+    core this process may use). Returns the shards whose table was built.
     """
     directory = args.path("directory", directory)
     threads = check_threads(threads)
@@ -120,6 +126,10 @@ def index_tables(directory, *, token_width: int | None = None, vocab_size: int |
     manifest = None
     if (directory / fmt.MANIFEST).exists():
         manifest = fmt.read_manifest(directory)
+        if token_width is not None and token_width != manifest.token_width:
+            raise IndexFormatError(
+                f"token width {token_width} was given but {directory / fmt.MANIFEST} records "
+                f"{manifest.token_width}; leave the token width out")
         token_width = manifest.token_width
     if token_width is None:
         raise BuildError(f"{directory} has no {fmt.MANIFEST}; pass the token width (1, 2 or 4)")
@@ -134,29 +144,111 @@ def index_tables(directory, *, token_width: int | None = None, vocab_size: int |
         if not fmt.shard_path(directory, "offset", s).exists():
             raise IndexFormatError(f"{fmt.shard_path(directory, 'offset', s)} is missing; "
                                    "offsets come with the tokenized file, re-tokenize the corpus")
+    known = {}
+    if manifest is not None and not tokens_changed:
+        known = _check_recorded(directory, manifest, len(shards))
+    else:
+        top = _check_tokens(directory, shards, token_width)
     progress = Progress(quiet)
-    built = [s for s in shards if not fmt.shard_path(directory, "table", s).exists()]
+    built = [s for s in shards if tokens_changed
+             or not fmt.shard_path(directory, "table", s).exists()]
     for s in built:
         build_table(directory, s, token_width, max_memory, progress, threads)
-    if manifest is None or built:
-        if manifest is not None:
-            spec, vocab = manifest.tokenizer, manifest.vocab_size
-            settings = manifest.build
-        else:
-            tok = tk.resolve_tokenizer(tokenizer) if tokenizer is not None else None
-            if tok is not None and tok.kind == "sentencepiece":
-                target = directory / fmt.TOKENIZER_FILE
-                if Path(tok.model_path).resolve() != target.resolve():
-                    tmp = fmt.temp_path(target)
-                    shutil.copyfile(tok.model_path, tmp)
-                    fmt.commit(tmp, target)
-            spec = tok.spec() if tok is not None else {"kind": "none"}
-            vocab = vocab_size or (tok.vocab_size if tok is not None else
-                                   _max_id(directory, shards, token_width) + 1)
-            settings = {"indexed": "infinigram index", "max_memory": max_memory}
-        counts = [(_n_tokens(directory, s, token_width), _n_docs(directory, s)) for s in shards]
-        _finish(directory, token_width, vocab, spec, counts, settings, progress)
+    if manifest is None:
+        tok = tk.resolve_tokenizer(tokenizer) if tokenizer is not None else None
+        if tok is not None and tok.kind == "sentencepiece":
+            target = directory / fmt.TOKENIZER_FILE
+            if Path(tok.model_path).resolve() != target.resolve():
+                tmp = fmt.temp_path(target)
+                shutil.copyfile(tok.model_path, tmp)
+                fmt.commit(tmp, target)
+        spec = tok.spec() if tok is not None else {"kind": "none"}
+        if vocab_size is None:
+            vocab_size = tok.vocab_size if tok is not None else max(top + 1, 1)
+        _check_vocab(vocab_size, top, token_width, directory)
+        settings = {"indexed": "infinigram index", "max_memory": max_memory}
+    elif built or not fmt.manifest_is_exact(directory, manifest):
+        spec, vocab_size, settings = manifest.tokenizer, manifest.vocab_size, manifest.build
+        if tokens_changed:
+            _check_vocab(vocab_size, top, token_width, directory)
+    else:
+        return built
+    counts = [(_n_tokens(directory, s, token_width), _n_docs(directory, s)) for s in shards]
+    _finish(directory, token_width, vocab_size, spec, counts, settings, progress, known)
     return built
+
+
+_CHANGED = "pass --tokens-changed (tokens_changed=True) if the tokens were replaced on purpose"
+
+
+def _check_recorded(directory: Path, manifest: fmt.Manifest, n_shards: int) -> dict:
+    """Check every shard file against the sha256 the manifest records (a
+    missing table excepted: it is about to be built); return the records."""
+    if len(manifest.shards) != n_shards:
+        raise IndexFormatError(
+            f"{directory} holds {n_shards} tokenized files, {fmt.MANIFEST} records "
+            f"{len(manifest.shards)} shards; rebuild the index, or {_CHANGED}")
+    records = {name: rec for info in manifest.shards for name, rec in info.files.items()}
+    for s in range(n_shards):
+        for kind in fmt.SHARD_FILES:
+            path = fmt.shard_path(directory, kind, s)
+            if path.exists() and path.name not in records:
+                raise IndexFormatError(
+                    f"{path} is not recorded in {fmt.MANIFEST}; move it away, or {_CHANGED}")
+    for name, rec in sorted(records.items()):
+        path = directory / name
+        if not path.exists() and name.startswith("table."):
+            continue
+        if not path.exists() or fmt.sha256_file(path) != rec["sha256"]:
+            state = "is missing" if not path.exists() else \
+                f"differs from the sha256 {fmt.MANIFEST} records: it is corrupt or was replaced"
+            fix = (f"delete it and run `infinigram index {directory}` again"
+                   if name.startswith("table.") else
+                   f"rebuild the index from the corpus with `infinigram build`, or {_CHANGED}")
+            raise IndexFormatError(f"{path} {state}; {fix}")
+    return {name: rec for name, rec in records.items() if (directory / name).exists()}
+
+
+def _check_tokens(directory: Path, shards: list[int], width: int) -> int:
+    """Check each shard's token and offset files against the token width and
+    each other (the open checks, and the separator count); return the
+    largest id present (-1 if none)."""
+    fix = ("give the token width the files were written with (--token-width), and the "
+           "offset file that belongs to the token file")
+    dtype, sep, top = fmt.token_dtype(width), fmt.separator(width), -1
+    for s in shards:
+        path, off_path = (fmt.shard_path(directory, k, s) for k in ("tokenized", "offset"))
+        for p, unit in ((path, width), (off_path, 8)):
+            size = p.stat().st_size
+            if size % unit:
+                raise IndexFormatError(f"{p} has {size} bytes, not a multiple of {unit} "
+                                       f"(bytes per entry): {fix}, or the file is truncated")
+        tokens, offsets = fmt.map_array(path, dtype), fmt.map_array(off_path, np.dtype("<u8"))
+        fmt.check_offsets(tokens, offsets, off_path, fix)
+        seps = 0
+        for lo in range(0, len(tokens), _SCAN):
+            part = tokens[lo:lo + _SCAN]
+            is_sep = part == sep
+            seps += int(is_sep.sum())
+            if not is_sep.all():
+                top = max(top, int(part[~is_sep].max()))
+        if seps != len(offsets):
+            raise IndexFormatError(f"{path} holds {seps} separators, {off_path} lists "
+                                   f"{len(offsets)} documents: {fix}")
+    return top
+
+
+_SCAN = 1 << 26
+"""Tokens per step of ``_check_tokens`` (bounds its temporary memory)."""
+
+
+def _check_vocab(vocab: int, top: int, width: int, directory: Path) -> None:
+    """Raise unless ``vocab`` is in (largest id present, separator]."""
+    if not top < vocab <= fmt.separator(width):
+        raise IndexFormatError(
+            f"vocabulary size {vocab!r} does not fit the tokens of {directory}: it must be an "
+            f"integer above the largest id present ({top}) and at most {fmt.separator(width)} "
+            f"(the separator of token width {width})")
 
 
 def check_threads(threads) -> int:
@@ -338,15 +430,18 @@ def _write_tokens(batches, total, tok, width, shard_tokens, threads, work, progr
     return writer.counts
 
 
-def _finish(directory, width, vocab, spec, counts, settings, progress) -> None:
-    """Checksum every shard file and write the manifest (last)."""
+def _finish(directory, width, vocab, spec, counts, settings, progress, known=None) -> None:
+    """Checksum every shard file (reusing the records in ``known`` of files
+    already checked against them) and write the manifest (last)."""
     progress.start("checksum")
     shards = []
     for s, (n_tokens, n_docs) in enumerate(counts):
         files = {}
         for kind in fmt.SHARD_FILES:
             path = fmt.shard_path(directory, kind, s)
-            if path.exists():
+            if known and path.name in known:
+                files[path.name] = known[path.name]
+            elif path.exists():
                 files[path.name] = {"size": path.stat().st_size, "sha256": fmt.sha256_file(path)}
         shards.append(fmt.ShardInfo(n_tokens, n_docs, files))
     manifest = fmt.Manifest(token_width=width, vocab_size=vocab, tokenizer=spec,
@@ -367,18 +462,6 @@ def _n_tokens(directory, s, width) -> int:
 
 def _n_docs(directory, s) -> int:
     return fmt.shard_path(directory, "offset", s).stat().st_size // 8
-
-
-def _max_id(directory, shards, width) -> int:
-    sep = fmt.separator(width)
-    top = 0
-    for s in shards:
-        path = fmt.shard_path(directory, "tokenized", s)
-        if path.stat().st_size:
-            t = np.memmap(path, dtype=fmt.token_dtype(width), mode="r")
-            real = t[t != sep]
-            top = max(top, int(real.max()) if real.size else 0)
-    return top
 
 
 def _remove_stale_builds(output: Path) -> None:

@@ -192,16 +192,21 @@ def build(inputs, output, model, train, use_bytes, text_field, text_suffixes, sh
 @click.option("--tokenizer", "model", help="'bytes' or a sentencepiece .model file.")
 @click.option("--max-memory", type=_size, help="Memory budget for sorting, e.g. 8G.")
 @threads_opt
+@click.option("--tokens-changed", is_flag=True, help="The token files were replaced on "
+              "purpose: check them afresh, sort every table again, rewrite the manifest.")
 @click.option("--quiet", is_flag=True, help="No progress lines.")
 @json_opt
 @_command
-def index(index, token_width, vocab_size, model, max_memory, threads, quiet, as_json):
+def index(index, token_width, vocab_size, model, max_memory, threads, tokens_changed, quiet,
+          as_json):
     """Build the missing table.N files of a directory of tokenized.N files
-    (for example infini-gram's tokenized output) and write its manifest."""
+    (for example infini-gram's tokenized output) and write its manifest.
+    With a manifest, every file must still match the sha256 it records."""
     from .builder import index_tables
     built = index_tables(index, token_width=token_width and int(token_width),
                                  vocab_size=vocab_size, tokenizer=model,
-                                 max_memory=max_memory, threads=threads, quiet=quiet)
+                                 max_memory=max_memory, threads=threads,
+                                 tokens_changed=tokens_changed, quiet=quiet)
     _emit(as_json, {"built": built}, f"built table(s) for shard(s) {built}" if built
           else "nothing to build: every shard has its table")
 

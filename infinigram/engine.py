@@ -227,7 +227,7 @@ class ShardSearcher:
         end = int(starts[d + 1]) if d + 1 < len(starts) else self.n
         return end - int(starts[d]) - 1
 
-    def document(self, d: int, begin: int, end: int) -> tuple[np.ndarray, str | None]:
+    def document(self, d: int, begin: int, end: int) -> tuple[np.ndarray, bytes | None]:
         """Tokens [begin, end) of local document ``d`` (int64) and its
         metadata line (None when the shard has none)."""
         start = int(self.doc_starts[d]) + 1
@@ -237,7 +237,7 @@ class ShardSearcher:
             return tokens, None
         mo = shard.metaoff
         stop = int(mo[d + 1]) if d + 1 < len(mo) else len(shard.metadata)
-        return tokens, bytes(shard.metadata[int(mo[d]):stop]).decode("utf-8")
+        return tokens, bytes(shard.metadata[int(mo[d]):stop])
 
 
 def _sample_step(n: int) -> int:
@@ -642,7 +642,8 @@ class Engine:
         text = self.decode(tokens) if self.tokenizer is not None else None
         meta = source = None
         if line is not None:
-            meta, source = corpus.split_metadata(json.loads(line))
+            where = fmt.shard_path(self.shard_dirs[k], "metadata", self._shards[k].index)
+            meta, source = corpus.split_metadata(_metadata(line, where, d))
         return Document(int(doc_ix), tokens, text, meta, source)
 
     def count_cnf(self, cnf, window: int = 100) -> int:
@@ -668,6 +669,21 @@ def _batch(name: str, items) -> list | tuple | np.ndarray:
         return items
     raise QueryError(f"{name} takes a list of queries or a 2-D integer array, not "
                      f"{type(items).__name__} {items!r:.40}")
+
+
+def _metadata(line: bytes, where: Path, d: int) -> dict:
+    """The parsed metadata line of local document ``d`` of the file
+    ``where``; a damaged line is an IndexFormatError naming the file and the fix."""
+    try:
+        meta = json.loads(line.decode("utf-8"))
+    except (ValueError, RecursionError) as e:
+        meta = e
+    if not isinstance(meta, dict):
+        raise IndexFormatError(
+            f"{where}: the line of document {d} is not a JSON object "
+            f"({fmt.shorten(meta, 80)}): the file is damaged; rebuild the index "
+            f"(`infinigram verify {where.parent}` lists every damaged file)")
+    return meta
 
 
 def _merge(parts, suffix_len: int) -> NextTokenDist:

@@ -6,12 +6,15 @@ each file holds. Everything here is plain Python and numpy (no kernels).
 """
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import hashlib
 import json
 import math
+import mmap
 import os
 import re
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +29,11 @@ DEFAULT_SHARD_TOKENS = 1 << 31
 SHARD_FILES = ("tokenized", "table", "offset", "metadata", "metaoff")
 _SHARD_FILE_RE = re.compile(r"^(tokenized|table|offset|metadata|metaoff)\.(\d+)$")
 _DTYPES = {1: np.dtype("<u1"), 2: np.dtype("<u2"), 4: np.dtype("<u4")}
+_MANIFEST_KEYS = {"version", "library", "token_width", "vocab_size", "separator", "tokenizer",
+                  "shards", "build", "checksum"}
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+_CHUNK = 1 << 22
+"""Entries per step of the vectorized open checks (bounds their memory)."""
 
 
 def token_width(vocab_size: int) -> int:
@@ -116,36 +124,106 @@ class Manifest:
     def to_json(self) -> str:
         d = dataclasses.asdict(self)
         d["separator"] = self.separator
+        d["checksum"] = _checksum(d)
         return json.dumps(d, indent=2, sort_keys=True) + "\n"
 
     @classmethod
     def from_json(cls, text: str, where: str = MANIFEST) -> "Manifest":
+        """Parse and validate a manifest; every defect is one IndexFormatError."""
         fix = "rebuild the index, or restore manifest.json from the build"
         try:
             d = json.loads(text)
-            shards = tuple(ShardInfo(int(s["tokens"]), int(s["docs"]), dict(s["files"]))
-                           for s in d["shards"])
-            m = cls(token_width=int(d["token_width"]), vocab_size=int(d["vocab_size"]),
-                    tokenizer=dict(d["tokenizer"]), shards=shards,
-                    build=dict(d.get("build", {})), version=int(d["version"]),
-                    library=str(d.get("library", "")))
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
-            raise IndexFormatError(f"{where} is corrupt ({type(e).__name__}: {e}); {fix}") from None
-        if m.version != FORMAT_VERSION:
+        except (ValueError, RecursionError) as e:
             raise IndexFormatError(
-                f"{where} has format version {m.version}, this library reads {FORMAT_VERSION}; "
+                f"{where} is corrupt ({type(e).__name__}: {shorten(e, 80)}); {fix}") from None
+        if not isinstance(d, dict):
+            raise IndexFormatError(f"{where} holds {shorten(d)}, not a JSON object; {fix}")
+        unknown = sorted(set(d) - _MANIFEST_KEYS)
+        if unknown:
+            raise IndexFormatError(f"{where} has unknown field(s) {shorten(unknown)}; {fix}")
+        version = _field(d, "version", int, where, fix)
+        if version != FORMAT_VERSION:
+            raise IndexFormatError(
+                f"{where} has format version {version}, this library reads {FORMAT_VERSION}; "
                 "rebuild the index or install a matching infinigram")
-        token_dtype(m.token_width)
+        width = _field(d, "token_width", int, where, fix)
+        token_dtype(width)
+        m = cls(token_width=width, vocab_size=_field(d, "vocab_size", int, where, fix),
+                tokenizer=_tokenizer_spec(d.get("tokenizer"), where, fix),
+                shards=_shard_infos(d.get("shards"), where, fix),
+                build=_field(d, "build", dict, where, fix, {}),
+                library=_field(d, "library", str, where, fix, ""))
         if d.get("separator", m.separator) != m.separator:
             raise IndexFormatError(
-                f"{where}: separator {d['separator']} does not match token width "
+                f"{where}: separator {shorten(d['separator'])} does not match token width "
                 f"{m.token_width} (expected {m.separator}); {fix}")
         if not 0 < m.vocab_size <= m.separator:
             raise IndexFormatError(
                 f"{where}: vocab_size {m.vocab_size} does not fit token width {m.token_width}; {fix}")
-        if m.tokenizer.get("kind") not in ("bytes", "sentencepiece", "none"):
-            raise IndexFormatError(f"{where}: unknown tokenizer {m.tokenizer!r}; {fix}")
+        if "checksum" in d and d["checksum"] != _checksum(d):
+            raise IndexFormatError(
+                f"{where}: its checksum does not match its contents (edited or damaged); {fix}")
         return m
+
+
+def _checksum(d: dict) -> str:
+    """sha256 of a manifest's fields but "checksum", serialized canonically."""
+    body = {k: v for k, v in d.items() if k != "checksum"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"))
+                          .encode()).hexdigest()
+
+
+def shorten(value, limit: int = 40) -> str:
+    """repr of a (possibly huge) value cut to ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _field(d, key: str, kind: type, where: str, fix: str, default=None):
+    """``d[key]``, which must be of exactly ``kind`` (ints: >= 0, not bool)."""
+    value = d.get(key, default) if isinstance(d, dict) else None
+    if type(value) is not kind or (kind is int and value < 0):
+        what = "a non-negative integer" if kind is int else f"a JSON {_JSON_NAMES[kind]}"
+        raise IndexFormatError(f"{where}: {key} is {shorten(value)}, not {what}; {fix}")
+    return value
+
+
+_JSON_NAMES = {dict: "object", str: "string", list: "list"}
+
+
+def _tokenizer_spec(spec, where: str, fix: str) -> dict:
+    if not isinstance(spec, dict) or spec.get("kind") not in ("bytes", "sentencepiece", "none"):
+        raise IndexFormatError(f"{where}: unknown tokenizer {shorten(spec)}; {fix}")
+    if spec["kind"] == "sentencepiece":
+        name = _field(spec, "file", str, where, fix)
+        if name != os.path.basename(name) or name in ("", ".", ".."):
+            raise IndexFormatError(f"{where}: tokenizer file {shorten(name)} is not a file "
+                                   f"name inside the index; {fix}")
+        if not _SHA256_RE.match(_field(spec, "sha256", str, where, fix)):
+            raise IndexFormatError(f"{where}: tokenizer sha256 {shorten(spec['sha256'])} is "
+                                   f"not 64 hex digits; {fix}")
+    return dict(spec)
+
+
+def _shard_infos(shards, where: str, fix: str) -> tuple[ShardInfo, ...]:
+    if not isinstance(shards, list):
+        raise IndexFormatError(f"{where}: shards is {shorten(shards)}, not a JSON list; {fix}")
+    infos = []
+    for s, d in enumerate(shards):
+        at = f"{where} shard {s}"
+        files = _field(d, "files", dict, at, fix)
+        for name, rec in files.items():
+            m = _SHARD_FILE_RE.match(name)
+            if not m or int(m.group(2)) != s or name != f"{m.group(1)}.{s}":
+                raise IndexFormatError(
+                    f"{at}: file {shorten(name)} is not a file of shard {s}; {fix}")
+            _field(rec, "size", int, f"{at} {name}", fix)
+            if not _SHA256_RE.match(_field(rec, "sha256", str, f"{at} {name}", fix)):
+                raise IndexFormatError(f"{at} {name}: sha256 {shorten(rec['sha256'])} is not "
+                                       f"64 hex digits; {fix}")
+        infos.append(ShardInfo(_field(d, "tokens", int, at, fix), _field(d, "docs", int, at, fix),
+                               files))
+    return tuple(infos)
 
 
 def write_manifest(directory: str | os.PathLike, manifest: Manifest) -> None:
@@ -154,6 +232,13 @@ def write_manifest(directory: str | os.PathLike, manifest: Manifest) -> None:
     tmp = temp_path(final)
     tmp.write_text(manifest.to_json())
     commit(tmp, final)
+
+
+def manifest_is_exact(directory: str | os.PathLike, manifest: Manifest) -> bool:
+    """Whether ``manifest.json`` holds, byte for byte, what ``write_manifest``
+    writes for ``manifest`` (so that it carries a checksum, and no byte of it
+    escapes verification)."""
+    return (Path(directory) / MANIFEST).read_bytes() == manifest.to_json().encode()
 
 
 def read_manifest(directory: str | os.PathLike) -> Manifest:
@@ -201,10 +286,31 @@ class Shard:
         return int(self.offsets.shape[0])
 
 
-def _map(path: Path, dtype) -> np.ndarray:
-    if path.stat().st_size == 0:
-        return np.zeros(0, dtype=dtype)
-    return np.memmap(path, dtype=dtype, mode="r")
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mmap.restype = ctypes.c_void_p
+_libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                       ctypes.c_int, ctypes.c_long)
+_libc.munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
+_MAP_FAILED = ctypes.c_void_p(-1).value
+
+
+def map_array(path: Path, dtype) -> np.ndarray:
+    """The file as a read-only array, mapped without keeping a file
+    descriptor (``np.memmap`` holds one per map: an index of many shards
+    would run out). The mapping is released when the last view goes."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size == 0:
+            return np.zeros(0, dtype=dtype)
+        addr = _libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, f.fileno(), 0)
+    if addr == _MAP_FAILED:
+        err = ctypes.get_errno()
+        raise OSError(err, f"cannot map {path}: {os.strerror(err)}")
+    buf = (ctypes.c_uint8 * size).from_address(addr)
+    weakref.finalize(buf, _libc.munmap, addr, size).atexit = False  # exit unmaps it anyway
+    array = np.frombuffer(buf, dtype=dtype, count=size // np.dtype(dtype).itemsize)
+    array.flags.writeable = False
+    return array
 
 
 def shard_numbers(directory: str | os.PathLike) -> dict[str, list[int]]:
@@ -218,7 +324,8 @@ def shard_numbers(directory: str | os.PathLike) -> dict[str, list[int]]:
 
 
 def open_shard(directory: str | os.PathLike, s: int, width: int) -> Shard:
-    """Map one shard's files and check their sizes agree with each other."""
+    """Map one shard's files and run the cheap checks: sizes agree with the
+    width and each other, offsets and metadata offsets are sound."""
     directory = Path(directory)
     paths = {k: shard_path(directory, k, s) for k in SHARD_FILES}
     for kind in ("tokenized", "table", "offset"):
@@ -231,36 +338,107 @@ def open_shard(directory: str | os.PathLike, s: int, width: int) -> Shard:
         raise IndexFormatError(
             f"{paths['tokenized']} has {size} bytes, not a multiple of the token width "
             f"{width}: the file is truncated or the width is wrong")
-    n = size // width
-    pointer = pointer_width(size)
-    table_size = paths["table"].stat().st_size
-    if table_size != n * pointer:
-        raise IndexFormatError(
-            f"{paths['table']} has {table_size} bytes, expected {n * pointer} "
-            f"({n} tokens x {pointer}-byte pointers): the file is truncated or from "
-            f"another build; rebuild it with `infinigram index {directory}`")
     off_size = paths["offset"].stat().st_size
     if off_size % 8:
         raise IndexFormatError(f"{paths['offset']} has {off_size} bytes, not a multiple of 8: truncated")
+    tokens = map_array(paths["tokenized"], token_dtype(width))
+    offsets = map_array(paths["offset"], np.dtype("<u8"))
+    check_offsets(tokens, offsets, paths["offset"])
+    pointer = pointer_width(size)
+    table_size = paths["table"].stat().st_size
+    if table_size != len(tokens) * pointer:
+        raise IndexFormatError(
+            f"{paths['table']} has {table_size} bytes, expected {len(tokens) * pointer} "
+            f"({len(tokens)} tokens x {pointer}-byte pointers): the file is truncated or from "
+            f"another build; delete it and run `infinigram index {directory}`")
     has_meta = paths["metadata"].exists()
     if has_meta != paths["metaoff"].exists():
         raise IndexFormatError(
             f"shard {s} of {directory} has only one of metadata.{s} / metaoff.{s}; rebuild the index")
     shard = Shard(
         index=s,
-        tokens=_map(paths["tokenized"], token_dtype(width)),
-        table=_map(paths["table"], np.uint8),
-        offsets=_map(paths["offset"], np.dtype("<u8")),
-        metadata=_map(paths["metadata"], np.uint8) if has_meta else None,
-        metaoff=_map(paths["metaoff"], np.dtype("<u8")) if has_meta else None,
+        tokens=tokens,
+        table=map_array(paths["table"], np.uint8),
+        offsets=offsets,
+        metadata=map_array(paths["metadata"], np.uint8) if has_meta else None,
+        metaoff=map_array(paths["metaoff"], np.dtype("<u8")) if has_meta else None,
         width=width,
         pointer=pointer,
     )
-    if shard.metaoff is not None and shard.metaoff.shape[0] != shard.n_docs:
-        raise IndexFormatError(
-            f"{paths['metaoff']} lists {shard.metaoff.shape[0]} documents, offset.{s} "
-            f"lists {shard.n_docs}: truncated or mismatched; rebuild the index")
+    if shard.metaoff is not None:
+        if shard.metaoff.shape[0] != shard.n_docs:
+            raise IndexFormatError(
+                f"{paths['metaoff']} lists {shard.metaoff.shape[0]} documents, offset.{s} "
+                f"lists {shard.n_docs}: truncated or mismatched; rebuild the index")
+        _check_metaoff(shard.metadata, shard.metaoff, paths["metadata"], paths["metaoff"])
     return shard
+
+
+def _damaged(path: Path, what: str, fix: str | None = None) -> IndexFormatError:
+    fix = fix or f"rebuild the index (`infinigram verify {path.parent}` lists every damaged file)"
+    return IndexFormatError(f"{path} is damaged: {what}; {fix}")
+
+
+def _ascending(values: np.ndarray, path: Path, fix: str | None = None) -> None:
+    """Raise unless ``values`` are strictly ascending (checked in chunks)."""
+    for lo in range(0, max(len(values) - 1, 0), _CHUNK):
+        part = np.asarray(values[lo:lo + _CHUNK + 1])
+        down = part[1:] <= part[:-1]
+        if down.any():
+            i = lo + int(np.argmax(down)) + 1
+            raise _damaged(path, f"entry {i} ({values[i]}) is not above entry {i - 1} "
+                                 f"({values[i - 1]})", fix)
+
+
+def check_offsets(tokens: np.ndarray, offsets: np.ndarray, path: Path,
+                  fix: str | None = None) -> None:
+    """The cheap checks of a shard's ``offset`` file against its tokens:
+    the first document starts at byte 0, offsets ascend, and each is the
+    byte offset of a separator. Vectorized, in chunks: O(documents).
+    ``fix`` replaces the advice to rebuild the index."""
+    width = tokens.itemsize
+    sep = separator(width)
+    if not len(tokens):
+        if len(offsets):
+            raise _damaged(path, f"it lists {len(offsets)} documents of an empty token file", fix)
+        return
+    if not len(offsets) or offsets[0] != 0:
+        raise _damaged(path, "the first document does not start at byte 0", fix)
+    if offsets[-1] >= tokens.nbytes:
+        raise _damaged(path, f"its last offset {offsets[-1]} is past the end of the token "
+                             f"file ({tokens.nbytes} bytes)", fix)
+    _ascending(offsets, path, fix)
+    shift = width.bit_length() - 1  # shifts and masks: much faster than // and % on uint64
+    for lo in range(0, len(offsets), _CHUNK):
+        part = np.asarray(offsets[lo:lo + _CHUNK])
+        wrong = (part & (width - 1)).astype(bool) | (tokens[part >> shift] != sep)
+        if wrong.any():
+            i = lo + int(np.argmax(wrong))
+            raise _damaged(path, f"entry {i} (byte {offsets[i]}) is not the offset of a separator:"
+                                 f" the offsets or the token width ({width}) are wrong", fix)
+
+
+def _check_metaoff(metadata: np.ndarray, metaoff: np.ndarray, meta_path: Path,
+                   path: Path) -> None:
+    """Cheap checks of ``metaoff`` against ``metadata``: lines start at 0,
+    ascend, lie inside the file, and each follows a newline."""
+    if not len(metaoff):
+        if len(metadata):
+            raise _damaged(path, f"it lists no documents but {meta_path.name} holds "
+                                 f"{len(metadata)} bytes")
+        return
+    if metaoff[0] != 0 or metaoff[-1] >= len(metadata):
+        raise _damaged(path, f"its offsets run from {metaoff[0]} to {metaoff[-1]}, outside "
+                             f"[0, {len(metadata)}) of the metadata file")
+    _ascending(metaoff, path)
+    if metadata[-1] != 0x0A:
+        raise _damaged(meta_path, "its last line does not end with a newline")
+    for lo in range(1, len(metaoff), _CHUNK):
+        part = np.asarray(metaoff[lo:lo + _CHUNK])
+        wrong = metadata[part - 1] != 0x0A
+        if wrong.any():
+            i = lo + int(np.argmax(wrong))
+            raise _damaged(path, f"entry {i} (byte {metaoff[i]}) does not start a line")
 
 
 def check_against_manifest(directory: str | os.PathLike, manifest: Manifest) -> None:

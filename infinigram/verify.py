@@ -1,4 +1,5 @@
-"""``infinigram verify``: sizes, checksums and suffix order of an index."""
+"""``infinigram verify``: every file of an index against its manifest, the
+open checks, and the suffix order of every table."""
 from __future__ import annotations
 
 import dataclasses
@@ -11,7 +12,7 @@ from .native.check import first_disorder
 
 @dataclasses.dataclass(frozen=True)
 class VerifyReport:
-    """What was checked and what was found wrong (empty ``problems`` = sound)."""
+    """Checks passed and problems found (empty ``problems`` = sound)."""
 
     path: str
     checked: tuple[str, ...]
@@ -27,31 +28,58 @@ class VerifyReport:
         return out
 
 
+def advice(path: Path, name: str) -> str:
+    """What to do about a damaged file ``name`` of the index at ``path``."""
+    if name.startswith("table."):
+        return (f"delete {name} (if present) and run `infinigram index {path}` (it checks "
+                "the tokens against the manifest before sorting them again)")
+    if name == fmt.MANIFEST:
+        return (f"restore it from the build, or run `infinigram index {path}`, which checks "
+                "every file against it and rewrites it")
+    if name == fmt.TOKENIZER_FILE:
+        return "restore the model the index was built with, or rebuild the index from the corpus"
+    return "its contents are corrupt: rebuild the index from the corpus with `infinigram build`"
+
+
 def verify(path, checksums: bool = True) -> VerifyReport:
-    """Check an index against its manifest: file sizes, sha256 (unless
-    ``checksums=False``) and that every table is a sorted suffix array."""
+    """Check an index: the manifest (fields, checksum, exact text), every
+    file's presence and size, sha256 of every shard file and of the
+    tokenizer model (unless ``checksums=False``), the checks ``open`` runs,
+    and that every table is a sorted suffix array."""
     path = Path(path)
-    checked: list[str] = []
-    problems: list[str] = []
     try:
         manifest = fmt.read_manifest(path)
-        shards = fmt.open_index(path, manifest)
     except IndexFormatError as e:
         return VerifyReport(str(path), (), (str(e),))
-    checked.append(f"manifest and sizes of {len(shards)} shard(s)")
+    checked: list[str] = []
+    problems: list[str] = []
+    if fmt.manifest_is_exact(path, manifest):
+        checked.append("manifest fields and checksum")
+    else:
+        problems.append(f"{fmt.MANIFEST} is not as infinigram writes it (edited, damaged, or "
+                        f"written before manifests had a checksum); {advice(path, fmt.MANIFEST)}")
+    records = {name: rec for info in manifest.shards for name, rec in info.files.items()}
+    if manifest.tokenizer["kind"] == "sentencepiece":
+        records[manifest.tokenizer["file"]] = {"sha256": manifest.tokenizer["sha256"]}
+    missing = [n for n in sorted(records) if not (path / n).is_file()]
+    problems += [f"{n} is missing; {advice(path, n)}" for n in missing]
     if checksums:
-        for info in manifest.shards:
-            for name, rec in sorted(info.files.items()):
-                if fmt.sha256_file(path / name) != rec["sha256"]:
-                    problems.append(f"{name}: sha256 differs from the manifest (file changed "
-                                    "or corrupt); rebuild the index")
-        checked.append("sha256 of every shard file")
+        bad = [n for n in sorted(records) if n not in missing
+               and fmt.sha256_file(path / n) != records[n]["sha256"]]
+        problems += [f"{n}: sha256 differs from the manifest; {advice(path, n)}" for n in bad]
+        checked.append(f"sha256 of {len(records) - len(missing) - len(bad)} of {len(records)} "
+                       "files")
+    try:
+        shards = fmt.open_index(path, manifest)
+    except IndexFormatError as e:
+        problems.append(f"open: {e}")
+        return VerifyReport(str(path), tuple(checked), tuple(problems))
+    checked.append(f"sizes, offsets and metadata offsets of {len(shards)} shard(s)")
     for shard in shards:
-        bad = first_disorder(shard.tokens, shard.table, shard.pointer)
-        if bad >= 0:
-            problems.append(f"table.{shard.index}: entry {bad} is out of suffix order or not a "
-                            f"valid pointer; rebuild it with `infinigram index {path}` after "
-                            f"deleting table.{shard.index}")
+        bad_entry = first_disorder(shard.tokens, shard.table, shard.pointer)
+        if bad_entry >= 0:
+            problems.append(f"table.{shard.index}: entry {bad_entry} is out of suffix order or "
+                            f"not a valid pointer; {advice(path, f'table.{shard.index}')}")
         else:
             checked.append(f"suffix order of table.{shard.index} ({shard.n_tokens} entries)")
     return VerifyReport(str(path), tuple(checked), tuple(problems))
