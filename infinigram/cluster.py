@@ -97,7 +97,8 @@ class RayEngine(Engine):
         super().__init__(local.paths, list(local.shards), local.token_width, local.vocab_size,
                          local._spec, local.manifests, local._tokenizer, local.shard_dirs)
         places = [(str(d), s.index, s.width) for d, s in zip(local.shard_dirs, local.shards)]
-        actor = ray.remote(max_restarts=RETRIES, max_task_retries=RETRIES, num_cpus=0)(_ShardGroup)
+        actor = ray.remote(max_restarts=RETRIES, max_task_retries=RETRIES, num_cpus=0,
+                           scheduling_strategy="SPREAD")(_ShardGroup)  # across the nodes
         groups = [places[i:i + shards_per_actor] for i in range(0, len(places), shards_per_actor)]
         self._ray = ray
         self.actors = [actor.remote(g) for g in groups]

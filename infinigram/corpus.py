@@ -91,15 +91,16 @@ def list_files(paths: str | os.PathLike | Iterable[str | os.PathLike],
     recursively (sorted) for files with a supported suffix. Files ending in
     one of ``text_suffixes`` (e.g. ``".py"``) are read like ``.txt``: one
     document per file. Index directories (holding ``tokenized.0``: a built
-    index, infini-gram's, or a build in progress) are never input: skipped
-    with a note on stderr when met in a search, an error when named."""
+    index, infini-gram's, or a build in progress) are never searched:
+    skipped with a note on stderr when met in a search, an error when named,
+    as is an index's manifest (a file named beside an index is read)."""
     text_suffixes = args.strings("text_suffixes", text_suffixes, error=CorpusError)
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     files: list[Path] = []
     for p in (args.path("corpus path", p, error=CorpusError) for p in paths):
         index = p if p.is_dir() else p.parent
-        if _is_index(index):
+        if (p.is_dir() or p.name == fmt.MANIFEST) and _is_index(index):
             raise _error(f"corpus path {p}: {index} is an index directory (it holds "
                          f"{fmt.shard_path('', 'tokenized', 0)}), not corpus input; give "
                          "the corpus files or directories instead")

@@ -323,3 +323,9 @@ def test_index_directories_found_in_a_search_are_skipped(tmp_path, capsys):
 def test_an_index_directory_named_as_input_is_an_error(tmp_path, name):
     index_dir(tmp_path / "idx")
     err(tmp_path / name, r"idx is an index directory \(it holds tokenized\.0\), not corpus input")
+
+
+def test_a_corpus_file_named_beside_an_index_is_read(tmp_path):
+    index_dir(tmp_path / "idx")
+    (tmp_path / "idx" / "text.jsonl").write_text('{"text": "a"}\n')
+    assert list_files(tmp_path / "idx" / "text.jsonl") == [tmp_path / "idx" / "text.jsonl"]
