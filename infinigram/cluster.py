@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import format as fmt
+from . import args, format as fmt
 from .engine import Engine, ShardSearcher
-from .errors import ClusterError
+from .errors import ArgumentError, ClusterError
 
 RETRIES = 4
 """Restarts of a lost actor, and retries of a call it was running."""
@@ -78,11 +78,11 @@ class _ShardGroup:
     def __init__(self, places: list[tuple[str, int, int]]):
         self.searchers = [ShardSearcher(fmt.open_shard(d, s, w)) for d, s, w in places]
 
-    def fan(self, method: str, *args) -> list:
-        return [getattr(s, method)(*args) for s in self.searchers]
+    def fan(self, method: str, *params) -> list:
+        return [getattr(s, method)(*params) for s in self.searchers]
 
-    def on(self, k: int, method: str, *args):
-        return getattr(self.searchers[k], method)(*args)
+    def on(self, k: int, method: str, *params):
+        return getattr(self.searchers[k], method)(*params)
 
     def pid(self) -> int:
         return os.getpid()
@@ -93,6 +93,8 @@ class RayEngine(Engine):
     shards each); made by ``infinigram.open(paths, ray=...)``."""
 
     def __init__(self, local: Engine, address=True, shards_per_actor: int = 1):
+        shards_per_actor = args.integer("shards_per_actor", shards_per_actor, low=1,
+                                        error=ArgumentError)
         ray = connect(address)
         super().__init__(local.paths, list(local.shards), local.token_width, local.vocab_size,
                          local._spec, local.manifests, local._tokenizer, local.shard_dirs)
@@ -114,19 +116,19 @@ class RayEngine(Engine):
             raise ClusterError(f"a Ray worker of {self.path} was lost for good "
                                f"({type(e).__name__}); retry, or reopen the engine") from None
 
-    def _args(self, args) -> tuple:
+    def _stored(self, params) -> tuple:
         """Large arrays placed in the object store once, not once per actor."""
-        return tuple(self._ray.put(a) if isinstance(a, np.ndarray) and a.nbytes > INLINE_BYTES
-                     else a for a in args)
+        return tuple(self._ray.put(p) if isinstance(p, np.ndarray) and p.nbytes > INLINE_BYTES
+                     else p for p in params)
 
-    def _fan(self, method: str, *args) -> list:
-        args = self._args(args)
-        parts = self._get([a.fan.remote(method, *args) for a in self.actors])
+    def _fan(self, method: str, *params) -> list:
+        params = self._stored(params)
+        parts = self._get([a.fan.remote(method, *params) for a in self.actors])
         return [r for part in parts for r in part]
 
-    def _on(self, k: int, method: str, *args):
+    def _on(self, k: int, method: str, *params):
         a, j = self._where[k]
-        return self._get(self.actors[a].on.remote(j, method, *self._args(args)))
+        return self._get(self.actors[a].on.remote(j, method, *self._stored(params)))
 
     def close(self) -> None:
         """End the actors (they also end with the driver)."""

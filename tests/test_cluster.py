@@ -14,7 +14,7 @@ import ray
 
 import infinigram as ig
 from infinigram import cluster
-from infinigram.errors import ClusterError
+from infinigram.errors import ArgumentError, ClusterError
 from conftest import make_index
 from naive import naive_count, naive_next_counts
 
@@ -135,3 +135,15 @@ def test_cli_build_with_ray_address_error_is_one_line(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 1 and out.stderr.count("\n") == 1
     assert "cannot reach a Ray cluster" in out.stderr and not (tmp_path / "x").exists()
+
+
+def test_groups_of_shards_share_an_actor(tmp_path):
+    d = make_index(tmp_path, _docs(4), shards=5, vocab_size=6)
+    local = ig.open(d)
+    eng = cluster.RayEngine(local, True, shards_per_actor=2)
+    assert len(eng.actors) == 3
+    assert eng.count_many([[1], [2, 3]]).tolist() == local.count_many([[1], [2, 3]]).tolist()
+    assert eng.get_doc(59).tokens.tolist() == local.get_doc(59).tokens.tolist()
+    eng.close()
+    with pytest.raises(ArgumentError, match="shards_per_actor=0"):
+        cluster.RayEngine(local, True, shards_per_actor=0)
