@@ -177,19 +177,90 @@ def _append_shard(writer, directory: Path, width: int) -> None:
 
 
 def _sort_shard(directory: str, s: int, width: int, max_memory, threads: int):
-    """Ray task: ``table.{s}`` of the shard, as a local build writes it."""
+    """Ray task: ``table.{s}`` of the shard in one SA-IS run, as a local build writes it."""
     from . import builder
     from .progress import Progress
     builder.build_table(Path(directory), s, width, max_memory, Progress(quiet=True), threads)
+
+
+def _tokens(src: str, width: int) -> np.ndarray:
+    return fmt.map_array(Path(src), fmt.token_dtype(width))
+
+
+def _rank_task(src: str, width: int) -> tuple:
+    """Ray task: the shard's ranked difference-cover sample."""
+    from .native import cover
+    return cover.rank_sample(_tokens(src, width))
+
+
+def _part_task(src: str, width: int, lo: int, hi: int, sample, spill: str) -> None:
+    """Ray task: suffixes lo..hi-1 sorted, written at their place in ``spill``."""
+    from . import storage
+    from .native import merge
+    part = merge.sort_part(_tokens(src, width), lo, hi, sample)
+    with open(spill, "r+b") as f:
+        storage.write_at(f, part, lo * part.itemsize)
+
+
+def _range_task(src: str, width: int, spill: str, cuts, r: int, sample, pointer: int,
+                table: str) -> None:
+    """Ray task: output range ``r`` of the merge, written into ``table``."""
+    from .native import merge, sort
+    tokens = _tokens(src, width)
+    flat = np.memmap(spill, dtype=sort.sa_dtype(len(tokens)), mode="r")
+    out = np.memmap(table, dtype=np.uint8, mode="r+")
+    merge.merge_range(tokens, flat, cuts, r, sample, pointer, out)
+    out.flush()
+
+
+def _sort_in_parts(ray, work: Path, s: int, width: int, parts, progress) -> None:
+    """``table.{s}`` sorted in ``parts`` as Ray tasks (rank the sample, sort
+    each part, merge output ranges cut at splitter suffixes), the files on
+    the shared file system, written as a local build writes them."""
+    from . import storage
+    from .native import merge, sort
+    task = ray.remote(max_retries=RETRIES)
+    src = fmt.shard_path(work, "tokenized", s)
+    size = src.stat().st_size
+    n, pointer, dtype = size // width, fmt.pointer_width(size), sort.sa_dtype(size // width)
+    spill, final = work / f".parts.{s}", fmt.shard_path(work, "table", s)
+    tmp = fmt.temp_path(final)
+    progress.start(f"sort shard {s}: rank sample (Ray task)")
+    sample = task(_rank_task).remote(str(src), width)
+    _wait(ray, [sample], progress, "tok", [n])
+    progress.finish("ranked")
+    progress.start(f"sort shard {s}: {len(parts)} parts (Ray tasks)")
+    for path, nbytes in ((spill, n * dtype.itemsize), (tmp, n * pointer)):
+        with open(path, "wb") as f:
+            storage.reserve(f, nbytes)
+    _wait(ray, [task(_part_task).remote(str(src), width, lo, hi, sample, str(spill))
+                for lo, hi in parts], progress, "tok", [hi - lo for lo, hi in parts])
+    progress.finish(f"sorted {len(parts)} parts")
+    flat = np.memmap(spill, dtype=dtype, mode="r")
+    out = np.memmap(tmp, dtype=np.uint8, mode="r")
+    cuts = merge.merge_ranges(_tokens(str(src), width), flat, [lo for lo, _ in parts] + [n],
+                              ray.get(sample), pointer, out,
+                              merge.RANGES_PER_THREAD * len(parts))
+    del flat, out
+    ranges = range(cuts.shape[1] - 1)
+    progress.start(f"sort shard {s}: merge {len(ranges)} ranges (Ray tasks)")
+    _wait(ray, [task(_range_task).remote(str(src), width, str(spill), cuts, r, sample, pointer,
+                                         str(tmp)) for r in ranges],
+          progress, "tok", [int((cuts[:, r + 1] - cuts[:, r]).sum()) for r in ranges])
+    fmt.commit(tmp, final)
+    spill.unlink()
+    progress.finish("merged")
 
 
 def build_shards(address, files, work: Path, tok, width: int, text_field: str, text_suffixes,
                  shard_tokens: int, max_memory, threads: int, progress) -> list[tuple[int, int]]:
     """The tokenizing and sorting of ``builder.build`` as Ray tasks: groups
     of input files tokenized in parallel, their documents then cut into
-    shards in corpus order (as a local build cuts them), each shard sorted
-    by its own task on ``threads`` threads. Returns each shard's (tokens,
-    documents)."""
+    shards in corpus order (as a local build cuts them); a shard that a
+    local build would sort in one SA-IS run is sorted by one task on
+    ``threads`` threads, one that it would sort in parts (``max_memory``,
+    or ``threads`` >= 4 on a large shard) by a task a part and a task an
+    output range of the merge. Returns each shard's (tokens, documents)."""
     from . import builder
     ray = connect(address)
     model = str(work / fmt.TOKENIZER_FILE) if tok.kind == "sentencepiece" else tok.kind
@@ -213,11 +284,17 @@ def build_shards(address, files, work: Path, tok, width: int, text_field: str, t
     shutil.rmtree(parts)
     progress.finish(f"{sum(t for t, _ in writer.counts)} tokens in "
                     f"{sum(d for _, d in writer.counts)} documents, {len(writer.counts)} shard(s)")
-    progress.start(f"sort ({len(writer.counts)} Ray tasks)")
-    refs = [sort.remote(str(work), s, width, max_memory, threads)
-            for s in range(len(writer.counts))]
-    _wait(ray, refs, progress, "tok", [t for t, _ in writer.counts])
-    progress.finish(f"sorted {len(writer.counts)} shard(s)")
+    whole = []  # shards sorted by one task each; the others in parts, a task a part
+    for s, (n, _) in enumerate(writer.counts):
+        parts = builder._plan(n, width, max_memory, threads)
+        if len(parts) > 1:
+            _sort_in_parts(ray, work, s, width, parts, progress)
+        else:
+            whole.append(s)
+    progress.start(f"sort ({len(whole)} Ray tasks)")
+    refs = [sort.remote(str(work), s, width, max_memory, threads) for s in whole]
+    _wait(ray, refs, progress, "tok", [writer.counts[s][0] for s in whole])
+    progress.finish(f"sorted {len(whole)} shard(s)")
     return writer.counts
 
 

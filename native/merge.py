@@ -279,6 +279,19 @@ def merge_parts(tokens, flat, bounds, sample, pointer: int, out: np.ndarray,
 
     Memory: ``flat`` and ``out`` are only streamed through, O(len(bounds)) else.
     """
+    cuts = merge_ranges(tokens, flat, bounds, sample, pointer, out,
+                        RANGES_PER_THREAD * threads if threads > 1 else 1)
+    jobs = [lambda tick, r=r: merge_range(tokens, flat, cuts, r, sample, pointer, out, tick)
+            for r in range(cuts.shape[1] - 1)]
+    pool.run(jobs, threads, report)
+
+
+def merge_ranges(tokens, flat, bounds, sample, pointer: int, out: np.ndarray,
+                 ranges: int) -> np.ndarray:
+    """Check the arguments of :func:`merge_parts` and cut the merge into up
+    to ``ranges`` output ranges that :func:`merge_range` merges independently
+    (in any order, on any thread or machine): ``cuts[j, r]`` is the first
+    entry of part j in range r, ``cuts[j, R]`` its end."""
     tokens = check_tokens(tokens)
     bounds = np.asarray(bounds, dtype=np.int64)
     n = tokens.shape[0]
@@ -291,21 +304,21 @@ def merge_parts(tokens, flat, bounds, sample, pointer: int, out: np.ndarray,
         raise ValueError(f"out must be a 1-D uint8 array of at least {n * pointer} bytes, "
                          f"got {out.dtype} of shape {out.shape}")
     if not n:
-        return
-    ranges = RANGES_PER_THREAD * threads if threads > 1 else 1
-    cuts = _cuts(tokens, flat, bounds, sample, splitters(sample, ranges))
-    firsts = (cuts - cuts[:, :1]).sum(axis=0)  # each range's first output entry
+        return np.zeros((len(bounds) - 1, 1), np.int64)
+    return _cuts(tokens, flat, bounds, sample, splitters(sample, ranges))
 
-    def job(r):
-        def merge(tick):
-            ends = cuts[:, r + 1].copy()
-            state = _merge_start(tokens, flat, cuts[:, r].copy(), ends, sample)
-            w = firsts[r]
-            while w < firsts[r + 1]:
-                nxt = _merge_steps(tokens, flat, ends, sample, pointer, out, *state, w,
-                                   min(firsts[r + 1], w + CHUNK))
-                tick(nxt - w)
-                w = nxt
-        return merge
 
-    pool.run([job(r) for r in range(cuts.shape[1] - 1)], threads, report)
+def merge_range(tokens, flat, cuts, r: int, sample, pointer: int, out: np.ndarray,
+                tick=None) -> None:
+    """Merge output range ``r`` of :func:`merge_ranges`' ``cuts`` into its
+    entries of ``out``; ``tick(k)`` after each k entries written."""
+    tokens = check_tokens(tokens)
+    w, stop = (cuts[:, r:r + 2] - cuts[:, :1]).sum(axis=0)  # the range's output entries
+    ends = cuts[:, r + 1].copy()
+    state = _merge_start(tokens, flat, cuts[:, r].copy(), ends, sample)
+    while w < stop:
+        nxt = _merge_steps(tokens, flat, ends, sample, pointer, out, *state, w,
+                           min(stop, w + CHUNK))
+        if tick is not None:
+            tick(nxt - w)
+        w = nxt

@@ -99,13 +99,23 @@ def _corpus(tmp_path):
 
 @pytest.mark.parametrize("shard_tokens, max_memory", [(3000, None), (16000, 2_680_000)])
 def test_ray_build_is_the_local_build(tmp_path, monkeypatch, shard_tokens, max_memory):
-    """Many shards; or fewer, each sorted in parts under the memory budget."""
+    """Many shards, a Ray task each; or fewer, each sorted in parts under the
+    memory budget, a Ray task a part and a task a merged output range."""
     src = _corpus(tmp_path)
     monkeypatch.setattr(cluster, "GROUP_BYTES", 2000)  # several files a task, several tasks
+    in_parts = []
+    sort_in_parts = cluster._sort_in_parts
+    monkeypatch.setattr(cluster, "_sort_in_parts",
+                        lambda *a: in_parts.append(len(a[4])) or sort_in_parts(*a))
     kw = dict(tokenizer="bytes", shard_tokens=shard_tokens, max_memory=max_memory, threads=1,
               quiet=True)
     local = ig.build([src], tmp_path / "local", **kw)
     remote = ig.build([src], tmp_path / "ray", ray=True, **kw)
+    tables = len(list(local.glob("table.*")))
+    if max_memory is None:
+        assert in_parts == []
+    else:  # every shard sorted in parts, as Ray tasks
+        assert len(in_parts) == tables and min(in_parts) > 1
     names = sorted(p.name for p in local.iterdir())
     assert len([n for n in names if n.startswith("table.")]) >= 2
     assert names == sorted(p.name for p in remote.iterdir())
