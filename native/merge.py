@@ -19,9 +19,9 @@ is identical to :func:`native.sort.suffix_array`.
 import numpy as np
 
 from . import cover, jit, lean, pool
-from .keys import width_of
+from .keys import key, width_of
 from .ptrs import put_pointer
-from .sort import INT32_MAX, alphabet, check_tokens, key, sa_dtype, sort_string
+from .sort import INT32_MAX, alphabet, check_tokens, sa_dtype, sort_string
 
 _BYTES_PER_TOKEN = 4 + 1  # in memory: suffix array (int32) + type bits and slack
 _FIXED = 8 * (1 << 16) + (2 << 20)  # bucket array and overheads

@@ -22,7 +22,8 @@ import numpy as np
 from numba import prange
 
 from . import jit, lean, pjit
-from .keys import byte_key, width_of
+from .keys import (bucket_bounds, byte_key, gallop, gallop_back, lower_bound, pack_suffix,
+                   packing, width_of)
 from .memory import prefetch
 from .ptrs import pointer_at, prefetch_entry
 
@@ -105,29 +106,10 @@ def _start(tokens, bucket, q, q0, q1):
 
 
 @jit(inline="always")
-def _packing(width):
-    """(bits per token, tokens per packed key) of :func:`sample_keys`."""
-    bits = 8 * width + 1
-    return bits, 63 // bits
-
-
-@jit(inline="always")
-def _pack_suffix(tokens, s, bits, c):
-    """Packed key of the first ``c`` tokens of the suffix at token index
-    ``s``: each token's key + 1, 0 past the end of the shard."""
-    n = tokens.shape[0]
-    v = np.int64(0)
-    for j in range(c):
-        v <<= bits
-        if s + j < n:
-            v |= byte_key(tokens[s + j], width_of(tokens)) + 1
-    return v
-
-
-@jit(inline="always")
 def _pack_query(q, q0, q1, width, c, fill):
-    """Packed key of the ids q[q0:q1] cut or padded to ``c`` tokens with ``fill``."""
-    bits = 8 * width + 1
+    """Packed key (as ``pack_suffix``) of the ids q[q0:q1] cut or padded to
+    ``c`` tokens with ``fill``."""
+    bits, _ = packing(width)
     v = np.int64(0)
     for j in range(c):
         v <<= bits
@@ -154,28 +136,28 @@ def sample_size(n: int, step: int) -> int:
 @pjit
 def sample_keys(tokens, table, pointer, step, out):
     """Fill int64 ``out`` (``sample_size`` long) with the packed keys (see
-    ``_pack_suffix``) of every ``step``-th suffix-array entry, then every
+    ``keys.pack_suffix``) of every ``step``-th suffix-array entry, then every
     TOP-th of those again: an in-memory sample that answers the top levels
     of every search without touching the table or the tokens."""
-    bits, c = _packing(width_of(tokens))
+    bits, c = packing(width_of(tokens))
     ns = _sample_len(tokens.shape[0], step)
     for j in prange(ns):
-        out[j] = _pack_suffix(tokens, _suffix(tokens, table, pointer, j * step), bits, c)
+        out[j] = pack_suffix(tokens, _suffix(tokens, table, pointer, j * step), c, bits)
     for t in range(out.shape[0] - ns):
         out[ns + t] = out[t * TOP]
 
 
 @jit(inline="always")
+def _key_below(ctx, j):
+    keys, key, right = ctx
+    v = keys[j]
+    return v < key or (right and v == key)
+
+
+@jit(inline="always")
 def _bisect_keys(keys, lo, hi, key, right):
     """First j in [lo, hi) with keys[j] >= key (> key with ``right``)."""
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        v = keys[mid]
-        if v < key or (right and v == key):
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
+    return lower_bound(_key_below, (keys, key, right), lo, hi)
 
 
 @jit(inline="always")
@@ -202,7 +184,7 @@ def _narrow(tokens, bucket, sample, step, q, q0, q1):
     if hi - lo <= 2 * step:
         return RANGE, lo, lo, hi, hi, depth
     width = width_of(tokens)
-    bits, c = _packing(width)
+    bits, c = packing(width)
     ns = _sample_len(tokens.shape[0], step)
     ja, jb = (lo + step - 1) // step, (hi + step - 1) // step  # samples inside [lo, hi)
     a = _bisect_sample(sample, ns, ja, jb, _pack_query(q, q0, q1, width, c, 0), False)
@@ -232,11 +214,8 @@ def buckets(tokens):
     width = width_of(tokens)
     if width > 2:
         return np.zeros(0, dtype=np.int64)
-    out = np.zeros((1 << (8 * width)) + 1, dtype=np.int64)
-    for i in range(tokens.shape[0]):
-        out[byte_key(tokens[i], width) + 1] += 1
-    for k in range(1, out.shape[0]):
-        out[k] += out[k - 1]
+    out = np.empty((1 << (8 * width)) + 1, dtype=np.int64)
+    bucket_bounds(tokens, tokens.shape[0], out, out.shape[0], False)
     return out
 
 
@@ -250,47 +229,28 @@ def _next_key(tokens, table, pointer, i, m):
     return byte_key(tokens[s], width_of(tokens))
 
 
+@jit(inline="always")
+def _next_below(ctx, i):
+    tokens, table, pointer, m, key = ctx
+    return _next_key(tokens, table, pointer, i, m) < key
+
+
 @lean
 def _bisect_next(tokens, table, pointer, m, lo, hi, key):
     """First entry in [lo, hi) whose next key is >= key (binary search)."""
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if _next_key(tokens, table, pointer, mid, m) < key:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
+    return lower_bound(_next_below, (tokens, table, pointer, m, key), lo, hi)
 
 
 @lean
 def _gallop_next(tokens, table, pointer, m, lo, hi, key):
-    """First entry in [lo, hi) whose next key is >= key, galloping from lo:
-    O(log d) probes when the answer is d entries away."""
-    step = 1
-    prev = lo - 1  # every entry <= prev is known to be < key
-    while True:
-        probe = prev + step
-        if probe >= hi:
-            return _bisect_next(tokens, table, pointer, m, prev + 1, hi, key)
-        if _next_key(tokens, table, pointer, probe, m) >= key:
-            return _bisect_next(tokens, table, pointer, m, prev + 1, probe, key)
-        prev = probe
-        step *= 2
+    """First entry in [lo, hi) whose next key is >= key, galloping from lo."""
+    return gallop(_next_below, (tokens, table, pointer, m, key), lo, hi)
 
 
 @lean
 def _gallop_next_back(tokens, table, pointer, m, lo, hi, key):
     """First entry in [lo, hi) whose next key is >= key, galloping from hi."""
-    step = 1
-    prev = hi  # every entry >= prev is known to be >= key
-    while True:
-        probe = prev - step
-        if probe < lo:
-            return _bisect_next(tokens, table, pointer, m, lo, prev, key)
-        if _next_key(tokens, table, pointer, probe, m) < key:
-            return _bisect_next(tokens, table, pointer, m, probe + 1, prev, key)
-        prev = probe
-        step *= 2
+    return gallop_back(_next_below, (tokens, table, pointer, m, key), lo, hi)
 
 
 @lean
@@ -333,7 +293,7 @@ def visit_order(flat, bounds, width):
     bits of the packed key of their first tokens (a counting sort; about as
     many groups as queries), i.e. roughly in suffix order, so that
     neighbouring searches share their first reads."""
-    bits, c = _packing(width)
+    bits, c = packing(width)
     nq = bounds.shape[0] - 1
     b = 1
     while b < 16 and (1 << b) < nq:
@@ -455,7 +415,7 @@ def _take(work, at, size):
     return np.empty(size, dtype=np.int64), at + size
 
 
-AHEAD = 64
+PROBES_AHEAD = 64
 """How many probes ahead a bisection level prefetches the table entry (and
 half as many, the token it points to): the probes are independent, but
 each one's token read waits for its entry, so without the hints the CPU
@@ -472,11 +432,12 @@ def _at(a, b, p):
 @jit(inline="always")
 def _next_key_ahead(tokens, table, pointer, m, a, b, h, I, n, k):
     """Next key of the midpoint I[k] + h, after prefetching the entry of
-    midpoint k + AHEAD and the token of midpoint k + AHEAD / 2."""
-    if k + AHEAD < n:
-        prefetch_entry(table, _at(a, b, I[k + AHEAD] + h), pointer)
-    if k + AHEAD // 2 < n:
-        prefetch(tokens, _suffix(tokens, table, pointer, _at(a, b, I[k + AHEAD // 2] + h)) + m)
+    midpoint k + PROBES_AHEAD and the token of midpoint k + PROBES_AHEAD / 2."""
+    if k + PROBES_AHEAD < n:
+        prefetch_entry(table, _at(a, b, I[k + PROBES_AHEAD] + h), pointer)
+    if k + PROBES_AHEAD // 2 < n:
+        p = _at(a, b, I[k + PROBES_AHEAD // 2] + h)
+        prefetch(tokens, _suffix(tokens, table, pointer, p) + m)
     return _next_key(tokens, table, pointer, _at(a, b, I[k] + h), m)
 
 
@@ -488,7 +449,7 @@ def _level(tokens, table, pointer, m, a, b, h, I, KI, KJ, n, I2, KI2, KJ2, start
     I2/KI2/KJ2 while h > 1 (kept where their end keys differ), else as
     the groups starting at I + 1 and I + 2 into starts/skeys[ns:].
     Returns the new (open intervals, groups found)."""
-    for k in range(min(n, AHEAD)):
+    for k in range(min(n, PROBES_AHEAD)):
         prefetch_entry(table, _at(a, b, I[k] + h), pointer)
     nxt = 0
     if h > 1:
@@ -533,7 +494,7 @@ def next_tokens(tokens, table, pointer, sample, step, m, lo, hi, work):
     if b <= a:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), 0
     width = width_of(tokens)
-    bits, c = _packing(width)
+    bits, c = packing(width)
     shift = bits * (c - 1 - m)
     mask = (np.int64(1) << bits) - 1
     sampled = m < c and step & (step - 1) == 0  # sample keys reach token m, aligned

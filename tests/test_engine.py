@@ -414,7 +414,7 @@ def test_ntd_many_next_tokens(tmp_path, width, pointer):
     """A prompt followed by thousands of distinct tokens (width 1: all 255 ids
     below the separator):
     every bisection level has far more open intervals than the prefetch
-    distance (``ks.AHEAD``), and the tally still matches the oracle."""
+    distance (``ks.PROBES_AHEAD``), and the tally still matches the oracle."""
     rng = np.random.default_rng(width)
     top = fmt.separator(width)
     follow = rng.integers(0, min(top, 5000), size=(8, 3000)) * (top // min(top, 5000))
@@ -428,7 +428,7 @@ def test_ntd_many_next_tokens(tmp_path, width, pointer):
         for s in eng.searchers:
             s.step, s.sample_after, s._search = step, 0, None
         d = eng.ntd([5])
-        assert len(d.ids) > 2 * ks.AHEAD
+        assert len(d.ids) > 2 * ks.PROBES_AHEAD
         assert dict(zip(d.ids.tolist(), d.counts.tolist())) == \
             naive_next_counts(shard_arrays(eng), [5])
 
