@@ -107,7 +107,7 @@ def count_many(tokens, table, pointer, bucket, sample, step, flat, bounds, order
     neighbouring searches read the same sample keys and entries; any order
     is correct), split into contiguous chunks spread over all cores, each
     run by ``_count_run`` (the parallel loop stays small: inlined, the
-    searches made it compile 4x slower).
+    searches made it compile much slower).
     """
     nq = bounds.shape[0] - 1
     out = np.empty(nq, dtype=np.int64)

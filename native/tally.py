@@ -150,8 +150,8 @@ def next_tokens(tokens, table, pointer, sample, step, m, lo, hi, work):
     power of 2. Every interval whose end keys differ is then halved, one
     level at a time for all intervals (the reads of a level are independent,
     so they overlap in memory; the bookkeeping has no branches; one core:
-    halves run on two cores slowed each other down, 1.3 and 1.7 ms alone
-    against 2.1 and 2.5 ms side by side, on the 2-core test machine): about
+    halves run on two cores slowed each other down, measured on 2 cores):
+    about
     d * log2(gap / d) reads for d distinct next tokens, never a scan.
     """
     a, b = continuing(tokens, table, pointer, m, lo, hi)
