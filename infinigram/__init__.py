@@ -9,6 +9,30 @@ The public API::
 """
 __version__ = "0.1.0"
 
+
+def _checkout_kernels() -> None:
+    """In a source checkout the kernels live in the top-level ``native/``
+    (the wheel installs them as ``infinigram/native``): load them as
+    ``infinigram.native`` from there, so that this package imports from the
+    repository root whether or not another copy is installed."""
+    import importlib.util
+    import os
+    import sys
+    here = os.path.dirname(os.path.abspath(__file__))
+    native = os.path.join(os.path.dirname(here), "native")
+    if os.path.isdir(os.path.join(here, "native")) or not os.path.isfile(
+            os.path.join(native, "__init__.py")):
+        return
+    spec = importlib.util.spec_from_file_location(
+        __name__ + ".native", os.path.join(native, "__init__.py"),
+        submodule_search_locations=[native])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+
+
+_checkout_kernels()
+
 from .engine import Engine, open  # noqa: E402
 from .errors import (ArgumentError, BuildError, CorpusError, IndexFormatError,  # noqa: E402
                      InfinigramError, QueryError, TokenizerError)

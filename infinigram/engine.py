@@ -29,7 +29,7 @@ import numpy as np
 
 from . import args, corpus, format as fmt
 from .errors import ArgumentError, IndexFormatError, QueryError, TokenizerError
-from .native import direct, search as ks
+from .native import batch, direct, infgram, search as ks, tally
 from .results import (Document, DocHit, FindResult, InfGramProb, NextTokenDist, ProbResult,
                       ScoreResult, SearchResult)
 
@@ -132,13 +132,13 @@ class ShardSearcher:
 
     def count_many(self, flat: np.ndarray, bounds: np.ndarray, order: np.ndarray) -> np.ndarray:
         """Count of each query ``flat[bounds[j]:bounds[j+1]]``, visited in
-        ``order`` (a permutation; ``native.search.visit_order`` is fastest)."""
-        return ks.count_many(*self.sampled_args(), flat, bounds, order)
+        ``order`` (a permutation; ``native.batch.visit_order`` is fastest)."""
+        return batch.count_many(*self.sampled_args(), flat, bounds, order)
 
     def continuation(self, m: int, lo: int, hi: int, next_id: int) -> tuple[int, int]:
         """(total, count) in the range [lo, hi) of an m-token prompt:
         occurrences followed by a real token, and by ``next_id``."""
-        total, count = self._call(ks.continuation, self._tokens, self._table, self._pointer,
+        total, count = self._call(tally.continuation, self._tokens, self._table, self._pointer,
                                   m, lo, hi, next_id)
         return int(total), int(count)
 
@@ -149,7 +149,7 @@ class ShardSearcher:
         if m == 0 and self._unigram is not None:
             return self._unigram
         work = getattr(self._scratch, "work", _EMPTY)
-        ids, counts, wanted = self._call(ks.next_tokens, self._tokens, self._table, self._pointer,
+        ids, counts, wanted = self._call(tally.next_tokens, self._tokens, self._table, self._pointer,
                                          *self.sampled_args()[4:], m, lo, hi, work)
         if work.shape[0] < wanted <= SCRATCH_MAX // 8:
             self._scratch.work = np.empty(wanted, dtype=np.int64)
@@ -162,18 +162,18 @@ class ShardSearcher:
     def longest_usable(self, ids: np.ndarray) -> tuple[int, int, int]:
         """(L, lo, hi): longest suffix of ``ids`` followed by a real token
         somewhere in this shard, and its range; L = -1 if the shard has none."""
-        L, lo, hi = self._search_call(ks.longest_usable, ids)
+        L, lo, hi = self._search_call(infgram.longest_usable, ids)
         return int(L), int(lo), int(hi)
 
     def infgram_counts(self, ids: np.ndarray | array, next_id: int, low: int,
                        vocab: int) -> tuple[int, int, int]:
         """(L, total, count): ``longest_usable`` length and the continuation
         counts of ``next_id`` there; L = -2 when some id is outside [low, vocab)."""
-        return self._search_call(ks.infgram_counts, ids, next_id, low, vocab)
+        return self._search_call(infgram.infgram_counts, ids, next_id, low, vocab)
 
     def score(self, ids: np.ndarray, max_context: int):
-        """Per position: (L, total, count, first, last); see native.search.score."""
-        return ks.score(*self.sampled_args(), ids, max_context)
+        """Per position: (L, total, count, first, last); see native.infgram.score."""
+        return infgram.score(*self.sampled_args(), ids, max_context)
 
     def positions(self, ids: np.ndarray) -> np.ndarray:
         """Sorted token indexes of every occurrence of ``ids``."""
@@ -502,7 +502,7 @@ class Engine:
                 flat = np.concatenate(arrays) if arrays else np.zeros(0, np.int64)
         else:
             _batch("count_many", queries)  # raises: neither a list nor an array
-        order = ks.visit_order(flat, bounds, self._width)
+        order = batch.visit_order(flat, bounds, self._width)
         out = np.zeros(len(bounds) - 1, dtype=np.int64)
         for counts in self._fan("count_many", flat, bounds, order):
             out += counts

@@ -31,13 +31,12 @@ lean = numba.njit(**_OPTIONS, _nrt=False)
 """Like :data:`jit`, for kernels that allocate no arrays: compiled without
 Numba's reference counting. Where an inlined helper with branches takes
 arrays, its atomic counter updates stay in the loop and fence the CPU's
-memory reads, so independent probes (table entry, then token) overlap less
-(measured: 1.4x slower random probes)."""
+memory reads, so independent probes (table entry, then token) overlap less."""
 
 
 def direct(kernel, *args):
     """``kernel``'s compiled code for the types of ``args`` (loaded from the
     cache or compiled now), callable without numba's per-call type
-    dispatch, about 1 µs less a call. Every later call must pass arguments of
+    dispatch (whose cost is paid on every call). Every later call must pass arguments of
     exactly these types (dtype, dimensions, layout): it checks none of them."""
     return kernel.compile(tuple(kernel.typeof_pyval(a) for a in args))

@@ -23,9 +23,9 @@ import numpy as np
 from numba import prange
 
 from . import jit, lean, pjit, pool
-from .keys import width_of
+from .keys import key, pack_suffix, packing, width_of
 from .memory import word
-from .sort import INT32_MAX, check_tokens, key, sa_dtype, sort_string
+from .sort import INT32_MAX, check_tokens, sa_dtype, sort_string
 
 PERIOD = 256
 """D: comparisons read fewer than D tokens; the sample holds about 21 / 256 of the positions."""
@@ -102,18 +102,6 @@ def rank_sample(tokens, D: int = PERIOD, threads: int = 1, report=None) -> tuple
     ranks = np.full(-(-n // D) * C, -1, SA.dtype)
     _ranks_of(SA, lens, ranks)
     return ranks, slot, _steps(D), C, D.bit_length() - 1
-
-
-@jit(inline="always")
-def _packed(tokens, x, depth, c, bits):
-    """Keys + 1 of the c tokens at x + depth onward, packed (0 past the end)."""
-    n = tokens.shape[0]
-    v = np.int64(0)
-    for j in range(c):
-        v <<= bits
-        if x + depth + j < n:
-            v |= key(tokens, x + depth + j) + 1
-    return v
 
 
 @jit(inline="always")
@@ -207,7 +195,7 @@ def _keys_at(tokens, res, D, c, bits, ks):
     C = res.shape[0]
     out = np.empty(ks.shape[0], np.int64)
     for i in range(ks.shape[0]):
-        out[i] = _packed(tokens, (ks[i] // C) * D + res[ks[i] % C], 0, c, bits)
+        out[i] = pack_suffix(tokens, (ks[i] // C) * D + res[ks[i] % C], c, bits)
     return out
 
 
@@ -221,7 +209,7 @@ def _bucket_counts(tokens, res, D, c, bits, splits, ns, counts):
     size = -(-ns // H)
     for h in prange(H):
         for k in range(h * size, min(ns, (h + 1) * size)):
-            b = np.searchsorted(splits, _packed(tokens, (k // C) * D + res[k % C], 0, c, bits),
+            b = np.searchsorted(splits, pack_suffix(tokens, (k // C) * D + res[k % C], c, bits),
                                 side="right")
             counts[h, b] += 1
 
@@ -235,7 +223,7 @@ def _scatter(tokens, res, D, c, bits, splits, ns, starts, order, keys):
     size = -(-ns // H)
     for h in prange(H):
         for k in range(h * size, min(ns, (h + 1) * size)):
-            v = _packed(tokens, (k // C) * D + res[k % C], 0, c, bits)
+            v = pack_suffix(tokens, (k // C) * D + res[k % C], c, bits)
             b = np.searchsorted(splits, v, side="right")
             t = starts[h, b]
             starts[h, b] = t + 1
@@ -260,7 +248,7 @@ def _name_bucket(tokens, res, D, c, bits, order, keys, new, depth, lo, hi):
         keys[lo + t] = (k // C) * D + res[k % C]
     for t in range(lo, hi):
         order[t] = keys[t]
-        keys[t] = _packed(tokens, order[t], 0, c, bits)
+        keys[t] = pack_suffix(tokens, order[t], c, bits)
     new[lo] = 1
     depth[lo] = D  # at each tied run's start: the offset it is tied to
     for t in range(lo + 1, hi):
@@ -282,7 +270,7 @@ def _name_bucket(tokens, res, D, c, bits, order, keys, new, depth, lo, hi):
                 depth[i] = D
                 if d < D:
                     for t in range(i, j):
-                        keys[t] = _packed(tokens, order[t], d, c, bits)
+                        keys[t] = pack_suffix(tokens, order[t] + d, c, bits)
                     e0, e1 = _partition(keys, order, i, j, keys[i])
                     _sort_run(keys, order, i, e0)
                     _sort_run(keys, order, e1, j)
@@ -322,8 +310,7 @@ def _name_blocks(tokens, res, slot, D, ns, threads, report):
     come in block order) and each bucket is sorted on its own, buckets on
     ``threads`` threads; ``report(blocks named)`` as buckets finish."""
     C = res.shape[0]
-    bits = width_of(tokens) * 8 + 1
-    c = 63 // bits
+    bits, c = packing(width_of(tokens))
     buckets = BUCKETS_PER_THREAD * threads if threads > 1 and ns else 1
     picks = np.sort(_keys_at(tokens, res, D, c, bits, np.arange(0, ns, max(1, ns // (64 * buckets)))))
     splits = np.unique(picks[len(picks) * np.arange(1, buckets) // buckets])

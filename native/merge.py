@@ -19,9 +19,9 @@ is identical to :func:`native.sort.suffix_array`.
 import numpy as np
 
 from . import cover, jit, lean, pool
-from .keys import width_of
+from .keys import key, width_of
 from .ptrs import put_pointer
-from .sort import INT32_MAX, alphabet, check_tokens, key, sa_dtype, sort_string
+from .sort import INT32_MAX, alphabet, check_tokens, sa_dtype, sort_string
 
 _BYTES_PER_TOKEN = 4 + 1  # in memory: suffix array (int32) + type bits and slack
 _FIXED = 8 * (1 << 16) + (2 << 20)  # bucket array and overheads
@@ -40,8 +40,8 @@ PARALLEL_TOKENS = 1 << 25
 """Fewest tokens for which several threads sort in parts rather than the
 whole shard with one SA-IS run (measured: below it the one run is faster)."""
 PARALLEL_THREADS = 4
-"""Fewest threads that sort in parts rather than with one SA-IS run (on 2
-threads, 300M Zipfian tokens: 146 s in 18 parts, 93 s in one run)."""
+"""Fewest threads that sort in parts rather than with one SA-IS run (on
+fewer, one run is faster: benchmarks/RESULTS.md)."""
 PART_TOKENS = 1 << 24
 """Most tokens of a part sorted on a thread when memory allows more (a
 part's working set then stays small enough to sort fast)."""

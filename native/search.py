@@ -1,4 +1,7 @@
-"""Suffix-array search kernels: ranges, counts, next-token tallies, scoring.
+"""Suffix-array search kernels: ranges, counts and the key sample.
+
+Batch counting lives in :mod:`.batch`, next-token tallies in :mod:`.tally`,
+the ∞-gram and scoring in :mod:`.infgram`; the conventions below hold for all.
 
 All kernels work on ONE shard: ``tokens`` is the token array (uint8/16/32,
 separators included), ``table`` the suffix array as raw bytes, ``pointer``
@@ -22,13 +25,12 @@ import numpy as np
 from numba import prange
 
 from . import jit, lean, pjit
-from .keys import byte_key, width_of
-from .memory import prefetch
-from .ptrs import pointer_at, prefetch_entry
+from .keys import bucket_bounds, byte_key, lower_bound, pack_suffix, packing, width_of
+from .ptrs import pointer_at
 
 
 @jit(inline="always")
-def _suffix(tokens, table, pointer, i):
+def suffix(tokens, table, pointer, i):
     """Token index where the suffix of table entry ``i`` starts."""
     return pointer_at(table, i, pointer) // width_of(tokens)
 
@@ -49,12 +51,12 @@ def _cmp(tokens, s, q, q0, q1):
 
 
 DONE, RANGE, ENDS = 0, 1, 2
-"""Phases of a search (see :func:`_advance`)."""
+"""Phases of a search (see :func:`advance`)."""
 
 
 @jit(inline="always")
-def _probes(phase, x0, x1, y0, y1):
-    """The entries the next ``_advance`` step compares (-1: none)."""
+def probes(phase, x0, x1, y0, y1):
+    """The entries the next ``advance`` step compares (-1: none)."""
     if phase == RANGE:
         return ((x0 + y1) >> 1 if x0 < y1 else -1), -1
     if phase == ENDS:
@@ -63,7 +65,7 @@ def _probes(phase, x0, x1, y0, y1):
 
 
 @jit(inline="always")
-def _advance(tokens, table, pointer, q, q0, q1, depth, phase, x0, x1, y0, y1):
+def advance(tokens, table, pointer, q, q0, q1, depth, phase, x0, x1, y0, y1):
     """One bisection step of a search for q[q0:q1] among entries that share
     its first ``depth`` tokens; returns the next (phase, x0, x1, y0, y1).
     RANGE: bisect [x0, y1) until an entry matches; ENDS: the first match
@@ -71,23 +73,23 @@ def _advance(tokens, table, pointer, q, q0, q1, depth, phase, x0, x1, y0, y1):
     both ends halved in the same step (their reads overlap); DONE: the
     matches are [x0, y0)."""
     q0 += depth
-    a, b = _probes(phase, x0, x1, y0, y1)
+    a, b = probes(phase, x0, x1, y0, y1)
     if phase == RANGE:
         if a < 0:
             return DONE, x0, x1, x0, y1
-        c = _cmp(tokens, _suffix(tokens, table, pointer, a) + depth, q, q0, q1)
+        c = _cmp(tokens, suffix(tokens, table, pointer, a) + depth, q, q0, q1)
         if c < 0:
             return RANGE, a + 1, x1, y0, y1
         if c > 0:
             return RANGE, x0, x1, y0, a
         return ENDS, x0, a, a + 1, y1
     if a >= 0:
-        if _cmp(tokens, _suffix(tokens, table, pointer, a) + depth, q, q0, q1) < 0:
+        if _cmp(tokens, suffix(tokens, table, pointer, a) + depth, q, q0, q1) < 0:
             x0 = a + 1
         else:
             x1 = a
     if b >= 0:
-        if _cmp(tokens, _suffix(tokens, table, pointer, b) + depth, q, q0, q1) > 0:
+        if _cmp(tokens, suffix(tokens, table, pointer, b) + depth, q, q0, q1) > 0:
             y1 = b
         else:
             y0 = b + 1
@@ -105,29 +107,10 @@ def _start(tokens, bucket, q, q0, q1):
 
 
 @jit(inline="always")
-def _packing(width):
-    """(bits per token, tokens per packed key) of :func:`sample_keys`."""
-    bits = 8 * width + 1
-    return bits, 63 // bits
-
-
-@jit(inline="always")
-def _pack_suffix(tokens, s, bits, c):
-    """Packed key of the first ``c`` tokens of the suffix at token index
-    ``s``: each token's key + 1, 0 past the end of the shard."""
-    n = tokens.shape[0]
-    v = np.int64(0)
-    for j in range(c):
-        v <<= bits
-        if s + j < n:
-            v |= byte_key(tokens[s + j], width_of(tokens)) + 1
-    return v
-
-
-@jit(inline="always")
-def _pack_query(q, q0, q1, width, c, fill):
-    """Packed key of the ids q[q0:q1] cut or padded to ``c`` tokens with ``fill``."""
-    bits = 8 * width + 1
+def pack_query(q, q0, q1, width, c, fill):
+    """Packed key (as ``pack_suffix``) of the ids q[q0:q1] cut or padded to
+    ``c`` tokens with ``fill``."""
+    bits, _ = packing(width)
     v = np.int64(0)
     for j in range(c):
         v <<= bits
@@ -154,28 +137,28 @@ def sample_size(n: int, step: int) -> int:
 @pjit
 def sample_keys(tokens, table, pointer, step, out):
     """Fill int64 ``out`` (``sample_size`` long) with the packed keys (see
-    ``_pack_suffix``) of every ``step``-th suffix-array entry, then every
+    ``keys.pack_suffix``) of every ``step``-th suffix-array entry, then every
     TOP-th of those again: an in-memory sample that answers the top levels
     of every search without touching the table or the tokens."""
-    bits, c = _packing(width_of(tokens))
+    bits, c = packing(width_of(tokens))
     ns = _sample_len(tokens.shape[0], step)
     for j in prange(ns):
-        out[j] = _pack_suffix(tokens, _suffix(tokens, table, pointer, j * step), bits, c)
+        out[j] = pack_suffix(tokens, suffix(tokens, table, pointer, j * step), c, bits)
     for t in range(out.shape[0] - ns):
         out[ns + t] = out[t * TOP]
 
 
 @jit(inline="always")
+def _key_below(ctx, j):
+    keys, key, right = ctx
+    v = keys[j]
+    return v < key or (right and v == key)
+
+
+@jit(inline="always")
 def _bisect_keys(keys, lo, hi, key, right):
     """First j in [lo, hi) with keys[j] >= key (> key with ``right``)."""
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        v = keys[mid]
-        if v < key or (right and v == key):
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
+    return lower_bound(_key_below, (keys, key, right), lo, hi)
 
 
 @jit(inline="always")
@@ -190,9 +173,9 @@ def _bisect_sample(sample, ns, lo, hi, key, right):
 
 
 @jit(inline="always")
-def _narrow(tokens, bucket, sample, step, q, q0, q1):
+def narrow(tokens, bucket, sample, step, q, q0, q1):
     """(phase, x0, x1, y0, y1, depth) to start a search for q[q0:q1] from
-    (see :func:`_advance`): the first-token bucket and the key sample narrow
+    (see :func:`advance`): the first-token bucket and the key sample narrow
     it to at most ``step`` entries around each end, without reading the
     table; ENDS when the sample's keys cover the whole query."""
     lo, hi, depth = _start(tokens, bucket, q, q0, q1)
@@ -202,11 +185,11 @@ def _narrow(tokens, bucket, sample, step, q, q0, q1):
     if hi - lo <= 2 * step:
         return RANGE, lo, lo, hi, hi, depth
     width = width_of(tokens)
-    bits, c = _packing(width)
+    bits, c = packing(width)
     ns = _sample_len(tokens.shape[0], step)
     ja, jb = (lo + step - 1) // step, (hi + step - 1) // step  # samples inside [lo, hi)
-    a = _bisect_sample(sample, ns, ja, jb, _pack_query(q, q0, q1, width, c, 0), False)
-    b = _bisect_sample(sample, ns, a, jb, _pack_query(q, q0, q1, width, c, (1 << bits) - 1), True)
+    a = _bisect_sample(sample, ns, ja, jb, pack_query(q, q0, q1, width, c, 0), False)
+    b = _bisect_sample(sample, ns, a, jb, pack_query(q, q0, q1, width, c, (1 << bits) - 1), True)
     x0 = (a - 1) * step + 1 if a > ja else lo  # the start lies in [x0, x1]
     x1 = a * step if a < jb else hi
     y0 = (b - 1) * step + 1 if b > ja else lo  # the end lies in [y0, y1]
@@ -215,11 +198,11 @@ def _narrow(tokens, bucket, sample, step, q, q0, q1):
 
 
 @lean
-def _search(tokens, table, pointer, bucket, sample, step, q, q0, q1):
+def search_span(tokens, table, pointer, bucket, sample, step, q, q0, q1):
     """[start, end) of the entries whose suffix starts with q[q0:q1]."""
-    phase, x0, x1, y0, y1, depth = _narrow(tokens, bucket, sample, step, q, q0, q1)
+    phase, x0, x1, y0, y1, depth = narrow(tokens, bucket, sample, step, q, q0, q1)
     while phase != DONE:
-        phase, x0, x1, y0, y1 = _advance(tokens, table, pointer, q, q0, q1, depth,
+        phase, x0, x1, y0, y1 = advance(tokens, table, pointer, q, q0, q1, depth,
                                          phase, x0, x1, y0, y1)
     return x0, y0
 
@@ -232,88 +215,15 @@ def buckets(tokens):
     width = width_of(tokens)
     if width > 2:
         return np.zeros(0, dtype=np.int64)
-    out = np.zeros((1 << (8 * width)) + 1, dtype=np.int64)
-    for i in range(tokens.shape[0]):
-        out[byte_key(tokens[i], width) + 1] += 1
-    for k in range(1, out.shape[0]):
-        out[k] += out[k - 1]
+    out = np.empty((1 << (8 * width)) + 1, dtype=np.int64)
+    bucket_bounds(tokens, tokens.shape[0], out, out.shape[0], False)
     return out
-
-
-@jit(inline="always")
-def _next_key(tokens, table, pointer, i, m):
-    """Key of the token after the first ``m`` tokens of entry ``i``'s suffix;
-    -1 where the suffix ends there (the end of the shard)."""
-    s = _suffix(tokens, table, pointer, i) + m
-    if s >= tokens.shape[0]:
-        return np.int64(-1)
-    return byte_key(tokens[s], width_of(tokens))
-
-
-@lean
-def _bisect_next(tokens, table, pointer, m, lo, hi, key):
-    """First entry in [lo, hi) whose next key is >= key (binary search)."""
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if _next_key(tokens, table, pointer, mid, m) < key:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
-
-
-@lean
-def _gallop_next(tokens, table, pointer, m, lo, hi, key):
-    """First entry in [lo, hi) whose next key is >= key, galloping from lo:
-    O(log d) probes when the answer is d entries away."""
-    step = 1
-    prev = lo - 1  # every entry <= prev is known to be < key
-    while True:
-        probe = prev + step
-        if probe >= hi:
-            return _bisect_next(tokens, table, pointer, m, prev + 1, hi, key)
-        if _next_key(tokens, table, pointer, probe, m) >= key:
-            return _bisect_next(tokens, table, pointer, m, prev + 1, probe, key)
-        prev = probe
-        step *= 2
-
-
-@lean
-def _gallop_next_back(tokens, table, pointer, m, lo, hi, key):
-    """First entry in [lo, hi) whose next key is >= key, galloping from hi."""
-    step = 1
-    prev = hi  # every entry >= prev is known to be >= key
-    while True:
-        probe = prev - step
-        if probe < lo:
-            return _bisect_next(tokens, table, pointer, m, lo, prev, key)
-        if _next_key(tokens, table, pointer, probe, m) < key:
-            return _bisect_next(tokens, table, pointer, m, probe + 1, prev, key)
-        prev = probe
-        step *= 2
-
-
-@lean
-def _cont(tokens, table, pointer, m, lo, hi):
-    """Sub-range of a prompt's range [lo, hi) whose suffixes continue with a
-    real token: drop the one ending the shard and those followed by the separator."""
-    if lo < hi and _next_key(tokens, table, pointer, lo, m) < 0:
-        lo += 1
-    sep = (np.int64(1) << (8 * width_of(tokens))) - 1
-    return lo, _gallop_next_back(tokens, table, pointer, m, lo, hi, sep)
-
-
-@lean
-def _group(tokens, table, pointer, m, a, b, key):
-    """Sub-range of [a, b) (a continuation range) whose next key equals key."""
-    start = _bisect_next(tokens, table, pointer, m, a, b, key)
-    return start, _gallop_next(tokens, table, pointer, m, start, b, key + 1)
 
 
 @lean
 def find_range(tokens, table, pointer, bucket, sample, step, ids):
     """[start, end) of the suffix-array entries whose suffix starts with ``ids``."""
-    return _search(tokens, table, pointer, bucket, sample, step, ids, 0, len(ids))
+    return search_span(tokens, table, pointer, bucket, sample, step, ids, 0, len(ids))
 
 
 @lean
@@ -328,404 +238,9 @@ def count(tokens, table, pointer, bucket, sample, step, ids, low, vocab):
 
 
 @jit
-def visit_order(flat, bounds, width):
-    """A visiting order for ``count_many``: the queries grouped by the top
-    bits of the packed key of their first tokens (a counting sort; about as
-    many groups as queries), i.e. roughly in suffix order, so that
-    neighbouring searches share their first reads."""
-    bits, c = _packing(width)
-    nq = bounds.shape[0] - 1
-    b = 1
-    while b < 16 and (1 << b) < nq:
-        b += 1
-    group = np.empty(nq, dtype=np.int64)
-    starts = np.zeros((1 << b) + 1, dtype=np.int64)
-    for j in range(nq):
-        group[j] = _pack_query(flat, bounds[j], bounds[j + 1], width, c, 0) >> (bits * c - b)
-        starts[group[j] + 1] += 1
-    for k in range(1 << b):
-        starts[k + 1] += starts[k]
-    order = np.empty(nq, dtype=np.int64)
-    for j in range(nq):
-        order[starts[group[j]]] = j
-        starts[group[j]] += 1
-    return order
-
-
-@jit(inline="always")
-def _put(state, t, j, phase, x0, x1, y0, y1, depth):
-    """Store search t of a lockstep batch: query j and its ``_advance`` state."""
-    state[t, 0], state[t, 1], state[t, 2], state[t, 3] = j, phase, x0, x1
-    state[t, 4], state[t, 5], state[t, 6] = y0, y1, depth
-
-
-@jit(inline="always")
-def _get(state, t):
-    """(j, phase, x0, x1, y0, y1, depth) of search t (see ``_put``)."""
-    return (state[t, 0], state[t, 1], state[t, 2], state[t, 3], state[t, 4], state[t, 5],
-            state[t, 6])
-
-
-@jit(inline="always")
-def _prefetch_step(tokens, table, pointer, state, t, token):
-    """Prefetch what search t's next ``_advance`` reads: its probes' table
-    entries, or (``token``) the first token each of them compares."""
-    _, phase, x0, x1, y0, y1, depth = _get(state, t)
-    for p in _probes(phase, x0, x1, y0, y1):
-        if p >= 0:
-            if token:
-                prefetch(tokens, _suffix(tokens, table, pointer, p) + depth)
-            else:
-                prefetch_entry(table, p, pointer)
-
-
-LOCKSTEP = 32
-"""Searches ``count_many`` advances together, one bisection step each in
-turn, so that their memory reads overlap."""
-
-
-@lean
-def _count_run(tokens, table, pointer, bucket, sample, step, flat, bounds, order, i0, i1,
-               state, out):
-    """``count_many`` for the queries order[i0:i1], LOCKSTEP at a time
-    (``state``: LOCKSTEP x 7 scratch): each step prefetches every search's
-    table entries, then their tokens, then compares."""
-    for i in range(i0, i1, LOCKSTEP):
-        g = min(LOCKSTEP, i1 - i)
-        for t in range(g):
-            j = order[i + t]
-            phase, x0, x1, y0, y1, depth = _narrow(tokens, bucket, sample, step, flat,
-                                                   bounds[j], bounds[j + 1])
-            _put(state, t, j, phase, x0, x1, y0, y1, depth)
-        busy = g
-        while busy:
-            busy = 0
-            for t in range(g):
-                _prefetch_step(tokens, table, pointer, state, t, False)
-            for t in range(g):
-                _prefetch_step(tokens, table, pointer, state, t, True)
-            for t in range(g):
-                j, phase, x0, x1, y0, y1, depth = _get(state, t)
-                if phase != DONE:
-                    phase, x0, x1, y0, y1 = _advance(tokens, table, pointer, flat, bounds[j],
-                                                     bounds[j + 1], depth, phase, x0, x1, y0, y1)
-                    _put(state, t, j, phase, x0, x1, y0, y1, depth)
-                    busy += phase != DONE
-        for t in range(g):
-            j, _, x0, _, y0, _, _ = _get(state, t)
-            out[j] = y0 - x0
-
-
-@pjit
-def count_many(tokens, table, pointer, bucket, sample, step, flat, bounds, order):
-    """Occurrences of each query ``flat[bounds[j]:bounds[j + 1]]``.
-
-    Queries are visited in ``order`` (best: sorted in suffix order, so that
-    neighbouring searches read the same sample keys and entries; any order
-    is correct), split into contiguous chunks spread over all cores, each
-    run by ``_count_run`` (the parallel loop stays small: inlined, the
-    searches made it compile 4x slower).
-    """
-    nq = bounds.shape[0] - 1
-    out = np.empty(nq, dtype=np.int64)
-    chunks = min(nq, 64)
-    for k in prange(chunks):
-        state = np.empty((LOCKSTEP, 7), dtype=np.int64)
-        _count_run(tokens, table, pointer, bucket, sample, step, flat, bounds, order,
-                   k * nq // chunks, (k + 1) * nq // chunks, state, out)
-    return out
-
-
-@lean
-def continuation(tokens, table, pointer, m, lo, hi, next_id):
-    """(total, count) in the range [lo, hi) of an m-token prompt: occurrences
-    followed by a real token, and those followed by ``next_id``."""
-    a, b = _cont(tokens, table, pointer, m, lo, hi)
-    c, d = _group(tokens, table, pointer, m, a, b, byte_key(next_id, width_of(tokens)))
-    return b - a, d - c
-
-
-@jit(inline="always")
-def _take(work, at, size):
-    """``size`` int64 entries carved from ``work`` at ``at`` when they fit
-    (memory reused from call to call: no page faults), else a new array.
-    Returns the array and ``at + size`` (the entries asked for so far)."""
-    if at + size <= work.shape[0]:
-        return work[at:at + size], at + size
-    return np.empty(size, dtype=np.int64), at + size
-
-
-AHEAD = 64
-"""How many probes ahead a bisection level prefetches the table entry (and
-half as many, the token it points to): the probes are independent, but
-each one's token read waits for its entry, so without the hints the CPU
-keeps only a few of them in flight."""
-
-
-@jit(inline="always")
-def _at(a, b, p):
-    """Entry ``p`` clamped into the continuation range [a, b): its end
-    entries stand for those outside, so no group boundary lies there."""
-    return min(max(p, a), b - 1)
-
-
-@jit(inline="always")
-def _next_key_ahead(tokens, table, pointer, m, a, b, h, I, n, k):
-    """Next key of the midpoint I[k] + h, after prefetching the entry of
-    midpoint k + AHEAD and the token of midpoint k + AHEAD / 2."""
-    if k + AHEAD < n:
-        prefetch_entry(table, _at(a, b, I[k + AHEAD] + h), pointer)
-    if k + AHEAD // 2 < n:
-        prefetch(tokens, _suffix(tokens, table, pointer, _at(a, b, I[k + AHEAD // 2] + h)) + m)
-    return _next_key(tokens, table, pointer, _at(a, b, I[k] + h), m)
-
-
-@lean
-def _level(tokens, table, pointer, m, a, b, h, I, KI, KJ, n, I2, KI2, KJ2, starts, skeys, ns):
-    """One bisection level over the n open intervals [I, I + 2h] (end keys
-    KI, KJ differ): probe each midpoint (prefetched ahead, so the reads
-    overlap in memory) and file both halves, without branches: into
-    I2/KI2/KJ2 while h > 1 (kept where their end keys differ), else as
-    the groups starting at I + 1 and I + 2 into starts/skeys[ns:].
-    Returns the new (open intervals, groups found)."""
-    for k in range(min(n, AHEAD)):
-        prefetch_entry(table, _at(a, b, I[k] + h), pointer)
-    nxt = 0
-    if h > 1:
-        for k in range(n):
-            km = _next_key_ahead(tokens, table, pointer, m, a, b, h, I, n, k)
-            i, ki, kj = I[k], KI[k], KJ[k]
-            I2[nxt], KI2[nxt], KJ2[nxt] = i, ki, km
-            nxt += ki != km
-            I2[nxt], KI2[nxt], KJ2[nxt] = i + h, km, kj
-            nxt += km != kj
-        return nxt, ns
-    for k in range(n):
-        km = _next_key_ahead(tokens, table, pointer, m, a, b, h, I, n, k)
-        i, ki, kj = I[k], KI[k], KJ[k]
-        starts[ns], skeys[ns] = i + 1, km
-        ns += ki != km
-        starts[ns], skeys[ns] = i + 2, kj
-        ns += km != kj
-    return nxt, ns
-
-
-@jit
-def next_tokens(tokens, table, pointer, sample, step, m, lo, hi, work):
-    """Exact next-token tally of the m-token prompt whose range is [lo, hi):
-    (ids ascending, counts, scratch entries wanted). Scratch arrays are
-    carved from int64 ``work`` while it lasts (pass the same one again,
-    at least that large, and no scratch page is faulted in anew).
-
-    Next keys are sorted inside the range, so a group boundary lies between
-    two entries whose next keys differ. The range is cut into aligned
-    intervals [g * w, (g + 1) * w] whose end keys are known without reads
-    where the sample's packed keys reach token m and ``step`` is a power of
-    2 (w = ``step``, at least 2), else w = the range's size rounded up to a
-    power of 2. Every interval whose end keys differ is then halved, one
-    level at a time for all intervals (the reads of a level are independent,
-    so they overlap in memory; the bookkeeping has no branches; one core:
-    halves run on two cores slowed each other down, 1.3 and 1.7 ms alone
-    against 2.1 and 2.5 ms side by side, on the 2-core test machine): about
-    d * log2(gap / d) reads for d distinct next tokens, never a scan.
-    """
-    a, b = _cont(tokens, table, pointer, m, lo, hi)
-    if b <= a:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), 0
-    width = width_of(tokens)
-    bits, c = _packing(width)
-    shift = bits * (c - 1 - m)
-    mask = (np.int64(1) << bits) - 1
-    sampled = m < c and step & (step - 1) == 0  # sample keys reach token m, aligned
-    w = max(step, 2)
-    if not sampled:
-        w = 2
-        while w < b - a:
-            w *= 2
-    ka, kb = _next_key(tokens, table, pointer, a, m), _next_key(tokens, table, pointer, b - 1, m)
-    g0, g1 = a // w, (b - 2) // w + 1  # points g * w for g in (g0, g1] lie in (a, b - 1]
-    I, at = _take(work, 0, g1 - g0 + 1)
-    KI, at = _take(work, at, I.shape[0])
-    KJ, at = _take(work, at, I.shape[0])
-    n, prev, stride = 0, ka, w // step
-    for g in range(g0 + 1, g1 + 2):
-        p = g * w
-        if p >= b - 1:
-            k = kb
-        elif sampled:
-            k = ((sample[g * stride] >> shift) & mask) - 1
-        else:
-            k = _next_key(tokens, table, pointer, p, m)
-        I[n], KI[n], KJ[n] = p - w, prev, k
-        n += prev != k
-        prev = k
-    I2, at = _take(work, at, 2 * n)
-    KI2, at = _take(work, at, 2 * n)
-    KJ2, at = _take(work, at, 2 * n)
-    starts, at = _take(work, at, 1)  # room for the groups: at the last level
-    skeys, at = _take(work, at, 1)
-    starts[0], skeys[0] = a, ka
-    ns = 1
-    while n:
-        if I2.shape[0] < 2 * n:
-            I2, at = _take(work, at, 4 * n)
-            KI2, at = _take(work, at, 4 * n)
-            KJ2, at = _take(work, at, 4 * n)
-        if w == 2 and starts.shape[0] < 2 * n + 1:
-            starts, at = _take(work, at, 2 * n + 1)
-            skeys, at = _take(work, at, 2 * n + 1)
-            starts[0], skeys[0] = a, ka
-        w >>= 1
-        n, ns = _level(tokens, table, pointer, m, a, b, w, I, KI, KJ, n,
-                       I2, KI2, KJ2, starts, skeys, ns)
-        I, KI, KJ, I2, KI2, KJ2 = I2, KI2, KJ2, I, KI, KJ
-    ids, counts = _tally(starts, skeys, ns, b, width)
-    return ids, counts, at
-
-
-@jit
-def _tally(starts, skeys, n, end, width):
-    """(ids ascending, counts) of the groups that start at starts[:n]
-    (ascending, so their next keys skeys[:n] ascend too), the last one
-    ending at ``end``. An id is its key with the bytes reversed: for width 2
-    one stable counting pass by the key's low byte (the id's high byte) puts
-    the ids in order, width 4 sorts them, width 1 keeps key order."""
-    ids = np.empty(n, dtype=np.int64)
-    counts = np.empty(n, dtype=np.int64)
-    head = np.zeros(257, dtype=np.int64)  # width 2: where each high byte's ids begin
-    if width == 2:
-        for g in range(n):
-            head[(skeys[g] & 255) + 1] += 1
-        for v in range(256):
-            head[v + 1] += head[v]
-    for g in range(n):
-        t = g
-        if width == 2:
-            t = head[skeys[g] & 255]
-            head[skeys[g] & 255] += 1
-        ids[t] = byte_key(skeys[g], width)
-        counts[t] = (starts[g + 1] if g + 1 < n else end) - starts[g]
-    if width == 4:
-        order = np.argsort(ids)
-        return ids[order], counts[order]
-    return ids, counts
-
-
-@lean
-def _usable(tokens, table, pointer, bucket, sample, step, q, length):
-    """Range of the last ``length`` query ids and whether it is usable
-    (some occurrence is followed by a real token)."""
-    N = len(q)
-    lo, hi = _search(tokens, table, pointer, bucket, sample, step, q, N - length, N)
-    a, b = _cont(tokens, table, pointer, length, lo, hi)
-    return b > a, lo, hi
-
-
-@lean
-def longest_usable(tokens, table, pointer, bucket, sample, step, ids):
-    """(L, lo, hi): the longest suffix of ``ids`` (L tokens) that occurs
-    followed by a real token, and its range; L = -1 when the shard holds no
-    real token. Checks the whole prompt first, then gallops up from short
-    lengths and bisects (usable-ness is monotone in the length)."""
-    n = tokens.shape[0]
-    q, N = ids, len(ids)
-    a, b = _cont(tokens, table, pointer, 0, 0, n)
-    if b <= a:
-        return -1, 0, 0
-    if N == 0:
-        return 0, 0, n
-    ok, lo, hi = _usable(tokens, table, pointer, bucket, sample, step, q, N)
-    if ok:
-        return N, lo, hi
-    good, glo, ghi = 0, 0, n
-    bad = N
-    length = 1
-    while length < bad:
-        ok, lo, hi = _usable(tokens, table, pointer, bucket, sample, step, q, length)
-        if not ok:
-            bad = length
-            break
-        good, glo, ghi = length, lo, hi
-        length *= 2
-    while bad - good > 1:
-        mid = (good + bad) >> 1
-        ok, lo, hi = _usable(tokens, table, pointer, bucket, sample, step, q, mid)
-        if ok:
-            good, glo, ghi = mid, lo, hi
-        else:
-            bad = mid
-    return good, glo, ghi
-
-
-@lean
-def infgram_counts(tokens, table, pointer, bucket, sample, step, ids, next_id, low, vocab):
-    """(L, total, count) on this shard: ``longest_usable`` length of ``ids``
-    and the continuation counts of ``next_id`` there; L = -2 when some id
-    is outside [low, vocab) (the caller then checks it)."""
-    for j in range(len(ids)):
-        if ids[j] < low or ids[j] >= vocab:
-            return np.int64(-2), np.int64(0), np.int64(0)
-    L, lo, hi = longest_usable(tokens, table, pointer, bucket, sample, step, ids)
-    if L < 0:
-        return L, np.int64(0), np.int64(0)
-    total, cnt = continuation(tokens, table, pointer, L, lo, hi, next_id)
-    return L, total, cnt
-
-
-@jit
-def score(tokens, table, pointer, bucket, sample, step, ids, max_context):
-    """Per position t of ``ids``, on this shard: the longest usable suffix
-    length L[t] of ids[:t] (at most ``max_context``; -1 if the shard holds
-    no real token), the continuation total there, the count of ids[t], and
-    the first/last distinct next token ids (key order; -1 if none).
-
-    One pass with matching statistics: L[t+1] <= L[t] + 1, so the range of
-    ids[a:t+1] is the group of ids[t] inside the range of ids[a:t]; leading
-    tokens are dropped (a fresh search each) only while that is unusable.
-    """
-    n = tokens.shape[0]
-    width = width_of(tokens)
-    N = len(ids)
-    L = np.full(N, -1, dtype=np.int64)
-    total = np.zeros(N, dtype=np.int64)
-    count = np.zeros(N, dtype=np.int64)
-    first = np.full(N, -1, dtype=np.int64)
-    last = np.full(N, -1, dtype=np.int64)
-    a0, b0 = _cont(tokens, table, pointer, 0, 0, n)
-    if b0 <= a0:
-        return L, total, count, first, last
-    start = 0  # the context is ids[start:t]
-    lo, hi = 0, n
-    a, b = a0, b0
-    for t in range(N):
-        m = t - start
-        L[t] = m
-        total[t] = b - a
-        first[t] = tokens[_suffix(tokens, table, pointer, a) + m]
-        last[t] = tokens[_suffix(tokens, table, pointer, b - 1) + m]
-        lo, hi = _group(tokens, table, pointer, m, a, b, byte_key(ids[t], width))
-        count[t] = hi - lo
-        if t + 1 == N:
-            break
-        m += 1
-        while True:
-            if m <= max_context and hi > lo:
-                a, b = _cont(tokens, table, pointer, m, lo, hi)
-                if b > a:
-                    break
-            start += 1
-            m -= 1
-            if m == 0:
-                lo, hi, a, b = 0, n, a0, b0
-                break
-            lo, hi = _search(tokens, table, pointer, bucket, sample, step, ids, start, t + 1)
-    return L, total, count, first, last
-
-
-@jit
 def positions(tokens, table, pointer, lo, hi):
     """Token indexes where the suffixes of entries [lo, hi) start."""
     out = np.empty(hi - lo, dtype=np.int64)
     for i in range(lo, hi):
-        out[i - lo] = _suffix(tokens, table, pointer, i)
+        out[i - lo] = suffix(tokens, table, pointer, i)
     return out

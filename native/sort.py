@@ -13,18 +13,17 @@ algorithm. Extra memory beyond the output: one type bit per symbol per
 level (n/4 bytes in all) and a bucket array per level, placed in unused
 suffix-array space when it fits.
 
-Speed: the induce scans prefetch the symbols of the entries AHEAD places
-on, LMS substrings are named by comparing lengths and symbols (no type
+Speed: the induce scans prefetch the symbols of the entries SCAN_AHEAD
+places on, LMS substrings are named by comparing lengths and symbols (no type
 bits) in parallel slices, and the index permutations between levels run
 in parallel; the two induce scans themselves stay sequential.
 """
 import numba
 import numpy as np
-from numba import prange, types
-from numba.extending import overload
+from numba import prange
 
 from . import jit, twin
-from .keys import byte_key
+from .keys import bucket_bounds, key
 from .memory import prefetch
 
 INT32_MAX = 2**31 - 1
@@ -35,32 +34,8 @@ def sa_dtype(n: int) -> np.dtype:
     return np.dtype(np.int32) if n < INT32_MAX else np.dtype(np.int64)
 
 
-def key(s, i):
-    """Sort key of symbol ``s[i]``: the byte-swapped value for unsigned token
-    arrays (so keys order like little-endian bytes), the value itself for the
-    signed arrays of ranks and names the kernels derive."""
-    v = int(s[i])
-    if s.dtype.kind == "u":
-        return int.from_bytes(v.to_bytes(s.dtype.itemsize, "little"), "big")
-    return v
-
-
-@overload(key, inline="always")
-def _key_overload(s, i):
-    if isinstance(s.dtype, types.Integer) and not s.dtype.signed:
-        width = s.dtype.bitwidth // 8
-
-        def swapped(s, i):
-            return np.int64(byte_key(s[i], width))
-        return swapped
-
-    def plain(s, i):
-        return np.int64(s[i])
-    return plain
-
-
-AHEAD = 32
-"""How many suffix-array entries ahead the induce scans prefetch."""
+SCAN_AHEAD = 32
+"""How many suffix-array entries ahead the scans over SA prefetch what they read."""
 
 
 @jit
@@ -96,19 +71,6 @@ def _classify_place(s, SA, t, B):
 
 
 @jit
-def _buckets(s, n, B, K, end):
-    """Bucket heads (end=False) or one-past-tails (end=True) of each symbol."""
-    for c in range(K):
-        B[c] = 0
-    for i in range(n):
-        B[key(s, i)] += 1
-    total = 0
-    for c in range(K):
-        total += B[c]
-        B[c] = total if end else total - B[c]
-
-
-@jit
 def _induce(s, SA, n, B, K, mark):
     """Induce L-type then S-type suffixes from the LMS entries already in SA.
 
@@ -118,13 +80,13 @@ def _induce(s, SA, n, B, K, mark):
     holds iff p sits at or past its bucket's S fill pointer. With ``mark``,
     LMS entries (S-type p after an L-type p - 1) are stored as ~p.
     """
-    _buckets(s, n, B, K, False)
+    bucket_bounds(s, n, B, K, False)
     c = key(s, n - 1)  # the virtual sentinel induces the last suffix (L-type)
     SA[B[c]] = n - 1
     B[c] += 1
     for i in range(n):
-        if i + AHEAD < n:
-            q = SA[i + AHEAD]
+        if i + SCAN_AHEAD < n:
+            q = SA[i + SCAN_AHEAD]
             if q > 0:
                 prefetch(s, q - 1)
         p = SA[i]
@@ -133,10 +95,10 @@ def _induce(s, SA, n, B, K, mark):
             if c >= key(s, p):
                 SA[B[c]] = p - 1
                 B[c] += 1
-    _buckets(s, n, B, K, True)
+    bucket_bounds(s, n, B, K, True)
     for i in range(n - 1, -1, -1):
-        if i >= AHEAD:
-            q = SA[i - AHEAD]
+        if i >= SCAN_AHEAD:
+            q = SA[i - SCAN_AHEAD]
             if q > 0:
                 prefetch(s, q - 1)
         p = SA[i]
@@ -160,7 +122,7 @@ def _sort_lms(s, SA, t, B, K):
         SA[i] = -1
     if n == 0:
         return 0
-    _buckets(s, n, B, K, True)
+    bucket_bounds(s, n, B, K, True)
     _classify_place(s, SA, t, B)
     _induce(s, SA, n, B, K, True)
     n1 = 0
@@ -220,8 +182,8 @@ def _name_lms(s, SA, n1, chunks):
         new = 0
         hi = min(n1, (c + 1) * size)
         for k in range(c * size, hi):
-            if k + AHEAD < hi:
-                q = SA[k + AHEAD]
+            if k + SCAN_AHEAD < hi:
+                q = SA[k + SCAN_AHEAD]
                 prefetch(s, q)
                 prefetch(SA, n1 + (q >> 1))
             pos = SA[k]
@@ -236,8 +198,8 @@ def _name_lms(s, SA, n1, chunks):
         name = counts[c] - 1
         hi = min(n1, (c + 1) * size)
         for k in range(c * size, hi):
-            if k + AHEAD < hi:
-                prefetch(SA, n1 + (max(SA[k + AHEAD], ~SA[k + AHEAD]) >> 1))
+            if k + SCAN_AHEAD < hi:
+                prefetch(SA, n1 + (max(SA[k + SCAN_AHEAD], ~SA[k + SCAN_AHEAD]) >> 1))
             pos = SA[k]
             if pos < 0:
                 pos = ~pos
@@ -311,10 +273,10 @@ def _place_sorted_lms(s, SA, B, K, n1):
     n = SA.shape[0]
     for k in range(n1, n):
         SA[k] = -1
-    _buckets(s, n, B, K, True)
+    bucket_bounds(s, n, B, K, True)
     for k in range(n1 - 1, -1, -1):
-        if k >= AHEAD:
-            prefetch(s, SA[k - AHEAD])
+        if k >= SCAN_AHEAD:
+            prefetch(s, SA[k - SCAN_AHEAD])
         p = SA[k]
         SA[k] = -1
         c = key(s, p)

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings, strategies as st, HealthCheck
 
 import infinigram.engine as engine
-from infinigram.native import ptrs, search as ks
+from infinigram.native import batch, ptrs, tally
 from infinigram import format as fmt
 from infinigram.errors import IndexFormatError, QueryError
 from conftest import make_index
@@ -355,7 +355,7 @@ def test_count_many_any_visiting_order(tmp_path):
     bounds = np.concatenate([[0], np.cumsum([len(q) for q in queries])])
     want = [naive_count(shard_arrays(eng), q) for q in queries]
     s = eng.searchers[0]
-    hint = ks.visit_order(flat, bounds, 2)
+    hint = batch.visit_order(flat, bounds, 2)
     assert sorted(hint.tolist()) == list(range(len(queries)))
     for order in (hint, hint[::-1].copy(), rng.permutation(len(queries)), np.arange(len(queries))):
         assert s.count_many(flat, bounds, order).tolist() == want
@@ -414,7 +414,7 @@ def test_ntd_many_next_tokens(tmp_path, width, pointer):
     """A prompt followed by thousands of distinct tokens (width 1: all 255 ids
     below the separator):
     every bisection level has far more open intervals than the prefetch
-    distance (``ks.AHEAD``), and the tally still matches the oracle."""
+    distance (``tally.PROBES_AHEAD``), and the tally still matches the oracle."""
     rng = np.random.default_rng(width)
     top = fmt.separator(width)
     follow = rng.integers(0, min(top, 5000), size=(8, 3000)) * (top // min(top, 5000))
@@ -428,7 +428,7 @@ def test_ntd_many_next_tokens(tmp_path, width, pointer):
         for s in eng.searchers:
             s.step, s.sample_after, s._search = step, 0, None
         d = eng.ntd([5])
-        assert len(d.ids) > 2 * ks.AHEAD
+        assert len(d.ids) > 2 * tally.PROBES_AHEAD
         assert dict(zip(d.ids.tolist(), d.counts.tolist())) == \
             naive_next_counts(shard_arrays(eng), [5])
 
