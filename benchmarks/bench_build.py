@@ -2,7 +2,7 @@
 
 Every tool runs in a fresh child process on a fresh directory holding hard
 links to the same tokenized.0 / offset.0; wall time and peak RSS come from
-the child (common.run_child). Our kernels run with a warm Numba cache; the
+the child (procs.run_child). Our kernels run with a warm Numba cache; the
 compile time is measured apart on a tiny corpus with an empty cache.
 
     python benchmarks/bench_build.py            # 15M tokens, ~10 min on 2 cores
@@ -26,6 +26,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common as c  # noqa: E402
+import corpora as cor  # noqa: E402
+import procs  # noqa: E402
+import report as rep  # noqa: E402
 
 TOOLS = ("ours", "ours-parts", "infini-gram", "tokengrams")
 PEERS = ("infini-gram", "tokengrams")
@@ -132,26 +135,26 @@ def fixed_cost(timeout: float) -> dict:
     Python, imports and loaded kernels, the part that does not grow with
     the corpus."""
     with tempfile.TemporaryDirectory(dir=c.OUT) as tmp:
-        run_dir = c.fresh_copy(c.zipf_corpus(TINY, seed=3), Path(tmp) / "run")
-        r = c.run_child(command("ours", run_dir, 2, c.ZIPF_VOCAB, 0), timeout=timeout)
+        run_dir = cor.fresh_copy(cor.zipf_corpus(TINY, seed=3), Path(tmp) / "run")
+        r = procs.run_child(command("ours", run_dir, 2, c.ZIPF_VOCAB, 0), timeout=timeout)
     return {"wall_s": r["wall_s"], "rss_bytes": r["rss_bytes"]}
 
 
 def compile_time(timeout: float) -> dict:
     """Our JIT compile time: a tiny build with an empty Numba cache minus the
     same build with that cache warm (plain and --max-memory runs)."""
-    src = c.zipf_corpus(TINY, seed=3)
+    src = cor.zipf_corpus(TINY, seed=3)
     mm, _ = parts_budget(TINY)
     out = {}
     with tempfile.TemporaryDirectory(dir=c.OUT) as tmp:
-        env = c.child_env(Path(tmp) / "cache")
+        env = procs.child_env(Path(tmp) / "cache")
         for tool in ("ours", "ours-parts"):
             if tool == "ours-parts" and mm is None:
                 continue
             walls = []
             for _ in range(2):
-                run_dir = c.fresh_copy(src, Path(tmp) / "run")
-                r = c.run_child(command(tool, run_dir, 2, c.ZIPF_VOCAB, mm or 0), env=env,
+                run_dir = cor.fresh_copy(src, Path(tmp) / "run")
+                r = procs.run_child(command(tool, run_dir, 2, c.ZIPF_VOCAB, mm or 0), env=env,
                                 timeout=timeout)
                 if r["rc"] != 0:
                     return {"error": r["output"][-1500:]}
@@ -163,14 +166,14 @@ def compile_time(timeout: float) -> dict:
 def warm_cache(timeout: float, byte_tokens: bool) -> None:
     """Fill the benchmark Numba cache so timed runs load kernels, never compile
     (for 2-byte tokens, and for byte tokens when a corpus has them)."""
-    corpora = [(c.zipf_corpus(TINY, seed=3), 2, c.ZIPF_VOCAB)]
+    corpora = [(cor.zipf_corpus(TINY, seed=3), 2, c.ZIPF_VOCAB)]
     if byte_tokens:
-        corpora.append((c.source_corpus(TINY), 1, 256))
+        corpora.append((cor.source_corpus(TINY), 1, 256))
     for src, width, vocab in corpora:
         mm, _ = parts_budget(TINY, width)
         for tool in ("ours",) + (("ours-parts",) if mm else ()):
-            run_dir = c.fresh_copy(src, c.OUT / "runs" / "warm")
-            c.run_child(command(tool, run_dir, width, vocab, mm or 0), timeout=timeout)
+            run_dir = cor.fresh_copy(src, c.OUT / "runs" / "warm")
+            procs.run_child(command(tool, run_dir, width, vocab, mm or 0), timeout=timeout)
     shutil.rmtree(c.OUT / "runs" / "warm", ignore_errors=True)
 
 
@@ -194,7 +197,7 @@ def available_tools(requested: list[str]) -> list[str]:
 
 
 def bench_corpus(name: str, src: Path, tools: list[str], runs: int, timeout: float) -> dict:
-    info = c.corpus_info(src)
+    info = cor.corpus_info(src)
     n = info["tokens"]
     vocab = info.get("vocab", c.ZIPF_VOCAB)
     width = info["width"]
@@ -210,11 +213,11 @@ def bench_corpus(name: str, src: Path, tools: list[str], runs: int, timeout: flo
         for t in tools:
             if any(x["timeout"] for x in res["tools"][t]["runs"]):
                 continue  # once past the timeout, never again: the bound is the result
-            run_dir = c.fresh_copy(src, c.OUT / "runs" / f"{name}-{t}")
-            out = c.run_child(command(t, run_dir, width, vocab, mm or 0), timeout=timeout)
+            run_dir = cor.fresh_copy(src, c.OUT / "runs" / f"{name}-{t}")
+            out = procs.run_child(command(t, run_dir, width, vocab, mm or 0), timeout=timeout)
             rec = {k: out[k] for k in ("wall_s", "rss_bytes", "rusage_rss_bytes",
                                        "tree_rss_bytes", "cpu_s", "rc", "timeout")}
-            rec.update(c.last_json(out["output"]))
+            rec.update(procs.last_json(out["output"]))
             rec["index_bytes"] = index_bytes(run_dir, t)
             if out["rc"] != 0:
                 rec["error"] = out["output"][-1500:]
@@ -233,9 +236,9 @@ def bench_corpus(name: str, src: Path, tools: list[str], runs: int, timeout: flo
     for t, d in res["tools"].items():
         ok = [x for x in d["runs"] if x["rc"] == 0 and not x["timeout"]]
         d["ok_runs"] = len(ok)
-        d["wall_s"] = c.median([x["wall_s"] for x in ok])
-        d["inner_s"] = c.median([x.get("inner_s") for x in ok])
-        d["rss_bytes"] = c.median([x["rss_bytes"] for x in ok])
+        d["wall_s"] = rep.median([x["wall_s"] for x in ok])
+        d["inner_s"] = rep.median([x.get("inner_s") for x in ok])
+        d["rss_bytes"] = rep.median([x["rss_bytes"] for x in ok])
         d["index_bytes"] = ok[-1]["index_bytes"] if ok else None
         d["mtok_s"] = n / d["wall_s"] / 1e6 if d["wall_s"] else None
         d["rss_over_index"] = d["rss_bytes"] / d["index_bytes"] if ok else None
@@ -297,7 +300,7 @@ def bench_tokenize(src: Path, runs: int, max_bytes: int) -> dict:
     out = {"corpus": src.name, "text_bytes": nbytes, "batches": len(batches), "same_ids": same,
            "times": times}
     for k, v in times.items():
-        out[f"{k}_mb_s"] = nbytes / c.median(v) / 1e6
+        out[f"{k}_mb_s"] = nbytes / rep.median(v) / 1e6
     out["speedup"] = out["ours_mb_s"] / out["plain_mb_s"]
     out["speedup_from_file"] = out["ours_from_file_mb_s"] / out["plain_mb_s"]
     return out
@@ -307,9 +310,9 @@ def bench_tokenize(src: Path, runs: int, max_bytes: int) -> dict:
 
 def report(data: dict, heading: str = "## Build") -> str:
     m = data["machine"]
-    lines = [heading, "", c.machine_md(m),
+    lines = [heading, "", rep.machine_md(m),
              f"Command: `{data['command']}` ({data['runs']} runs per tool; medians; "
-             f"{c.busy_md(data)}).",
+             f"{rep.busy_md(data)}).",
              "Wall = a fresh process from tokenized.0 to table.0 (Python start-up and imports "
              "included, our kernels loaded from a warm Numba cache); in-process = the build call "
              "alone; CPU = user + system seconds of the child and its children (less "
@@ -323,7 +326,7 @@ def report(data: dict, heading: str = "## Build") -> str:
         lines += [f"Our build of a {TINY:,}-token corpus in a fresh child (Python, imports, "
                   f"kernels loaded from the warm cache: the cost that does not grow with the "
                   f"corpus): {data['fixed']['wall_s']:.2f} s, peak RSS "
-                  f"{c.fmt_bytes(data['fixed']['rss_bytes'])} (included in ours' rows).", ""]
+                  f"{rep.fmt_bytes(data['fixed']['rss_bytes'])} (included in ours' rows).", ""]
     comp = data.get("compile", {})
     if comp and "error" not in comp:
         lines.append("JIT compile time of ours (excluded above): " + ", ".join(
@@ -335,8 +338,8 @@ def report(data: dict, heading: str = "## Build") -> str:
         lines.append("")
         if res.get("width") == 1:
             lines += [f"Byte tokens (token width 1, separator 0xff): the first {res['files']:,} "
-                      f"of this machine's Python and C/C++ source files in {c.SOURCE_ROOTS_MD}, "
-                      "one document per file, sorted by path (`common.source_files`). "
+                      f"of this machine's Python and C/C++ source files in {cor.SOURCE_ROOTS_MD}, "
+                      "one document per file, sorted by path (`corpora.source_files`). "
                       "tokengrams is left out: it reads 2- or 4-byte tokens only.", ""]
         best, bound = faster_peer(res)
         rows = []
@@ -344,13 +347,13 @@ def report(data: dict, heading: str = "## Build") -> str:
             speed = best / d["wall_s"] if best and d["wall_s"] else None
             wall = d["wall_s"] or (f"> {d['timed_out_after_s']:.0f} (killed)"
                                    if d.get("timed_out_after_s") else None)
-            cpu = c.median([x.get("cpu_s") for x in d["runs"] if not (x["rc"] or x["timeout"])])
+            cpu = rep.median([x.get("cpu_s") for x in d["runs"] if not (x["rc"] or x["timeout"])])
             rows.append([t, wall, d.get("inner_s"), cpu, d["mtok_s"],
-                         c.fmt_bytes(d["rss_bytes"]), d["rss_over_index"],
+                         rep.fmt_bytes(d["rss_bytes"]), d["rss_over_index"],
                          f"{'> ' if bound else ''}{speed:.2f}x" if speed else None,
                          " ".join(f"{x['wall_s']:.2f}" + ("!" if x["rc"] or x["timeout"] else "")
                                   for x in d["runs"])])
-        lines.append(c.md_table(["tool", "wall s", "in-process s", "CPU s", "Mtok/s", "peak RSS",
+        lines.append(rep.md_table(["tool", "wall s", "in-process s", "CPU s", "Mtok/s", "peak RSS",
                                  "RSS / index", "speed vs faster peer", "runs (s; ! = failed)"],
                                 rows))
         extra = []
@@ -382,7 +385,7 @@ def report(data: dict, heading: str = "## Build") -> str:
         if "error" in tok:
             lines.append(f"Not measured: {tok['error']}")
         else:
-            lines.append(c.md_table(
+            lines.append(rep.md_table(
                 ["", "MB/s", "vs plain loop"],
                 [["plain `sp.encode(batch, num_threads=2)` + numpy", tok["plain_mb_s"], "1x"],
                  ["ours `encode_stream`, same batches in memory", tok["ours_mb_s"],
@@ -426,7 +429,7 @@ def targets(data: dict) -> list[str]:
     s = speedup(z) if z else None
     big = [r for r in data["corpora"] if r["tokens"] >= 300_000_000]
     if z and z["tokens"] < 300_000_000:
-        verdict = (c.met(s and s >= 3) if z["tokens"] >= 10_000_000
+        verdict = (rep.met(s and s >= 3) if z["tokens"] >= 10_000_000
                    else "not measured at 15M (smaller run)")
         out.append(f"Build >= 3x the faster peer at ~15M tokens (zipf, {z['tokens']:,} tokens): "
                    f"{s and f'{s:.2f}x'} — {verdict}")
@@ -434,14 +437,14 @@ def targets(data: dict) -> list[str]:
     if st:
         s2 = speedup(st)
         out.append(f"Same on stdlib source ({st['tokens']:,} tokens): {s2 and f'{s2:.2f}x'} — "
-                   + (c.met(s2 and s2 >= 3) if st["tokens"] >= 5_000_000 else
+                   + (rep.met(s2 and s2 >= 3) if st["tokens"] >= 5_000_000 else
                       "indicative only (quick run)"))
     for r in big:
         s4 = speedup(r)
         bound = "> " if faster_peer(r)[1] else ""
         out.append(f"Build >= 4x the faster peer at >= 300M tokens with long repeats "
                    f"({r['corpus']}, {r['tokens']:,} tokens): {s4 and f'{bound}{s4:.2f}x'} — "
-                   f"{c.met(s4 and s4 >= 4)}")
+                   f"{rep.met(s4 and s4 >= 4)}")
     if not big:
         out.append("Build >= 4x at >= 300M tokens: not measured in this run "
                    "(`--tokens 300M --corpora zipf,source`)")
@@ -452,7 +455,7 @@ def targets(data: dict) -> list[str]:
             above = (f" ({(d['rss_bytes'] - base) / d['index_bytes']:.2f}x counting only what "
                      f"is above the {TINY:,}-token build's peak)") if base else ""
             out.append(f"Peak RSS <= 1.5x index size ({res['corpus']}): "
-                       f"{d['rss_over_index']:.2f}x{above} — {c.met(d['rss_over_index'] <= 1.5)}")
+                       f"{d['rss_over_index']:.2f}x{above} — {rep.met(d['rss_over_index'] <= 1.5)}")
     for tool, how in (("ours", ""), ("ours-parts", ", --max-memory parts")):
         base = z and z["tools"].get(tool, {}).get("wall_s")
         for name in ("block", "single"):
@@ -460,20 +463,20 @@ def targets(data: dict) -> list[str]:
             w = r and r["tools"].get(tool, {}).get("wall_s")
             if base and w:
                 out.append(f"Repetitive input ({name}{how}) <= 2x ordinary text of the same "
-                           f"length: {w / base:.2f}x — {c.met(w / base <= 2)}")
+                           f"length: {w / base:.2f}x — {rep.met(w / base <= 2)}")
     for res in data["corpora"]:
         v = res["identical"].get("ours-parts == ours")
         if v is not None:
             out.append(f"--max-memory parts merged from disk, byte-identical ({res['corpus']}, "
-                       f"{res['parts']} parts): {c.met(all(v))}")
+                       f"{res['parts']} parts): {rep.met(all(v))}")
         v = res["identical"].get("ours == infini-gram")
         if v is not None:
             out.append(f"table.0 byte-identical to infini-gram's ({res['corpus']}): "
-                       f"{c.met(all(v))}")
+                       f"{rep.met(all(v))}")
     tok = data.get("tokenize")
     if tok and "error" not in tok:
         out.append(f"Tokenization >= 1.5x a plain encode(batch, num_threads=2) loop: "
-                   f"{tok['speedup']:.2f}x — {c.met(tok['speedup'] >= 1.5)}")
+                   f"{tok['speedup']:.2f}x — {rep.met(tok['speedup'] >= 1.5)}")
     elif any(r["corpus"] in ("stdlib", "jsonl") for r in data["corpora"]):
         out.append("Tokenization >= 1.5x: not measured")
     return out
@@ -497,14 +500,14 @@ def main(argv=None):
                     help="seconds per child run on block/single (default 60, quick 30)")
     ap.add_argument("--tokenize-mb", type=float, default=None,
                     help="text to tokenize in the tokenization benchmark (default 16, quick 4)")
-    c.add_report_options(ap, "build", "build-large")
+    rep.add_report_options(ap, "build", "build-large")
     args = ap.parse_args(argv)
     global THREADS
     THREADS = args.threads
     if args.from_json:
         data = json.loads(args.from_json.read_text())
         return write_report(data, args, data["tokens"])
-    n = c.parse_count(args.tokens or ("2M" if args.quick else "15M"))
+    n = cor.parse_count(args.tokens or ("2M" if args.quick else "15M"))
     args.repeat_timeout = args.repeat_timeout or (30 if args.quick else 60)
     args.tokenize_bytes = int((args.tokenize_mb or (4 if args.quick else 16)) * 1e6)
     timeout = args.timeout or (60 if args.quick else max(300, n / 1e6 * 20))
@@ -512,7 +515,7 @@ def main(argv=None):
     if args.jsonl and "jsonl" not in names:
         names.append("jsonl")
     tools = available_tools(args.tools.split(","))
-    m = c.machine()
+    m = rep.machine()
     print(f"build benchmark: {n:,} tokens, tools {tools}, load {m['load_avg']}", flush=True)
     data = {"machine": m, "tokens": n, "runs": args.runs,
             "busy": args.busy or m["load_avg"][0] > 1.0,
@@ -524,20 +527,20 @@ def main(argv=None):
         warm_cache(timeout, byte_tokens="source" in names)
         data["fixed"] = fixed_cost(timeout)
     for name in names:
-        src = {"stdlib": lambda: c.stdlib_corpus(6_000_000 if args.quick else None),
-               "zipf": lambda: c.zipf_corpus(n),
-               "block": lambda: c.block_corpus(n), "single": lambda: c.single_corpus(n),
-               "source": lambda: c.source_corpus(n),
-               "jsonl": lambda: c.jsonl_corpus(args.jsonl, args.text_field)}[name]()
+        src = {"stdlib": lambda: cor.stdlib_corpus(6_000_000 if args.quick else None),
+               "zipf": lambda: cor.zipf_corpus(n),
+               "block": lambda: cor.block_corpus(n), "single": lambda: cor.single_corpus(n),
+               "source": lambda: cor.source_corpus(n),
+               "jsonl": lambda: cor.jsonl_corpus(args.jsonl, args.text_field)}[name]()
         slow = name in ("block", "single")  # peers are quadratic here: bound, don't wait
         data["corpora"].append(bench_corpus(name, src, tools, args.runs,
                                             args.repeat_timeout if slow else timeout))
         if name in ("stdlib", "jsonl") and "tokenize" not in data:
             data["tokenize"] = bench_tokenize(src, args.runs, args.tokenize_bytes)
             print(f"tokenize: {data['tokenize']}", flush=True)
-        c.save_json(f"build-{n}-{'-'.join(names)}.json", data)
+        rep.save_json(f"build-{n}-{'-'.join(names)}.json", data)
     data["machine"]["load_avg_end"] = [round(x, 2) for x in __import__("os").getloadavg()]
-    path = c.save_json(f"build-{n}-{'-'.join(names)}.json", data)
+    path = rep.save_json(f"build-{n}-{'-'.join(names)}.json", data)
     write_report(data, args, n)
     print(f"wrote {path}")
 
@@ -548,9 +551,9 @@ def write_report(data: dict, args, n: int) -> None:
     print(text)
     if not args.no_results:
         if args.section == "build":
-            c.update_results("build", text, before="queries")
+            rep.update_results("build", text, before="queries")
         else:
-            c.update_results(args.section, text, after=("build",), before="queries")
+            rep.update_results(args.section, text, after=("build",), before="queries")
 
 
 if __name__ == "__main__":

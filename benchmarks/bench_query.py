@@ -24,6 +24,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common as c  # noqa: E402
+import corpora as cor  # noqa: E402
+import procs  # noqa: E402
+import report as rep  # noqa: E402
 
 COUNT_NS = (1, 2, 5, 10, 20)
 CONTEXT = 200  # held-out prompt: at most this many preceding tokens of the document
@@ -40,8 +43,8 @@ def prepare_index(src: Path, name: str, model: Path | None, timeout: float) -> t
     d = c.OUT / "index" / name
     built_by = (d / "built_by").read_text() if (d / "built_by").exists() else None
     if built_by is None:
-        c.fresh_copy(src, d)
-        vocab = c.corpus_info(src).get("vocab", c.ZIPF_VOCAB)
+        cor.fresh_copy(src, d)
+        vocab = cor.corpus_info(src).get("vocab", c.ZIPF_VOCAB)
         try:
             from infinigram import builder
             builder.index_tables(d, token_width=2, vocab_size=vocab,
@@ -51,7 +54,7 @@ def prepare_index(src: Path, name: str, model: Path | None, timeout: float) -> t
             print(f"our builder is not available ({e}); table.0 from infini-gram", flush=True)
             empty = d / "empty"
             empty.mkdir(exist_ok=True)
-            r = c.run_child([c.PYTHON, "-m", "infini_gram.indexing", "--data_dir",
+            r = procs.run_child([c.PYTHON, "-m", "infini_gram.indexing", "--data_dir",
                              str(empty.resolve()), "--save_dir", str(d.resolve()), "--mem", "8",
                              "--cpus", "2", "--token_dtype", "u16", "--ulimit", "20000"],
                             timeout=timeout)
@@ -142,7 +145,7 @@ def timed(results: dict, key: str, engines: dict, calls: dict, args_list,
             continue
         for a in args_list[:min(warmup, len(args_list))]:
             fn(*a)
-        row[tool] = c.stats_us(c.time_calls(fn, args_list))
+        row[tool] = rep.stats_us(procs.time_calls(fn, args_list))
     if "ours" in row:
         for tool in row:
             if tool != "ours":
@@ -375,15 +378,15 @@ def ig_ntd_child(d: Path, prompt: list[int]) -> dict:
     """infini-gram's exact ntd, one call in a child process (on a prompt with
     ~1M occurrences it can abort with std::system_error, taking its process
     down); stats of the one call, or the error."""
-    r = c.run_child([c.PYTHON, "-c", IG_NTD_CHILD, str(d), str(EOS), json.dumps(prompt)],
+    r = procs.run_child([c.PYTHON, "-c", IG_NTD_CHILD, str(d), str(EOS), json.dumps(prompt)],
                     timeout=600)
-    got = c.last_json(r["output"])
+    got = procs.last_json(r["output"])
     if r["rc"] or "ns" not in got:
         tail = [" ".join(x.split()) for x in r["output"].strip().splitlines()[-1:]] or ["?"]
         print(f"  ntd infini-gram exact FAILED (rc {r['rc']}): {tail[0]}", flush=True)
         return {"error": f"rc {r['rc']}: {tail[0]}", "wall_s": r["wall_s"]}
     print(f"  ntd infini-gram exact (child) {got['ns'] / 1e3:.0f} µs", flush=True)
-    return c.stats_us(np.array([got["ns"]]))
+    return rep.stats_us(np.array([got["ns"]]))
 
 
 def startup(d: Path, query: list[int], timeout: float) -> dict:
@@ -392,19 +395,19 @@ def startup(d: Path, query: list[int], timeout: float) -> dict:
     cmd = [c.PYTHON, "-m", "infinigram", "count", str(d), "--ids", " ".join(map(str, query))]
     out = {"command": "infinigram count DIR --ids '" + " ".join(map(str, query)) + "'"}
     with tempfile.TemporaryDirectory(dir=c.OUT) as tmp:
-        cold = c.run_child(cmd, env=c.child_env(Path(tmp) / "cache"), timeout=timeout)
+        cold = procs.run_child(cmd, env=procs.child_env(Path(tmp) / "cache"), timeout=timeout)
     if cold["rc"]:
         return {"error": cold["output"][-1500:]}
-    c.run_child(cmd, timeout=timeout)
-    warm = [c.run_child(cmd, timeout=timeout) for _ in range(5)]
-    out.update(cold_s=cold["wall_s"], warm_s=c.median([w["wall_s"] for w in warm]),
+    procs.run_child(cmd, timeout=timeout)
+    warm = [procs.run_child(cmd, timeout=timeout) for _ in range(5)]
+    out.update(cold_s=cold["wall_s"], warm_s=rep.median([w["wall_s"] for w in warm]),
                warm_runs=[w["wall_s"] for w in warm], output=warm[-1]["output"].strip())
     peer = ("from infini_gram.engine import InfiniGramEngine as E; "
             f"print(E(index_dir={str(d)!r}, eos_token_id={EOS}, vocab_size=65535, "
             f"token_dtype='u16').count({query})['count'])")
     try:
         import infini_gram  # noqa: F401
-        out["infini-gram_s"] = c.median([c.run_child([c.PYTHON, "-c", peer], timeout=timeout)
+        out["infini-gram_s"] = rep.median([procs.run_child([c.PYTHON, "-c", peer], timeout=timeout)
                                          ["wall_s"] for _ in range(3)])
     except ImportError:
         pass
@@ -416,9 +419,9 @@ def startup(d: Path, query: list[int], timeout: float) -> dict:
 
 def report(data: dict, heading: str = "## Queries") -> str:
     r = data["results"]
-    lines = [heading, "", c.machine_md(data["machine"]),
+    lines = [heading, "", rep.machine_md(data["machine"]),
              f"Command: `{data['command']}`; "
-             f"{c.busy_md(data)}.",
+             f"{rep.busy_md(data)}.",
              f"Index: {data['corpus']} ({data['tokens']:,} tokens, {data['docs']:,} documents), "
              f"table.0 built by {data['built_by']}; all three engines in one process, queries as "
              f"Python lists, one call at a time after a warm-up; {data['k']} queries per row "
@@ -449,7 +452,7 @@ def report(data: dict, heading: str = "## Queries") -> str:
                          f"{' (samples)' if nt.get('infini-gram default samples') else ' (exact)'}",
                          None, None, igs["median_us"], f"{igs['ratio_vs_ours']:.1f}x", None, None])
     row = r.get("infgram_ntd held-out", {})
-    lines.append(c.md_table(["query", "ours median µs", "ours p99 µs", "infini-gram median µs",
+    lines.append(rep.md_table(["query", "ours median µs", "ours p99 µs", "infini-gram median µs",
                              "ratio", "tokengrams median µs", "ratio"], rows))
     lines.append("")
     if "infgram_ntd infini-gram sampled share" in r:
@@ -462,7 +465,7 @@ def report(data: dict, heading: str = "## Queries") -> str:
                      "preceding tokens of a held-out document.")
         lines.append("")
     many = r.get("count_many", {})
-    lines.append(c.md_table(["count_many batch", "queries", "queries/s"],
+    lines.append(rep.md_table(["count_many batch", "queries", "queries/s"],
                             [[k, v["queries"], v["queries_per_s"]] for k, v in many.items()]))
     lines.append("")
     s = r.get("score", {})
@@ -504,33 +507,33 @@ def targets(data: dict) -> list[str]:
     ratios = [r[f"count n={n}"]["ours"]["median_us"] / r[f"count n={n}"]["infini-gram"]["median_us"]
               for n in COUNT_NS if "infini-gram" in r.get(f"count n={n}", {})]
     if worst is not None:
-        out.append(f"count <= 3 µs median (worst n: {worst:.2f} µs){note}: {c.met(worst <= 3)}")
+        out.append(f"count <= 3 µs median (worst n: {worst:.2f} µs){note}: {rep.met(worst <= 3)}")
     if ratios:
         out.append(f"count <= 1/20 of infini-gram's (worst n: 1/{1 / max(ratios):.1f}): "
-                   f"{c.met(max(ratios) <= 1 / 20)}")
+                   f"{rep.met(max(ratios) <= 1 / 20)}")
     many = r.get("count_many", {})
     best = max((v["queries_per_s"] for k, v in many.items() if "loop" not in k), default=None)
     lists = many.get("mixed n, list of arrays", {}).get("queries_per_s")
     if best:
         out.append(f"count_many >= 2M queries/s: best form {best / 1e6:.2f}M/s, list of arrays "
-                   f"{(lists or 0) / 1e6:.2f}M/s: {c.met(best >= 2e6)}")
+                   f"{(lists or 0) / 1e6:.2f}M/s: {rep.met(best >= 2e6)}")
     f = r.get("ntd", {}).get("frequent")
     if f:
         ms = f["times"]["ours"]["median_us"] / 1e3
         out.append(f"exact ntd <= 2 ms on a prompt with >= 1M occurrences (this prompt: "
                    f"{f['count']:,}): {ms:.2f} ms — "
-                   + (c.met(ms <= 2) if f["count"] >= 1_000_000 else
+                   + (rep.met(ms <= 2) if f["count"] >= 1_000_000 else
                       "not measured: the prompt has < 1M occurrences at this size"))
     for key in ("infgram_prob held-out", "infgram_ntd held-out"):
         row = r.get(key, {})
         if "infini-gram" in row:
             ratio = row["infini-gram"]["ratio_vs_ours"]
             out.append(f"{key.split()[0]} <= 1/20 of infini-gram's latency: 1/{ratio:.1f} "
-                       f"(infini-gram default max_support): {c.met(ratio >= 20)}")
+                       f"(infini-gram default max_support): {rep.met(ratio >= 20)}")
     st = data.get("startup", {})
     if st and "warm_s" in st:
         out.append(f"`infinigram count` in a new process <= 2 s with a warm cache: "
-                   f"{st['warm_s']:.2f} s — {c.met(st['warm_s'] <= 2)} "
+                   f"{st['warm_s']:.2f} s — {rep.met(st['warm_s'] <= 2)} "
                    f"(compile {st['compile_s']:.2f} s "
                    "reported separately)")
     return out
@@ -545,25 +548,25 @@ def main(argv=None):
     ap.add_argument("--text-field", default="text")
     ap.add_argument("--queries", type=int, default=None, help="queries per row (default 2000)")
     ap.add_argument("--seed", type=int, default=0)
-    c.add_report_options(ap, "queries", "queries-stdlib")
+    rep.add_report_options(ap, "queries", "queries-stdlib")
     args = ap.parse_args(argv)
     if args.from_json:
         return write_report(json.loads(args.from_json.read_text()), args)
-    n = c.parse_count(args.tokens or ("2M" if args.quick else "15M"))
+    n = cor.parse_count(args.tokens or ("2M" if args.quick else "15M"))
     k = args.queries or (300 if args.quick else 2000)
     timeout = 120 if args.quick else 900
     model = None
     if args.corpus == "zipf":
-        src, name = c.zipf_corpus(n), f"zipf-{n}"
-        held = c.heldout_zipf(max(40, k // 10))
+        src, name = cor.zipf_corpus(n), f"zipf-{n}"
+        held = cor.heldout_zipf(max(40, k // 10))
     else:
         if args.corpus == "stdlib":
-            src = c.stdlib_corpus(6_000_000 if args.quick else None)
+            src = cor.stdlib_corpus(6_000_000 if args.quick else None)
         else:
-            src = c.jsonl_corpus(args.jsonl, args.text_field)
-        name, model, held = src.name, src / "tokenizer.model", c.heldout_docs(src)
-    info = c.corpus_info(src)
-    m = c.machine()
+            src = cor.jsonl_corpus(args.jsonl, args.text_field)
+        name, model, held = src.name, src / "tokenizer.model", cor.heldout_docs(src)
+    info = cor.corpus_info(src)
+    m = rep.machine()
     print(f"query benchmark on {name}: load {m['load_avg']}", flush=True)
     d, built_by = prepare_index(src, name, model, timeout)
     touch(d)
@@ -577,7 +580,7 @@ def main(argv=None):
             "command": " ".join(["python benchmarks/bench_query.py"] + (argv or sys.argv[1:]))}
     data["startup"] = startup(d, ngrams(tokens, 3, 1, rng)[0], timeout)
     data["machine"]["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
-    path = c.save_json(f"query-{name}.json", data)
+    path = rep.save_json(f"query-{name}.json", data)
     write_report(data, args)
     print(f"wrote {path}")
 
@@ -588,9 +591,9 @@ def write_report(data: dict, args) -> None:
     print(text)
     if not args.no_results:
         if args.section == "queries":
-            c.update_results("queries", text, after=("build-large", "build"))
+            rep.update_results("queries", text, after=("build-large", "build"))
         else:
-            c.update_results(args.section, text, after=("queries",))
+            rep.update_results(args.section, text, after=("queries",))
 
 
 if __name__ == "__main__":

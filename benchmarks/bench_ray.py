@@ -20,6 +20,9 @@ import time
 import numpy as np
 
 import common
+import corpora as cor
+import procs
+import report as rep
 import infinigram as ig
 
 
@@ -31,8 +34,8 @@ def text_corpus(n_bytes: int, files: int = 8):
         return d
     shutil.rmtree(d, ignore_errors=True)
     texts, names, total = [], [], 0
-    for p in common.source_files():
-        t = common.read_text(p)
+    for p in cor.source_files():
+        t = cor.read_text(p)
         texts.append(t)
         names.append(str(p))
         total += len(t.encode())
@@ -40,7 +43,7 @@ def text_corpus(n_bytes: int, files: int = 8):
             break
     per = -(-len(texts) // files)
     for k in range(files):
-        common.write_jsonl(d / f"part{k}.jsonl", texts[k * per:(k + 1) * per], names[k * per:(k + 1) * per])
+        cor.write_jsonl(d / f"part{k}.jsonl", texts[k * per:(k + 1) * per], names[k * per:(k + 1) * per])
     (d / "done").write_text(str(total))
     return d
 
@@ -57,13 +60,13 @@ def main():
     ap.add_argument("--quick", action="store_true", help="2M bytes instead of 15M")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--queries", type=int, default=2000)
-    common.add_report_options(ap, "ray", "ray-16")
+    rep.add_report_options(ap, "ray", "ray-16")
     args = ap.parse_args()
     if args.from_json:
         return write_report(json.loads(args.from_json.read_text()), args)
     import ray
     n = 2_000_000 if args.quick else 15_000_000
-    m = common.machine()
+    m = rep.machine()
     src = text_corpus(n)
     work = common.OUT / "ray"
     work.mkdir(parents=True, exist_ok=True)
@@ -85,9 +88,9 @@ def main():
                for i, k in zip(starts, rng.integers(1, 8, size=args.queries))]
     for q in queries[:100]:
         assert eng.count(q) == local.count(q)
-    lat = {name: common.time_calls(e.count, [(q,) for q in queries]) for name, e in
+    lat = {name: procs.time_calls(e.count, [(q,) for q in queries]) for name, e in
            (("ray", eng), ("local", local))}
-    lat["floor"] = common.time_calls(lambda: ray.get([a.pid.remote() for a in eng.actors]),
+    lat["floor"] = procs.time_calls(lambda: ray.get([a.pid.remote() for a in eng.actors]),
                                      [()] * args.queries)  # Ray's own: a no-op to each actor
     batch = tokens[rng.integers(0, len(tokens) - 4, size=1_000_000)[:, None] + np.arange(4)]
     batch = batch[(batch != 255).all(axis=1)].astype(np.int64)
@@ -100,7 +103,7 @@ def main():
     assert (counts == eng.count_many(batch)).all()
     data = {"machine": m, "tokens": n, "shards": len(local.shards), "actors": len(eng.actors),
             "build_local_s": local_s, "build_ray_s": ray_s, "identical": same,
-            "count_us": {k: common.stats_us(v) for k, v in lat.items()},
+            "count_us": {k: rep.stats_us(v) for k, v in lat.items()},
             "count_many_qps": rates, "count_many_queries": len(batch)}
     data["machine"]["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
     (common.OUT / "ray.json").write_text(json.dumps(data, indent=2))
@@ -108,28 +111,28 @@ def main():
 
 
 def write_report(data: dict, args) -> None:
-    bl, br = common.median(data["build_local_s"]), common.median(data["build_ray_s"])
+    bl, br = rep.median(data["build_local_s"]), rep.median(data["build_ray_s"])
     c = data["count_us"]
     q = data["count_many_qps"]
     md = [f"### Ray, local cluster ({data['machine']['cores']} CPUs)", "",
-          common.machine_md(data["machine"]), "",
+          rep.machine_md(data["machine"]), "",
           f"Command: `python benchmarks/bench_ray.py{' --quick' if data['tokens'] < 15e6 else ''}`. "
-          f"{common.busy_md(data)}. Corpus: the first {data['tokens']:,} bytes of this machine's "
+          f"{rep.busy_md(data)}. Corpus: the first {data['tokens']:,} bytes of this machine's "
           f"sources as 8 JSONL files, byte tokens, {data['shards']} shards; Ray's start-up and "
           "the workers' first kernel loads excluded (a warm-up build and queries first).", "",
           "| what | local | Ray | Ray / local | target |", "|---|---|---|---|---|",
           f"| build, s (median of {len(data['build_ray_s'])}; runs "
           f"{' '.join(f'{x:.2f}' for x in data['build_ray_s'])}) | {bl:.2f} | {br:.2f} | "
-          f"{br / bl:.2f}x | <= 1.3x: {common.met(br / bl <= 1.3)} |",
+          f"{br / bl:.2f}x | <= 1.3x: {rep.met(br / bl <= 1.3)} |",
           f"| count median, us ({data['actors']} shard actors) | {c['local']['median_us']:.1f} | "
-          f"{c['ray']['median_us']:.0f} | | <= 2 ms: {common.met(c['ray']['median_us'] <= 2000)} "
+          f"{c['ray']['median_us']:.0f} | | <= 2 ms: {rep.met(c['ray']['median_us'] <= 2000)} "
           f"(Ray's own floor here, a no-op call to each actor: {c['floor']['median_us']:.0f} us) |",
           f"| count_many, queries/s ({data['count_many_queries']:,} 4-grams) | "
           f"{q['local'] / 1e6:.2f}M | {q['ray'] / 1e6:.2f}M | | >= 1M/s: "
-          f"{common.met(q['ray'] >= 1e6)} |", "",
+          f"{rep.met(q['ray'] >= 1e6)} |", "",
           f"Ray build == local build, every file byte-identical: {data['identical']}."]
     if not args.no_results:
-        common.update_results(args.section, "\n".join(md), after=("queries-stdlib", "queries"))
+        rep.update_results(args.section, "\n".join(md), after=("queries-stdlib", "queries"))
     print("\n".join(md))
 
 

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import update_results  # noqa: E402
+from report import update_results  # noqa: E402
 from model import GPT, GPTConfig, token_probs, train, training_windows  # noqa: E402
 
 from infinigram.builder import build  # noqa: E402
