@@ -10,7 +10,7 @@ from hypothesis import given, settings, strategies as st, HealthCheck
 
 import infinigram.engine as engine
 from infinigram.native import ptrs, search as ks
-from infinigram import format as fmt
+from infinigram import format as fmt, results
 from infinigram.errors import IndexFormatError, QueryError
 from conftest import make_index
 from naive import (naive_count, naive_count_cnf, naive_doc_hits, naive_infgram,
@@ -139,7 +139,7 @@ def test_empty_prompt_is_unigram(tmp_path):
     eng = engine.open(make_index(tmp_path, docs, shards=2))
     d = eng.ntd([])
     assert (d.ids.tolist(), d.counts.tolist(), d.total) == ([1, 2, 3], [1, 3, 1], 5)
-    assert eng.prob([], 2) == engine.ProbResult(0.6, 5, 3)
+    assert eng.prob([], 2) == results.ProbResult(0.6, 5, 3)
     assert eng.infgram_prob([3, 3, 3], 2).suffix_len == 1
     assert np.allclose(eng.infgram_ntd_many([[], [3]], dense=True), [[0, .2, .6, .2], [0, 0, 1, 0]])
 
@@ -173,7 +173,7 @@ def test_prob_nan_when_prompt_never_continues(tmp_path):
     eng = engine.open(make_index(tmp_path, [[1, 2], [2, 1]], vocab_size=4))
     r = eng.prob([1, 2], 1)   # only at the end of a document
     assert math.isnan(r.prob) and (r.prompt_count, r.cont_count) == (0, 0)
-    assert eng.infgram_prob([1, 2], 1) == engine.InfGramProb(1.0, 1, 1, 1)
+    assert eng.infgram_prob([1, 2], 1) == results.InfGramProb(1.0, 1, 1, 1)
 
 
 def test_no_real_tokens(tmp_path):
@@ -245,9 +245,9 @@ def test_search_docs_limit(tmp_path):
     docs = [[1, 2]] * 7 + [[2, 1, 2]]
     eng = engine.open(make_index(tmp_path, docs, shards=3, vocab_size=5))
     r = eng.search_docs([1, 2], limit=2)
-    assert (r.count, r.n_docs, r.docs) == (8, 8, (engine.DocHit(0, 0), engine.DocHit(1, 0)))
-    assert eng.search_docs([2], limit=100).docs[-1] == engine.DocHit(7, 0)
-    assert eng.search_docs([3], limit=0) == engine.SearchResult(0, 0, ())
+    assert (r.count, r.n_docs, r.docs) == (8, 8, (results.DocHit(0, 0), results.DocHit(1, 0)))
+    assert eng.search_docs([2], limit=100).docs[-1] == results.DocHit(7, 0)
+    assert eng.search_docs([3], limit=0) == results.SearchResult(0, 0, ())
     with pytest.raises(QueryError):
         eng.search_docs([1], limit=-1)
 
