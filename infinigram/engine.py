@@ -314,7 +314,7 @@ class Engine(DocumentQueries):
         """Exact distribution of the token following ``prompt`` (every
         distinct next token, no sampling); empty prompt: unigram."""
         ids = self._ids(prompt, empty_ok=True)
-        return _merge(self._fan("prompt_next_tokens", ids), len(ids))
+        return _merge(self._fan("prompt_next_tokens", ids), len(ids) + 1)
 
     def infgram_prob(self, prompt, next_id) -> InfGramProb:
         """∞-gram P(next_id | prompt): backs off to the longest suffix of the
@@ -334,7 +334,7 @@ class Engine(DocumentQueries):
             if l_s == L:
                 total += t
                 cont += c
-        return InfGramProb(cont / total if total else float("nan"), int(total), int(cont), max(int(L), 0))
+        return InfGramProb(cont / total if total else float("nan"), int(total), int(cont), max(int(L), 0) + 1)
 
     def infgram_ntd(self, prompt) -> NextTokenDist:
         """Exact next-token distribution on the prompt's longest usable suffix."""
@@ -342,11 +342,12 @@ class Engine(DocumentQueries):
         L = max(max((f[0] for f in self._fan("longest_usable", ids)), default=-1), 0)
         # shards whose own longest usable suffix is shorter have no real
         # token after the suffix of length L: they add nothing
-        return _merge(self._fan("prompt_next_tokens", ids[len(ids) - L:]), L)
+        return _merge(self._fan("prompt_next_tokens", ids[len(ids) - L:]), L + 1)
 
     def infgram_ntd_many(self, contexts, dense: bool = False):
-        """infgram_ntd of each context: a list of NextTokenDist, or with
-        ``dense`` a float64 array [len(contexts), vocab_size] of probabilities."""
+        """infgram_ntd of each context: a list of NextTokenDist (result
+        objects come back as a list, numbers as an array), or with ``dense``
+        a float64 array [len(contexts), vocab_size] of probabilities."""
         dists = [self.infgram_ntd(c) for c in _batch("infgram_ntd_many", contexts)]
         if not dense:
             return dists
@@ -393,13 +394,13 @@ def _batch(name: str, items) -> list | tuple | np.ndarray:
                      f"{type(items).__name__} {items!r:.40}")
 
 
-def _merge(parts, suffix_len: int) -> NextTokenDist:
+def _merge(parts, effective_n: int) -> NextTokenDist:
     """Sum per-shard (ids, counts) tallies (ids ascending) into one distribution."""
     if len(parts) == 1:
         ids, counts = parts[0]
-        return NextTokenDist(ids, counts, int(counts.sum()), suffix_len)
+        return NextTokenDist(ids, counts, int(counts.sum()), effective_n)
     ids = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
     counts = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int64)
     uniq, inv = np.unique(ids, return_inverse=True)
     summed = np.bincount(inv, weights=counts, minlength=len(uniq)).astype(np.int64)
-    return NextTokenDist(uniq, summed, int(summed.sum()), suffix_len)
+    return NextTokenDist(uniq, summed, int(summed.sum()), effective_n)

@@ -40,9 +40,9 @@ def test_prob_ntd_infgram(index):
     r = json.loads(run("ntd", index, "the cat ", "--json").output)
     assert dict(zip(r["ids"], r["counts"])) == {ord("s"): 1, ord("r"): 1}
     r = json.loads(run("infgram", index, "zzz the cat ", "--json").output)
-    assert r["suffix_len"] == len("the cat ") and sorted(r["ids"]) == [ord("r"), ord("s")]
+    assert r["effective_n"] == len("the cat ") + 1 and sorted(r["ids"]) == [ord("r"), ord("s")]
     r = json.loads(run("infgram", index, "zzz sa", "--next-id", ord("t"), "--json").output)
-    assert r["prob"] == 1.0 and r["suffix_len"] == 3
+    assert r["prob"] == 1.0 and r["effective_n"] == 4
     assert "suffix length" in run("infgram", index, "the").output
 
 
@@ -104,3 +104,4 @@ def test_several_indexes_answer_as_one(index, tmp_path):
     assert info["documents"] == 4 and info["paths"] == [str(p) for p in both]
     res = run("count", index)
     assert res.exit_code == 2 and "INDEX... TEXT" in res.output
+

@@ -63,8 +63,8 @@ def check_queries(eng, docs, queries):
         nxt = naive_next_counts(shards, q)
         d = eng.ntd(q)
         assert dict(zip(d.ids.tolist(), d.counts.tolist())) == nxt, q
-        assert d.total == sum(nxt.values()) and d.suffix_len == len(q)
-        if d.total:
+        assert d.prompt_count == sum(nxt.values()) and d.effective_n == len(q) + 1
+        if d.prompt_count:
             assert math.isclose(d.probs.sum(), 1.0)
         for nid in list(nxt)[:3] + [0]:
             p = eng.prob(q, nid)
@@ -72,10 +72,10 @@ def check_queries(eng, docs, queries):
             assert (math.isnan(p.prob) and p.prompt_count == 0) or p.prob == p.cont_count / p.prompt_count
         L, inf = naive_infgram(shards, q)
         g = eng.infgram_ntd(q)
-        assert g.suffix_len == L and dict(zip(g.ids.tolist(), g.counts.tolist())) == inf, q
+        assert g.effective_n == L + 1 and dict(zip(g.ids.tolist(), g.counts.tolist())) == inf, q
         nid = next(iter(inf), 0)
         ip = eng.infgram_prob(q, nid)
-        assert (ip.suffix_len, ip.prompt_count, ip.cont_count) == (L, sum(inf.values()), inf.get(nid, 0))
+        assert (ip.effective_n, ip.prompt_count, ip.cont_count) == (L + 1, sum(inf.values()), inf.get(nid, 0))
         hits = eng.search_docs(q, limit=3)
         want = naive_doc_hits(docs, q)
         assert hits.count == expected and hits.n_docs == len(want)
@@ -88,7 +88,7 @@ def check_score(eng, seq, max_context=None):
         ctx = seq[:t] if max_context is None else seq[max(0, t - max_context):t]
         p = eng.infgram_prob(ctx, seq[t])
         assert (r.effective_n[t], r.prompt_counts[t], r.cont_counts[t]) == \
-            (p.suffix_len + 1, p.prompt_count, p.cont_count), (seq, t)
+            (p.effective_n, p.prompt_count, p.cont_count), (seq, t)
         assert r.probs[t] == p.prob or (math.isnan(p.prob) and math.isnan(r.probs[t]))
         assert r.sparse[t] == (len(eng.infgram_ntd(ctx).ids) == 1)
 
@@ -138,9 +138,9 @@ def test_empty_prompt_is_unigram(tmp_path):
     docs = [[1, 2, 2], [], [3, 2]]
     eng = engine.open(make_index(tmp_path, docs, shards=2))
     d = eng.ntd([])
-    assert (d.ids.tolist(), d.counts.tolist(), d.total) == ([1, 2, 3], [1, 3, 1], 5)
+    assert (d.ids.tolist(), d.counts.tolist(), d.prompt_count) == ([1, 2, 3], [1, 3, 1], 5)
     assert eng.prob([], 2) == results.ProbResult(0.6, 5, 3)
-    assert eng.infgram_prob([3, 3, 3], 2).suffix_len == 1
+    assert eng.infgram_prob([3, 3, 3], 2).effective_n == 2
     assert np.allclose(eng.infgram_ntd_many([[], [3]], dense=True), [[0, .2, .6, .2], [0, 0, 1, 0]])
 
 
@@ -160,20 +160,20 @@ def test_ntd_with_thousands_of_distinct_next_tokens(tmp_path, width, shards):
     for prompt in ([1], []):
         d = eng.ntd(prompt)
         assert dict(zip(d.ids.tolist(), d.counts.tolist())) == naive_next_counts(arrays, prompt)
-        assert (np.diff(d.ids) > 0).all() and d.total == d.counts.sum()
+        assert (np.diff(d.ids) > 0).all() and d.prompt_count == d.counts.sum()
     d = eng.ntd([])
     try:
         d.counts[0] = 0
     except ValueError:  # one shard: the cached unigram tally itself, read-only
         assert shards == 1
-    assert eng.ntd([]).total == sum(map(len, docs))
+    assert eng.ntd([]).prompt_count == sum(map(len, docs))
 
 
 def test_prob_nan_when_prompt_never_continues(tmp_path):
     eng = engine.open(make_index(tmp_path, [[1, 2], [2, 1]], vocab_size=4))
     r = eng.prob([1, 2], 1)   # only at the end of a document
     assert math.isnan(r.prob) and (r.prompt_count, r.cont_count) == (0, 0)
-    assert eng.infgram_prob([1, 2], 1) == results.InfGramProb(1.0, 1, 1, 1)
+    assert eng.infgram_prob([1, 2], 1) == results.InfGramProb(1.0, 1, 1, 2)
 
 
 def test_no_real_tokens(tmp_path):

@@ -24,7 +24,7 @@ def built(tmp_path_factory):
     docs = [" ".join(rng.choice(WORDS, 30)) for _ in range(120)]
     src = d / "c.jsonl"
     src.write_text("".join(json.dumps({"text": t, "n": i}) + "\n" for i, t in enumerate(docs)))
-    out = ig.build([src], d / "idx", train_vocab=280, shard_tokens=1500, quiet=True)
+    out = ig.build([src], d / "idx", vocab_size=280, shard_tokens=1500, quiet=True)
     assert len(fmt.read_manifest(out).shards) >= 2
     return out
 
