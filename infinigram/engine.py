@@ -10,13 +10,13 @@ Semantics shared by the queries:
 
 * ``count`` counts occurrences in the token arrays. Queries never contain
   the separator, so a match never crosses a document boundary.
-* For ``prob``/``ntd``/``infgram_*``/``score`` the denominator (``prompt_count``
-  / ``total``) counts the prompt's occurrences FOLLOWED BY A REAL TOKEN, not
+* For ``prob``/``ntd``/``infgram_*``/``score`` the denominator
+  (``prompt_count``) counts the prompt's occurrences FOLLOWED BY A REAL TOKEN, not
   those ending a document or a shard, so next-token probabilities sum to 1.
   The empty prompt stands for every real token (unigram distribution).
 * ``prob`` returns ``nan`` with both counts 0 when that denominator is 0;
   the ∞-gram queries back off to the longest suffix of the prompt whose
-  denominator is > 0 (``suffix_len`` tokens, effective n = suffix_len + 1).
+  denominator is > 0 (``effective_n`` - 1 tokens).
 """
 from __future__ import annotations
 

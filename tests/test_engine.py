@@ -52,14 +52,36 @@ def queries_for(docs, rng, n=40):
     return [q for q in out if q]
 
 
+def suffix_starts(shard):
+    """Token index of each suffix-array entry of ``shard``, in table order."""
+    return ptrs.unpack_pointers(np.asarray(shard.table), shard.pointer, 0,
+                                shard.n_tokens) // shard.width
+
+
+def check_ranges(eng, q, f, starts):
+    """Every suffix in each of ``f.ranges`` starts with ``q``, and each range
+    holds every occurrence in its shard (the oracle's count)."""
+    q = np.asarray(q, dtype=np.int64)
+    assert [k for k, _, _ in f.ranges] == list(range(len(eng.shards)))
+    for (k, b, e), tokens, pos in zip(f.ranges, shard_arrays(eng), starts):
+        assert 0 <= b <= e <= len(tokens) and e - b == naive_count([tokens], q), (q, k)
+        inside = pos[b:e]
+        assert (inside + len(q) <= len(tokens)).all(), (q, k)
+        if len(inside):
+            win = np.lib.stride_tricks.sliding_window_view(tokens, len(q))
+            assert (win[inside] == q).all(), (q, k)
+
+
 def check_queries(eng, docs, queries):
     shards = shard_arrays(eng)
+    starts = [suffix_starts(s) for s in eng.shards]
     counts = eng.count_many(queries)
     for q, c in zip(queries, counts):
         expected = naive_count(shards, q)
         assert eng.count(q) == expected == c, q
         f = eng.find(q)
-        assert f.count == expected and len(f.ranges) == len(shards)
+        assert f.count == expected
+        check_ranges(eng, q, f, starts)
         nxt = naive_next_counts(shards, q)
         d = eng.ntd(q)
         assert dict(zip(d.ids.tolist(), d.counts.tolist())) == nxt, q
@@ -82,15 +104,20 @@ def check_queries(eng, docs, queries):
         assert [(h.doc_ix, h.position) for h in hits.docs] == want[:3]
 
 
-def check_score(eng, seq, max_context=None):
+def check_score(eng, seq, max_context=None, positions=None, reach=None):
+    """``score`` against the brute-force ∞-gram at every position (or at
+    ``positions``); ``reach``, when given, bounds the longest suffix that can
+    match, so the oracle reads only that much context."""
     r = eng.score(seq, max_context=max_context)
-    for t in range(len(seq)):
-        ctx = seq[:t] if max_context is None else seq[max(0, t - max_context):t]
-        p = eng.infgram_prob(ctx, seq[t])
+    shards = shard_arrays(eng)
+    ctx_len = min(x for x in (max_context, reach, len(seq)) if x is not None)
+    for t in range(len(seq)) if positions is None else positions:
+        L, nxt = naive_infgram(shards, seq[max(0, t - ctx_len):t])
+        total, cont = sum(nxt.values()), nxt.get(int(seq[t]), 0)
         assert (r.effective_n[t], r.prompt_counts[t], r.cont_counts[t]) == \
-            (p.effective_n, p.prompt_count, p.cont_count), (seq, t)
-        assert r.probs[t] == p.prob or (math.isnan(p.prob) and math.isnan(r.probs[t]))
-        assert r.sparse[t] == (len(eng.infgram_ntd(ctx).ids) == 1)
+            (L + 1, total, cont), (seq, t)
+        assert r.probs[t] == cont / total if total else math.isnan(r.probs[t])
+        assert r.sparse[t] == (len(nxt) == 1)
 
 
 @pytest.mark.parametrize("width", [1, 2, 4])
@@ -116,6 +143,28 @@ ADVERSARIAL = {
     "one token": [[7]],
     "repeated block": [[1, 2, 1, 2, 1, 2, 1, 2, 1, 2, 1], [2, 1, 2]],
 }
+
+
+def test_score_many_and_a_sequence_of_100k_tokens(tmp_path):
+    """score_many equals score of each sequence; a 100k-token sequence is
+    scored in one pass and matches the brute-force ∞-gram at sampled
+    positions (no match is longer than a document, so the oracle needs only
+    the last ``reach`` tokens of context)."""
+    rng = np.random.default_rng(5)
+    docs = random_docs(rng, 2, 40, 60, 3)
+    eng = engine.open(make_index(tmp_path, docs, width=2, shards=2, vocab_size=fmt.separator(2)))
+    long = rng.choice(ALPHABET[2][:4], size=100_000)
+    seqs = [long[:50], [t for d in docs[:2] for t in d], long]
+    many = eng.score_many(seqs)
+    assert isinstance(many, list) and len(many) == len(seqs)
+    for r, s in zip(many, seqs):
+        one = eng.score(s)
+        for field in ("probs", "effective_n", "prompt_counts", "cont_counts", "sparse"):
+            np.testing.assert_array_equal(getattr(r, field), getattr(one, field))
+    assert len(many[2].probs) == 100_000
+    positions = sorted(set(rng.integers(0, 100_000, 150).tolist()) | {0, 1, 99_999})
+    check_score(eng, long, positions=positions, reach=max(map(len, docs)))
+    assert eng.score_many([]) == []
 
 
 @pytest.mark.parametrize("name", list(ADVERSARIAL))
