@@ -295,7 +295,7 @@ def bench(d: Path, engines: dict, tokens: np.ndarray, held: list, k: int, rng) -
             mine = [ours.infgram_prob(*a) for a in hp]
             theirs = [ig.infgram_prob(*a) for a in hp]
             checks["infgram_prob == infini-gram (suffix_len, cont_count)"] = agree(
-                [(r.suffix_len, r.cont_count) for r in mine],
+                [(r.effective_n - 1, r.cont_count) for r in mine],
                 [(r["suffix_len"], r["cont_cnt"]) for r in theirs])
             checks["infgram_prob prompt_count == infini-gram's (it also counts occurrences "
                    "that end a document)"] = agree([r.prompt_count for r in mine],

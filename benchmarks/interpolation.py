@@ -193,7 +193,7 @@ def main(argv=None) -> int:
 
     # ---- index (sentencepiece trained on train)
     t0 = time.perf_counter()
-    build([str(out / "train.jsonl")], out / "index", train_vocab=args.vocab, quiet=True,
+    build([str(out / "train.jsonl")], out / "index", vocab_size=args.vocab, quiet=True,
           threads=args.threads, train_sample_bytes=int(args.sample_mb * 2**20))
     stage("build index", t0)
     eng = open_index(out / "index")

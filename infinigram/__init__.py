@@ -3,7 +3,7 @@
 The public API::
 
     import infinigram as ig
-    ig.build(["data/"], "idx/", tokenizer="tok.model")   # or train_vocab=8000, or "bytes"
+    ig.build(["data/"], "idx/", tokenizer="tok.model")   # or vocab_size=8000, or "bytes"
     eng = ig.open("idx/")
     eng.count("any text"); eng.ntd("a prompt"); eng.infgram_prob("a prompt", 42)
 """
@@ -34,6 +34,8 @@ def _checkout_kernels() -> None:
 _checkout_kernels()
 
 from .engine import Engine, open  # noqa: E402
+from .results import (DocHit, Document, FindResult, InfGramProb,  # noqa: E402
+                      NextTokenDist, ProbResult, ScoreResult, SearchResult)
 from .errors import (ArgumentError, BuildError, CorpusError, IndexFormatError,  # noqa: E402
                      InfinigramError, QueryError, TokenizerError)
 from .verify import verify  # noqa: E402
@@ -50,4 +52,6 @@ def __getattr__(name):
 
 
 __all__ = ["build", "index_tables", "open", "verify", "Engine", "InfinigramError",
-           "ArgumentError", "BuildError", "CorpusError", "IndexFormatError", "QueryError", "TokenizerError"]
+           "ArgumentError", "BuildError", "CorpusError", "IndexFormatError", "QueryError", "TokenizerError",
+           "DocHit", "Document", "FindResult", "InfGramProb", "NextTokenDist", "ProbResult",
+           "ScoreResult", "SearchResult"]

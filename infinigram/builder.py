@@ -26,14 +26,14 @@ from .progress import Progress
 _BUILDING_RE = re.compile(r"^\.(?P<name>.+)\.building-(?P<pid>\d+)$")
 
 
-def build(inputs, output, *, tokenizer=None, train_vocab: int | None = None,
+def build(inputs, output, *, tokenizer=None, vocab_size: int | None = None,
           text_field: str = "text", text_suffixes=(), shard_tokens: int = fmt.DEFAULT_SHARD_TOKENS,
           max_memory: int | None = None, threads: int | None = None,
           train_sample_bytes: int = 16 << 20, quiet: bool = False, ray=None) -> Path:
     """Build an index of ``inputs`` (files or directories) at ``output``.
 
     Exactly one of ``tokenizer`` (a sentencepiece ``.model`` path, ``"bytes"``
-    or a Tokenizer) and ``train_vocab`` (train a sentencepiece model of that
+    or a Tokenizer) and ``vocab_size`` (train a sentencepiece model of that
     vocabulary size on a sample of the corpus) is given. ``shard_tokens``
     bounds a shard's size; ``max_memory`` (bytes, or a size such as ``"8G"``)
     bounds the suffix sort, which then sorts in parts merged from disk
@@ -47,10 +47,10 @@ def build(inputs, output, *, tokenizer=None, train_vocab: int | None = None,
     """
     output = args.path("output", output)
     threads = check_threads(threads)
-    if (tokenizer is None) == (train_vocab is None):
+    if (tokenizer is None) == (vocab_size is None):
         raise BuildError("give exactly one of tokenizer= (a .model path or 'bytes') and "
-                         "train_vocab= (a vocabulary size to train)")
-    train_vocab = args.optional_integer("train_vocab", train_vocab, low=1, high=tk.MAX_VOCAB,
+                         "vocab_size= (a vocabulary size to train)")
+    vocab_size = args.optional_integer("vocab_size", vocab_size, low=1, high=tk.MAX_VOCAB,
                                         error=ArgumentError)
     shard_tokens = args.integer("shard_tokens", shard_tokens, low=1, error=ArgumentError)
     max_memory = _max_memory(max_memory)
@@ -68,8 +68,8 @@ def build(inputs, output, *, tokenizer=None, train_vocab: int | None = None,
     work = output.parent / f".{output.name}.building-{os.getpid()}"
     with _cleanup_on_failure(work), storage.disk_errors(work):
         work.mkdir()
-        if train_vocab is not None:
-            tok = train_tokenizer(files, work / fmt.TOKENIZER_FILE, train_vocab,
+        if vocab_size is not None:
+            tok = train_tokenizer(files, work / fmt.TOKENIZER_FILE, vocab_size,
                                   text_field=text_field, text_suffixes=text_suffixes,
                                   sample_bytes=train_sample_bytes, threads=threads, quiet=quiet)
         else:
@@ -92,7 +92,7 @@ def build(inputs, output, *, tokenizer=None, train_vocab: int | None = None,
         settings = {"inputs": [str(p) for p in inputs], "text_field": text_field,
                     "text_suffixes": list(text_suffixes),
                     "shard_tokens": shard_tokens, "max_memory": max_memory,
-                    "tokenizer": str(tokenizer) if train_vocab is None else f"trained:{train_vocab}"}
+                    "tokenizer": str(tokenizer) if vocab_size is None else f"trained:{vocab_size}"}
         _finish(work, width, tok.vocab_size, tok.spec(), counts, settings, progress)
         os.rename(work, output)
     return output
@@ -347,12 +347,12 @@ def _sort_in_parts(tokens, parts, pointer, out, directory, progress, phase, thre
         shutil.rmtree(spill, ignore_errors=True)
 
 
-def train_tokenizer(files, model_path, vocab: int, *, text_field: str = "text",
+def train_tokenizer(files, model_path, vocab_size: int, *, text_field: str = "text",
                     text_suffixes=(), sample_bytes: int = 16 << 20, threads: int | None = None,
                     quiet: bool = True) -> tk.Tokenizer:
     """Train a sentencepiece model on about ``sample_bytes`` of the corpus,
     taken as every k-th document so a sorted corpus is sampled evenly."""
-    vocab = args.integer("vocab_size", vocab, low=1, high=tk.MAX_VOCAB, error=ArgumentError)
+    vocab_size = args.integer("vocab_size", vocab_size, low=1, high=tk.MAX_VOCAB, error=ArgumentError)
     sample_bytes = args.size_bytes("sample_bytes", sample_bytes)
     progress = Progress(quiet)
     progress.start("train tokenizer")
@@ -366,9 +366,9 @@ def train_tokenizer(files, model_path, vocab: int, *, text_field: str = "text",
                     yield text
                 i += 1
 
-    tok = tk.train_sentencepiece(sample(), vocab, model_path, sample_bytes=sample_bytes,
+    tok = tk.train_sentencepiece(sample(), vocab_size, model_path, sample_bytes=sample_bytes,
                                  threads=threads)
-    progress.finish(f"trained a {vocab}-piece sentencepiece model")
+    progress.finish(f"trained a {vocab_size}-piece sentencepiece model")
     return tok
 
 

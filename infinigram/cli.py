@@ -152,8 +152,8 @@ def main():
 @click.option("-o", "--output", required=True, type=click.Path(), help="New index directory.")
 @click.option("--tokenizer", "model", type=click.Path(dir_okay=False),
               help="A sentencepiece .model file (e.g. Llama-2 tokenizer.model).")
-@click.option("--train-tokenizer", "train", type=int, metavar="VOCAB",
-              help="Train a sentencepiece model of VOCAB pieces on a sample of the corpus.")
+@click.option("--train-tokenizer", "vocab_size", type=int, metavar="VOCAB_SIZE",
+              help="Train a sentencepiece model of VOCAB_SIZE pieces on a sample of the corpus.")
 @click.option("--bytes", "use_bytes", is_flag=True, help="Index UTF-8 bytes (no tokenizer).")
 @click.option("--text-field", default="text", show_default=True, help="Field holding the text.")
 @click.option("--text-suffix", "text_suffixes", multiple=True, metavar="SUFFIX",
@@ -169,15 +169,15 @@ def main():
 @click.option("--quiet", is_flag=True, help="No progress lines.")
 @json_opt
 @_command
-def build(inputs, output, model, train, use_bytes, text_field, text_suffixes, shard_tokens, max_memory,
+def build(inputs, output, model, vocab_size, use_bytes, text_field, text_suffixes, shard_tokens, max_memory,
           threads, ray_address, quiet, as_json):
     """Build an index of INPUTS (files or directories of .jsonl, .jsonl.gz,
     .jsonl.zst, .parquet, .arrow, .txt)."""
-    if sum(x is not None and x is not False for x in (model, train, use_bytes)) != 1:
+    if sum(x is not None and x is not False for x in (model, vocab_size, use_bytes)) != 1:
         raise click.UsageError("give exactly one of --tokenizer, --train-tokenizer, --bytes")
     from .builder import build as build_index
     path = build_index(list(inputs), output, tokenizer="bytes" if use_bytes else model,
-                         train_vocab=train, text_field=text_field,
+                         vocab_size=vocab_size, text_field=text_field,
                          text_suffixes=text_suffixes, shard_tokens=shard_tokens,
                          max_memory=max_memory, threads=threads, quiet=quiet,
                          ray=ray_address or (ray_address == "" or None))
@@ -276,8 +276,8 @@ def prob(argv, next_id, ids, as_json):
 
 def _dist_lines(eng, r, top):
     order = np.argsort(-r.counts, kind="stable")[:top]
-    lines = [f"{r.total} continuations, {len(r.ids)} distinct"
-             + (f", suffix length {r.suffix_len}" if r.suffix_len is not None else "")]
+    lines = [f"{r.prompt_count} continuations, {len(r.ids)} distinct, "
+             f"suffix length {r.effective_n - 1}"]
     for i in order:
         piece = eng.decode([int(r.ids[i])]) if eng.tokenizer is not None else ""
         lines.append(f"{int(r.ids[i]):>8} {int(r.counts[i]):>10} {r.probs[i]:.4f}  {piece!r}")
@@ -312,7 +312,7 @@ def infgram(argv, ids, next_id, top, as_json):
     if next_id is not None:
         r = eng.infgram_prob(q, next_id)
         _emit(as_json, r, f"{r.prob:.6g} ({r.cont_count} / {r.prompt_count}, "
-                          f"suffix length {r.suffix_len})")
+                          f"suffix length {r.effective_n - 1})")
     else:
         r = eng.infgram_ntd(q)
         _emit(as_json, r, _dist_lines(eng, r, top))
@@ -376,5 +376,5 @@ def verify(index, no_checksums, as_json):
 def demo(output, vocab_size, quiet):
     """Index the Python standard library's sources, then query it."""
     from .demo import run as run_demo
-    for line in run_demo(output, vocab=vocab_size, quiet=quiet):
+    for line in run_demo(output, vocab_size=vocab_size, quiet=quiet):
         click.echo(line)

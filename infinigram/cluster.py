@@ -3,7 +3,7 @@ cluster, and builds whose work runs as Ray tasks.
 
 A :class:`RayEngine` is an :class:`~infinigram.engine.Engine` whose per-shard
 calls (``Engine._fan`` / ``_on``) run in actors, each holding the
-:class:`~infinigram.engine.ShardSearcher` of one group of shards mapped from
+:class:`~infinigram.shard.ShardSearcher` of one group of shards mapped from
 a file system every node shares; the engine combines their answers with the
 same code as a local engine, so both answer alike. The driver checks and
 maps the same files (pages load only where it reads them). A lost actor is
@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from . import args, format as fmt
-from .engine import Engine, ShardSearcher
+from .engine import Engine
+from .shard import ShardSearcher
 from .errors import ArgumentError, ClusterError
 
 RETRIES = 4

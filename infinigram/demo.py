@@ -30,14 +30,14 @@ def _is_utf8(path: Path) -> bool:
 QUERIES = ["import os", "def __init__(self", "raise ValueError(", "for i in range(len("]
 
 
-def run(output: str | Path, vocab: int = 8000, quiet: bool = False) -> list[str]:
+def run(output: str | Path, vocab_size: int = 8000, quiet: bool = False) -> list[str]:
     """Build (or reuse) the stdlib index at ``output``; return report lines."""
     output = Path(output)
     lines = []
     if not (output / MANIFEST).exists():
         files = stdlib_sources()
         t = time.perf_counter()
-        build(files, output, train_vocab=vocab, text_suffixes=[".py"],
+        build(files, output, vocab_size=vocab_size, text_suffixes=[".py"],
               train_sample_bytes=4 << 20, quiet=quiet)
         lines.append(f"built {output} from {len(files)} stdlib files "
                      f"in {time.perf_counter() - t:.1f}s")
@@ -55,7 +55,7 @@ def run(output: str | Path, vocab: int = 8000, quiet: bool = False) -> list[str]
     r = eng.infgram_ntd(ids)
     best = int(r.ids[r.counts.argmax()])
     lines.append(f"∞-gram after {prompt.strip()!r}: {eng.decode([best])!r} "
-                 f"p={r.probs.max():.2f} (suffix of {r.suffix_len} tokens)")
+                 f"p={r.probs.max():.2f} (suffix of {r.effective_n - 1} tokens)")
     hits = eng.search_docs("class OrderedDict", limit=3)
     lines.append(f"'class OrderedDict' in {hits.n_docs} documents: "
                  + ", ".join(eng.get_doc(h.doc_ix).source["path"].rsplit("/", 2)[-1]

@@ -1,252 +1,37 @@
 """The query engine: exact n-gram and ∞-gram queries over an opened index.
 
 ``open(path)`` maps every shard read-only. Each shard is served by a
-:class:`ShardSearcher` (ranges, counts, next-token tallies of that shard
-alone: the unit a distributed worker would run); :class:`Engine` validates
-queries and combines the shards' answers with numpy.
+:class:`~infinigram.shard.ShardSearcher` (the answers of that shard alone:
+the unit a distributed worker would run); :class:`Engine` validates
+queries and combines the shards' answers with numpy (its document queries
+live in :mod:`infinigram.documents`).
 
 Semantics shared by the queries:
 
 * ``count`` counts occurrences in the token arrays. Queries never contain
   the separator, so a match never crosses a document boundary.
-* For ``prob``/``ntd``/``infgram_*``/``score`` the denominator (``prompt_count``
-  / ``total``) counts the prompt's occurrences FOLLOWED BY A REAL TOKEN, not
+* For ``prob``/``ntd``/``infgram_*``/``score`` the denominator
+  (``prompt_count``) counts the prompt's occurrences FOLLOWED BY A REAL TOKEN, not
   those ending a document or a shard, so next-token probabilities sum to 1.
   The empty prompt stands for every real token (unigram distribution).
 * ``prob`` returns ``nan`` with both counts 0 when that denominator is 0;
   the ∞-gram queries back off to the longest suffix of the prompt whose
-  denominator is > 0 (``suffix_len`` tokens, effective n = suffix_len + 1).
+  denominator is > 0 (``effective_n`` - 1 tokens).
 """
 from __future__ import annotations
 
-import json
-import os
-import threading
-from array import array
 from pathlib import Path
 
 import numpy as np
 
-from . import args, corpus, format as fmt
+from . import args, format as fmt
+from .documents import DocumentQueries
 from .errors import ArgumentError, IndexFormatError, QueryError, TokenizerError
-from .native import batch, direct, infgram, search as ks, tally
-from .results import (Document, DocHit, FindResult, InfGramProb, NextTokenDist, ProbResult,
-                      ScoreResult, SearchResult)
+from .native import batch
+from .results import FindResult, InfGramProb, NextTokenDist, ProbResult, ScoreResult
+from .shard import ShardSearcher
 
 _INT_KINDS = "iu"
-_EMPTY = np.zeros(0, dtype=np.int64)
-SCRATCH_MAX = 64 << 20
-"""Largest scratch (bytes) a searcher keeps per thread for next-token tallies."""
-
-
-class ShardSearcher:
-    """Answers of one shard: suffix-array ranges, counts, continuation
-    totals, next-token tallies, per-position scores and match positions.
-    Token ids in, numbers out; no validation and no combining."""
-
-    def __init__(self, shard: fmt.Shard):
-        self.shard = shard
-        self.n = shard.n_tokens
-        self._tokens = np.asarray(shard.tokens)
-        self._table = np.asarray(shard.table)
-        if shard.pointer == 4:  # the kernels read 4-byte entries as uint32: one load each
-            self._table = self._table.view(np.uint32)
-        self._pointer = shard.pointer
-        self.step = _sample_step(self.n)
-        self.sample_after = 16
-        self._unsampled = 0
-        self._doc_starts = None
-        self._unigram = None
-        self._bucket = None
-        self._search = None
-        self._direct = {}
-        self._scratch = threading.local()
-
-    @property
-    def bucket(self) -> np.ndarray:
-        """First-token bucket table (widths 1 and 2; empty for 4), built on first use."""
-        if self._bucket is None:
-            self._bucket = ks.buckets(self._tokens)
-        return self._bucket
-
-    @property
-    def search_args(self) -> tuple:
-        """(tokens, table, pointer, bucket, sample, step): the leading
-        arguments of the search kernels. ``sample`` holds the packed first
-        tokens of every ``step``-th entry and a small index of its own keys
-        (``native.search.sample_keys``). Building it and the bucket table
-        costs about n / step random reads and a scan of the tokens, so the
-        first ``sample_after`` calls search without either (a one-shot query
-        stays cheap); ``step`` and ``sample_after`` may be changed before it
-        is built (next-token tallies read the sample at powers of 2 only)."""
-        if self._search is not None:
-            return self._search
-        if self._unsampled < self.sample_after:
-            self._unsampled += 1
-            return (self._tokens, self._table, self._pointer, _EMPTY, _EMPTY, 1 << 40)
-        return self.sampled_args()
-
-    def sampled_args(self) -> tuple:
-        """``search_args`` with the sample, built now if need be (batches
-        and tallies, which use it a lot, ask for it at once)."""
-        if self._search is None:
-            sample = np.empty(ks.sample_size(self.n, self.step), dtype=np.int64)  # numpy: huge pages
-            ks.sample_keys(self._tokens, self._table, self._pointer, self.step, sample)
-            self._search = (self._tokens, self._table, self._pointer, self.bucket, sample, self.step)
-        return self._search
-
-    @property
-    def doc_starts(self) -> np.ndarray:
-        """Token index of each document's separator (int64, ascending)."""
-        if self._doc_starts is None:
-            self._doc_starts = np.asarray(self.shard.offsets, dtype=np.int64) // self.shard.width
-        return self._doc_starts
-
-    def _call(self, kernel, *args):
-        """``kernel(*args)`` through its code compiled for these argument
-        types (``native.direct``, no per-call type dispatch): every caller
-        passes the same types, query ids as C-contiguous int64 arrays."""
-        fn = self._direct.get(kernel)
-        if fn is None:
-            fn = self._direct[kernel] = direct(kernel, *args)
-        return fn(*args)
-
-    def _search_call(self, kernel, ids, *args):
-        """``kernel(*search_args, ids, *args)`` through its compiled code (as
-        ``_call``), kept per type of ``ids``: an int64 array, or the
-        ``array('q')`` of a list. Once the sample exists, no property is read."""
-        key, head = (kernel, type(ids)), self._search or self.search_args
-        fn = self._direct.get(key)
-        if fn is None:
-            fn = self._direct[key] = direct(kernel, *head, ids, *args)
-        return fn(*head, ids, *args)
-
-    def range(self, ids: np.ndarray) -> tuple[int, int]:
-        """[start, end) of the suffix-array entries starting with ``ids``."""
-        lo, hi = self._search_call(ks.find_range, ids)
-        return int(lo), int(hi)
-
-    def count(self, ids: np.ndarray | array, low: int, vocab: int) -> int:
-        """Occurrences of ``ids``; -1 when some id is outside [low, vocab)."""
-        return self._search_call(ks.count, ids, low, vocab)
-
-    def count_many(self, flat: np.ndarray, bounds: np.ndarray, order: np.ndarray) -> np.ndarray:
-        """Count of each query ``flat[bounds[j]:bounds[j+1]]``, visited in
-        ``order`` (a permutation; ``native.batch.visit_order`` is fastest)."""
-        return batch.count_many(*self.sampled_args(), flat, bounds, order)
-
-    def continuation(self, m: int, lo: int, hi: int, next_id: int) -> tuple[int, int]:
-        """(total, count) in the range [lo, hi) of an m-token prompt:
-        occurrences followed by a real token, and by ``next_id``."""
-        total, count = self._call(tally.continuation, self._tokens, self._table, self._pointer,
-                                  m, lo, hi, next_id)
-        return int(total), int(count)
-
-    def next_tokens(self, m: int, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
-        """Exact (ids, counts) of the tokens following the m-token prompt
-        whose range is [lo, hi); cached for the empty prompt. Scratch memory
-        is kept per thread (up to ``SCRATCH_MAX`` bytes) and reused."""
-        if m == 0 and self._unigram is not None:
-            return self._unigram
-        work = getattr(self._scratch, "work", _EMPTY)
-        ids, counts, wanted = self._call(tally.next_tokens, self._tokens, self._table, self._pointer,
-                                         *self.sampled_args()[4:], m, lo, hi, work)
-        if work.shape[0] < wanted <= SCRATCH_MAX // 8:
-            self._scratch.work = np.empty(wanted, dtype=np.int64)
-        if m == 0:
-            for a in (ids, counts):
-                a.setflags(write=False)
-            self._unigram = ids, counts
-        return ids, counts
-
-    def longest_usable(self, ids: np.ndarray) -> tuple[int, int, int]:
-        """(L, lo, hi): longest suffix of ``ids`` followed by a real token
-        somewhere in this shard, and its range; L = -1 if the shard has none."""
-        L, lo, hi = self._search_call(infgram.longest_usable, ids)
-        return int(L), int(lo), int(hi)
-
-    def infgram_counts(self, ids: np.ndarray | array, next_id: int, low: int,
-                       vocab: int) -> tuple[int, int, int]:
-        """(L, total, count): ``longest_usable`` length and the continuation
-        counts of ``next_id`` there; L = -2 when some id is outside [low, vocab)."""
-        return self._search_call(infgram.infgram_counts, ids, next_id, low, vocab)
-
-    def score(self, ids: np.ndarray, max_context: int):
-        """Per position: (L, total, count, first, last); see native.infgram.score."""
-        return infgram.score(*self.sampled_args(), ids, max_context)
-
-    def positions(self, ids: np.ndarray) -> np.ndarray:
-        """Sorted token indexes of every occurrence of ``ids``."""
-        lo, hi = self.range(ids)
-        return np.sort(ks.positions(self._tokens, self._table, self._pointer, lo, hi))
-
-    def doc_of(self, pos: np.ndarray) -> np.ndarray:
-        """Local document index of each token index."""
-        return np.searchsorted(self.doc_starts, pos, side="right") - 1
-
-    # ---- whole per-shard answers: what an engine fans out to every shard --
-    def prompt_range(self, ids: np.ndarray) -> tuple[int, int]:
-        """``range(ids)``, or every entry for the empty prompt."""
-        return self.range(ids) if len(ids) else (0, self.n)
-
-    def prob_counts(self, ids: np.ndarray, next_id: int) -> tuple[int, int]:
-        """``continuation`` of the prompt ``ids``: (total, count of next_id)."""
-        return self.continuation(len(ids), *self.prompt_range(ids), next_id)
-
-    def prompt_next_tokens(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``next_tokens`` of the prompt ``ids`` (empty: every real token)."""
-        return self.next_tokens(len(ids), *self.prompt_range(ids))
-
-    def doc_hits(self, ids: np.ndarray, limit: int) -> tuple[int, int, np.ndarray, np.ndarray]:
-        """(occurrences, documents holding ``ids``, the first ``limit`` of
-        those documents (local numbers, ascending), the token offset of the
-        first match in each)."""
-        pos = self.positions(ids)
-        docs, first = np.unique(self.doc_of(pos), return_index=True)
-        take = docs[:limit]
-        return len(pos), len(docs), take, pos[first[:limit]] - self.doc_starts[take] - 1
-
-    def cnf_count(self, clauses: list, window: int) -> int:
-        """``Engine.count_cnf`` over this shard (clauses of int64 id arrays)."""
-        pos = [np.unique(np.concatenate([self.positions(q) for q in c])) for c in clauses]
-        p = pos[0]
-        doc = self.doc_of(p)
-        begin = self.doc_starts[doc] + 1
-        end = np.append(self.doc_starts[1:], self.n)[doc]
-        window = min(window, self.n)  # a wider window changes nothing and could overflow
-        lo = np.maximum(p - window, begin)
-        hi = np.minimum(p + window, end - 1)
-        keep = np.ones(len(p), dtype=bool)
-        for other in pos[1:]:
-            keep &= np.searchsorted(other, hi, "right") > np.searchsorted(other, lo, "left")
-        return int(keep.sum())
-
-    def doc_length(self, d: int) -> int:
-        """Tokens in local document ``d`` (its separator excluded)."""
-        starts = self.doc_starts
-        end = int(starts[d + 1]) if d + 1 < len(starts) else self.n
-        return end - int(starts[d]) - 1
-
-    def document(self, d: int, begin: int, end: int) -> tuple[np.ndarray, bytes | None]:
-        """Tokens [begin, end) of local document ``d`` (int64) and its
-        metadata line (None when the shard has none)."""
-        start = int(self.doc_starts[d]) + 1
-        tokens = np.array(self.shard.tokens[start + begin:start + end], dtype=np.int64)
-        shard = self.shard
-        if shard.metadata is None:
-            return tokens, None
-        mo = shard.metaoff
-        stop = int(mo[d + 1]) if d + 1 < len(mo) else len(shard.metadata)
-        return tokens, bytes(shard.metadata[int(mo[d]):stop])
-
-
-def _sample_step(n: int) -> int:
-    """Sample stride of a shard of n tokens: 16, doubled until the sample
-    has at most 2^20 keys (8 MiB)."""
-    step = 16
-    while n > step << 20:
-        step *= 2
-    return step
 
 
 def open(path, token_width: int | None = None,  # noqa: A001
@@ -328,7 +113,7 @@ def _check_combinable(a: "Engine", b: "Engine") -> None:
     raise IndexFormatError(f"indexes {a.path} and {b.path} cannot be combined: {problem}; {fix}")
 
 
-class Engine:
+class Engine(DocumentQueries):
     """An opened index. Queries take text (str, or UTF-8 bytes) tokenized
     with the index's tokenizer, a list of ints, or a 1-D integer array."""
 
@@ -529,7 +314,7 @@ class Engine:
         """Exact distribution of the token following ``prompt`` (every
         distinct next token, no sampling); empty prompt: unigram."""
         ids = self._ids(prompt, empty_ok=True)
-        return _merge(self._fan("prompt_next_tokens", ids), len(ids))
+        return _merge(self._fan("prompt_next_tokens", ids), len(ids) + 1)
 
     def infgram_prob(self, prompt, next_id) -> InfGramProb:
         """∞-gram P(next_id | prompt): backs off to the longest suffix of the
@@ -549,7 +334,7 @@ class Engine:
             if l_s == L:
                 total += t
                 cont += c
-        return InfGramProb(cont / total if total else float("nan"), int(total), int(cont), max(int(L), 0))
+        return InfGramProb(cont / total if total else float("nan"), int(total), int(cont), max(int(L), 0) + 1)
 
     def infgram_ntd(self, prompt) -> NextTokenDist:
         """Exact next-token distribution on the prompt's longest usable suffix."""
@@ -557,11 +342,12 @@ class Engine:
         L = max(max((f[0] for f in self._fan("longest_usable", ids)), default=-1), 0)
         # shards whose own longest usable suffix is shorter have no real
         # token after the suffix of length L: they add nothing
-        return _merge(self._fan("prompt_next_tokens", ids[len(ids) - L:]), L)
+        return _merge(self._fan("prompt_next_tokens", ids[len(ids) - L:]), L + 1)
 
     def infgram_ntd_many(self, contexts, dense: bool = False):
-        """infgram_ntd of each context: a list of NextTokenDist, or with
-        ``dense`` a float64 array [len(contexts), vocab_size] of probabilities."""
+        """infgram_ntd of each context: a list of NextTokenDist (result
+        objects come back as a list, numbers as an array), or with ``dense``
+        a float64 array [len(contexts), vocab_size] of probabilities."""
         dists = [self.infgram_ntd(c) for c in _batch("infgram_ntd_many", contexts)]
         if not dense:
             return dists
@@ -599,69 +385,6 @@ class Engine:
         """score() of each sequence."""
         return [self.score(s, max_context) for s in _batch("score_many", seqs)]
 
-    # ---- documents --------------------------------------------------------
-    def search_docs(self, q, limit: int = 10) -> SearchResult:
-        """Documents containing the n-gram ``q``, in ascending global document
-        order, at most ``limit`` of them, each with the token offset of its
-        first match; ``n_docs`` counts all distinct documents."""
-        ids = self._ids(q)
-        limit = args.integer("limit", limit)
-        count = n_docs = 0
-        hits: list[DocHit] = []
-        for (c, n, docs, offsets), base in zip(self._fan("doc_hits", ids, int(limit)), self._doc_base):
-            count += c
-            n_docs += n
-            take = max(0, limit - len(hits))
-            hits += (DocHit(int(base + d), int(o)) for d, o in zip(docs[:take], offsets[:take]))
-        return SearchResult(count, n_docs, tuple(hits))
-
-    def _doc_shard(self, doc_ix) -> tuple[int, int]:
-        """(shard, local document number) of global document ``doc_ix``."""
-        doc_ix = args.integer("doc_ix", doc_ix, high=self.n_docs - 1)
-        k = int(np.searchsorted(self._doc_base, doc_ix, side="right") - 1)
-        return k, doc_ix - int(self._doc_base[k])
-
-    def get_doc(self, doc_ix: int, window: int | None = None, around: int | None = None) -> Document:
-        """Document ``doc_ix`` (global index): tokens, text (None for an
-        ids-only index), its own metadata fields and its source file and
-        line (see :class:`Document`). With
-        ``around=position`` and ``window=w``: only tokens [position-w, position+w)."""
-        k, d = self._doc_shard(doc_ix)
-        begin, end = 0, self._on(k, "doc_length", d)
-        if (window is None) != (around is None):
-            raise QueryError(f"get_doc got window={window!r:.40}, around={around!r:.40}; pass "
-                             "both or neither")
-        if window is not None:
-            window = args.integer("window", window)
-            around = args.integer("around", around)
-            if around > end - begin:
-                raise QueryError(
-                    f"around={around} is past the end of document {doc_ix} ({end - begin} tokens)")
-            begin, end = max(0, around - window), min(end, around + window)
-        tokens, line = self._on(k, "document", d, begin, end)
-        text = self.decode(tokens) if self.tokenizer is not None else None
-        meta = source = None
-        if line is not None:
-            where = fmt.shard_path(self.shard_dirs[k], "metadata", self._shards[k].index)
-            meta, source = corpus.split_metadata(_metadata(line, where, d))
-        return Document(int(doc_ix), tokens, text, meta, source)
-
-    def count_cnf(self, cnf, window: int = 100) -> int:
-        """Occurrences matching a CNF query (AND of ORs of n-grams).
-
-        ``cnf`` is a list of clauses, each a list of n-gram queries. The
-        result counts the distinct start positions p of any n-gram of the
-        FIRST clause such that every other clause has an n-gram occurring
-        at a start position q in the same document with |q - p| <= window.
-        """
-        if not isinstance(cnf, (list, tuple)) or not cnf or not all(
-                isinstance(c, (list, tuple)) and c for c in cnf):
-            raise QueryError(
-                f"cnf {cnf!r} must be a non-empty list of non-empty lists of n-gram queries")
-        window = args.integer("window", window)
-        clauses = [[self._ids(q) for q in clause] for clause in cnf]
-        return sum(self._fan("cnf_count", clauses, window))
-
 
 def _batch(name: str, items) -> list | tuple | np.ndarray:
     """The queries of a batch method: a list, a tuple or a 2-D array of them."""
@@ -671,28 +394,13 @@ def _batch(name: str, items) -> list | tuple | np.ndarray:
                      f"{type(items).__name__} {items!r:.40}")
 
 
-def _metadata(line: bytes, where: Path, d: int) -> dict:
-    """The parsed metadata line of local document ``d`` of the file
-    ``where``; a damaged line is an IndexFormatError naming the file and the fix."""
-    try:
-        meta = json.loads(line.decode("utf-8"))
-    except (ValueError, RecursionError) as e:
-        meta = e
-    if not isinstance(meta, dict):
-        raise IndexFormatError(
-            f"{where}: the line of document {d} is not a JSON object "
-            f"({fmt.shorten(meta, 80)}): the file is damaged; rebuild the index "
-            f"(`infinigram verify {where.parent}` lists every damaged file)")
-    return meta
-
-
-def _merge(parts, suffix_len: int) -> NextTokenDist:
+def _merge(parts, effective_n: int) -> NextTokenDist:
     """Sum per-shard (ids, counts) tallies (ids ascending) into one distribution."""
     if len(parts) == 1:
         ids, counts = parts[0]
-        return NextTokenDist(ids, counts, int(counts.sum()), suffix_len)
+        return NextTokenDist(ids, counts, int(counts.sum()), effective_n)
     ids = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
     counts = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int64)
     uniq, inv = np.unique(ids, return_inverse=True)
     summed = np.bincount(inv, weights=counts, minlength=len(uniq)).astype(np.int64)
-    return NextTokenDist(uniq, summed, int(summed.sum()), suffix_len)
+    return NextTokenDist(uniq, summed, int(summed.sum()), effective_n)

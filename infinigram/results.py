@@ -33,31 +33,32 @@ class ProbResult:
 @dataclasses.dataclass(frozen=True)
 class InfGramProb:
     """∞-gram probability: ProbResult on the longest usable suffix of the
-    prompt, ``suffix_len`` tokens long (effective n = suffix_len + 1)."""
+    prompt, ``effective_n - 1`` tokens long (an ``effective_n``-gram)."""
 
     prob: float
     prompt_count: int
     cont_count: int
-    suffix_len: int
+    effective_n: int
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class NextTokenDist:
     """Exact next-token distribution: every distinct next token ``ids``
-    (ascending) with its ``counts``; ``total`` = counts.sum(); the prompt
-    suffix used was ``suffix_len`` tokens long."""
+    (ascending) with its ``counts``; ``prompt_count`` = counts.sum() (the
+    prompt's occurrences followed by a real token); the prompt suffix used
+    was ``effective_n - 1`` tokens long."""
 
     ids: np.ndarray
     counts: np.ndarray
-    total: int
-    suffix_len: int
+    prompt_count: int
+    effective_n: int
 
     @property
     def probs(self) -> np.ndarray:
-        """counts / total (float64; empty when total is 0)."""
-        if self.total == 0:
+        """counts / prompt_count (float64; empty when prompt_count is 0)."""
+        if self.prompt_count == 0:
             return np.zeros(0, dtype=np.float64)
-        return self.counts / float(self.total)
+        return self.counts / float(self.prompt_count)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -110,14 +110,14 @@ class SentencePieceTokenizer(Tokenizer):
         except OSError as e:
             raise TokenizerError(
                 f"cannot read sentencepiece model {path} ({e.strerror}); give the path of a "
-                ".model file, or train one (train=VOCAB_SIZE)") from None
+                ".model file, or train one (build(..., vocab_size=N))") from None
         sp = spm.SentencePieceProcessor()
         try:
             sp.LoadFromSerializedProto(data)
         except RuntimeError as e:
             raise TokenizerError(
-                f"{path} is not a valid sentencepiece model ({str(e).strip()[:80]}); give a "
-                ".model file written by sentencepiece, or train one (train=VOCAB_SIZE)") from None
+                f"{path} is not a valid sentencepiece model ({str(e).strip()[:80]}); give a .model "
+                "file written by sentencepiece, or train one (build(..., vocab_size=N))") from None
         self.model_path = path
         self._data = data
         self._bpe: BPEEncoder | None | bool = False  # False: not looked for yet
@@ -208,7 +208,7 @@ def resolve_tokenizer(arg, threads: int | None = None) -> Tokenizer:
         if not Path(arg).is_file():
             raise TokenizerError(
                 f"tokenizer {str(arg)!r} is neither 'bytes' nor an existing sentencepiece "
-                ".model file; check the path, or train one (train=VOCAB_SIZE)")
+                ".model file; check the path, or train one (build(..., vocab_size=N))")
         return SentencePieceTokenizer(arg, threads)
     raise TokenizerError(f"tokenizer {arg!r} is not understood; pass 'bytes', the path of a "
                          "sentencepiece .model file, or a Tokenizer")

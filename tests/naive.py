@@ -53,8 +53,9 @@ def naive_positions(tokens: np.ndarray, query) -> np.ndarray:
     m = len(q)
     if m == 0 or m > len(t):
         return np.zeros(0, dtype=np.int64)
+    found = np.flatnonzero(t[m - 1:] == q[-1])  # the last token first: cheap when it is rare
     win = np.lib.stride_tricks.sliding_window_view(t, m)
-    return np.flatnonzero((win == q).all(axis=1))
+    return found[(win[found] == q).all(axis=1)]
 
 
 def naive_count(shards, query) -> int:
@@ -70,9 +71,10 @@ def naive_next_counts(shards, prompt) -> dict:
         sep = (1 << (8 * t.dtype.itemsize)) - 1
         m = len(prompt)
         starts = np.arange(len(t)) if m == 0 else naive_positions(t, prompt)
-        for i in starts:
-            if i + m < len(t) and int(t[i + m]) != sep:
-                out[int(t[i + m])] = out.get(int(t[i + m]), 0) + 1
+        after = t[starts[starts + m < len(t)] + m].astype(np.int64)
+        ids, counts = np.unique(after[after != sep], return_counts=True)
+        for i, c in zip(ids.tolist(), counts.tolist()):
+            out[i] = out.get(i, 0) + c
     return out
 
 

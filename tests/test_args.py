@@ -140,10 +140,10 @@ def test_build_and_tokenizer_integer_parameters(tmp_path, pair):
     out.mkdir(exist_ok=True)
     calls = {
         "build shard_tokens": lambda v: ig.build([src], out, tokenizer="bytes", shard_tokens=v),
-        "build train_vocab": lambda v: ig.build([src], out, train_vocab=v),
+        "build vocab_size": lambda v: ig.build([src], out, vocab_size=v),
         "build threads": lambda v: ig.build([src], out, tokenizer="bytes", threads=v),
         "build max_memory": lambda v: ig.build([src], out, tokenizer="bytes", max_memory=v),
-        "build train_sample_bytes": lambda v: ig.build([src], out, train_vocab=300,
+        "build train_sample_bytes": lambda v: ig.build([src], out, vocab_size=300,
                                                        train_sample_bytes=v),
         "index_tables token_width": lambda v: ig.index_tables(tmp_path / "no", token_width=v),
         "index_tables max_memory": lambda v: ig.index_tables(tmp_path / "no", max_memory=v),

@@ -164,7 +164,7 @@ def test_exactly_one_tokenizer_choice(tmp_path, corpus):
     with pytest.raises(BuildError, match="exactly one"):
         ig.build([corpus], tmp_path / "idx", quiet=True)
     with pytest.raises(BuildError, match="exactly one"):
-        ig.build([corpus], tmp_path / "idx", tokenizer="bytes", train_vocab=100, quiet=True)
+        ig.build([corpus], tmp_path / "idx", tokenizer="bytes", vocab_size=100, quiet=True)
 
 
 def test_corpus_error_leaves_nothing(tmp_path):
@@ -229,7 +229,7 @@ def test_trained_tokenizer_round_trips(tmp_path):
     rng = np.random.default_rng(0)
     docs = [" ".join(rng.choice(words, 40)) for _ in range(300)]
     c = write_jsonl(tmp_path / "c.jsonl", docs)
-    out = ig.build([c], tmp_path / "idx", train_vocab=280, quiet=True)
+    out = ig.build([c], tmp_path / "idx", vocab_size=280, quiet=True)
     eng = ig.open(out)
     assert (out / fmt.TOKENIZER_FILE).exists()
     assert eng.vocab_size == 280 and eng.token_width == 2

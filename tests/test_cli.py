@@ -40,9 +40,9 @@ def test_prob_ntd_infgram(index):
     r = json.loads(run("ntd", index, "the cat ", "--json").output)
     assert dict(zip(r["ids"], r["counts"])) == {ord("s"): 1, ord("r"): 1}
     r = json.loads(run("infgram", index, "zzz the cat ", "--json").output)
-    assert r["suffix_len"] == len("the cat ") and sorted(r["ids"]) == [ord("r"), ord("s")]
+    assert r["effective_n"] == len("the cat ") + 1 and sorted(r["ids"]) == [ord("r"), ord("s")]
     r = json.loads(run("infgram", index, "zzz sa", "--next-id", ord("t"), "--json").output)
-    assert r["prob"] == 1.0 and r["suffix_len"] == 3
+    assert r["prob"] == 1.0 and r["effective_n"] == 4
     assert "suffix length" in run("infgram", index, "the").output
 
 
@@ -104,3 +104,42 @@ def test_several_indexes_answer_as_one(index, tmp_path):
     assert info["documents"] == 4 and info["paths"] == [str(p) for p in both]
     res = run("count", index)
     assert res.exit_code == 2 and "INDEX... TEXT" in res.output
+
+
+JSON_KEYS = {  # command -> (argv after the command, with {idx}/{copy}/{src}/{out}; --json keys)
+    "build": ("{src} -o {out} --bytes",
+              {"documents", "paths", "shards", "token_width", "tokenizer", "tokens", "vocab_size"}),
+    "index": ("{copy} --quiet", {"built"}),
+    "train-tokenizer": ("{src} -o {out}/m.model --vocab-size 300", {"model", "vocab_size"}),
+    "info": ("{idx}", {"documents", "paths", "shards", "token_width", "tokenizer", "tokens",
+                       "vocab_size"}),
+    "count": ("{idx} cat", {"count"}),
+    "prob": ("{idx} ca --next-id 116", {"prob", "prompt_count", "cont_count"}),
+    "ntd": ("{idx} ca", {"ids", "counts", "prompt_count", "effective_n"}),
+    "infgram": ("{idx} ca", {"ids", "counts", "prompt_count", "effective_n"}),
+    "infgram --next-id": ("{idx} ca --next-id 116",
+                          {"prob", "prompt_count", "cont_count", "effective_n"}),
+    "search": ("{idx} cat", {"count", "n_docs", "docs"}),
+    "doc": ("{idx} 0", {"doc_ix", "tokens", "text", "metadata", "source"}),
+    "verify": ("{idx}", {"path", "checked", "problems"}),
+}
+
+
+def test_json_keys_of_every_command(index, tmp_path):
+    """The key set of each command's --json output is pinned; every command
+    but demo takes --json."""
+    import shutil
+    src = tmp_path / "c.jsonl"
+    src.write_text("".join(json.dumps({"text": t * 40}) + "\n" for t in DOCS))
+    copy = tmp_path / "copy"
+    shutil.copytree(index, copy)
+    (copy / "table.0").unlink()
+    commands = {c.split()[0] for c in JSON_KEYS}
+    assert commands == set(main.commands) - {"demo"}
+    for name, (argv, keys) in JSON_KEYS.items():
+        out = tmp_path / name.replace(" ", "_")
+        out.mkdir()
+        filled = argv.format(idx=index, copy=copy, src=src, out=out / "o" if name == "build" else out)
+        res = run(name.split()[0], *filled.split(), "--json")
+        assert res.exit_code == 0, (name, res.output)
+        assert set(json.loads(res.stdout.strip().splitlines()[-1])) == keys, name

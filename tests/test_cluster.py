@@ -52,7 +52,7 @@ def test_ray_engine_answers_as_the_local_engine(tmp_path):
         assert dict(zip(d.ids.tolist(), d.counts.tolist())) == naive_next_counts(tokens, q)
         assert eng.infgram_prob(q + [5], 2) == local.infgram_prob(q + [5], 2)
         a, b = eng.infgram_ntd(q), local.infgram_ntd(q)
-        assert a.suffix_len == b.suffix_len and a.counts.tolist() == b.counts.tolist()
+        assert a.effective_n == b.effective_n and a.counts.tolist() == b.counts.tolist()
         assert eng.search_docs(q, limit=7) == local.search_docs(q, limit=7)
     seq = [1, 2, 3, 1, 2, 5, 0, 0, 4]
     np.testing.assert_array_equal(eng.score(seq).probs, local.score(seq).probs)

@@ -10,7 +10,7 @@ from hypothesis import given, settings, strategies as st, HealthCheck
 
 import infinigram.engine as engine
 from infinigram.native import batch, ptrs, tally
-from infinigram import format as fmt
+from infinigram import format as fmt, results
 from infinigram.errors import IndexFormatError, QueryError
 from conftest import make_index
 from naive import (naive_count, naive_count_cnf, naive_doc_hits, naive_infgram,
@@ -52,19 +52,41 @@ def queries_for(docs, rng, n=40):
     return [q for q in out if q]
 
 
+def suffix_starts(shard):
+    """Token index of each suffix-array entry of ``shard``, in table order."""
+    return ptrs.unpack_pointers(np.asarray(shard.table), shard.pointer, 0,
+                                shard.n_tokens) // shard.width
+
+
+def check_ranges(eng, q, f, starts):
+    """Every suffix in each of ``f.ranges`` starts with ``q``, and each range
+    holds every occurrence in its shard (the oracle's count)."""
+    q = np.asarray(q, dtype=np.int64)
+    assert [k for k, _, _ in f.ranges] == list(range(len(eng.shards)))
+    for (k, b, e), tokens, pos in zip(f.ranges, shard_arrays(eng), starts):
+        assert 0 <= b <= e <= len(tokens) and e - b == naive_count([tokens], q), (q, k)
+        inside = pos[b:e]
+        assert (inside + len(q) <= len(tokens)).all(), (q, k)
+        if len(inside):
+            win = np.lib.stride_tricks.sliding_window_view(tokens, len(q))
+            assert (win[inside] == q).all(), (q, k)
+
+
 def check_queries(eng, docs, queries):
     shards = shard_arrays(eng)
+    starts = [suffix_starts(s) for s in eng.shards]
     counts = eng.count_many(queries)
     for q, c in zip(queries, counts):
         expected = naive_count(shards, q)
         assert eng.count(q) == expected == c, q
         f = eng.find(q)
-        assert f.count == expected and len(f.ranges) == len(shards)
+        assert f.count == expected
+        check_ranges(eng, q, f, starts)
         nxt = naive_next_counts(shards, q)
         d = eng.ntd(q)
         assert dict(zip(d.ids.tolist(), d.counts.tolist())) == nxt, q
-        assert d.total == sum(nxt.values()) and d.suffix_len == len(q)
-        if d.total:
+        assert d.prompt_count == sum(nxt.values()) and d.effective_n == len(q) + 1
+        if d.prompt_count:
             assert math.isclose(d.probs.sum(), 1.0)
         for nid in list(nxt)[:3] + [0]:
             p = eng.prob(q, nid)
@@ -72,25 +94,30 @@ def check_queries(eng, docs, queries):
             assert (math.isnan(p.prob) and p.prompt_count == 0) or p.prob == p.cont_count / p.prompt_count
         L, inf = naive_infgram(shards, q)
         g = eng.infgram_ntd(q)
-        assert g.suffix_len == L and dict(zip(g.ids.tolist(), g.counts.tolist())) == inf, q
+        assert g.effective_n == L + 1 and dict(zip(g.ids.tolist(), g.counts.tolist())) == inf, q
         nid = next(iter(inf), 0)
         ip = eng.infgram_prob(q, nid)
-        assert (ip.suffix_len, ip.prompt_count, ip.cont_count) == (L, sum(inf.values()), inf.get(nid, 0))
+        assert (ip.effective_n, ip.prompt_count, ip.cont_count) == (L + 1, sum(inf.values()), inf.get(nid, 0))
         hits = eng.search_docs(q, limit=3)
         want = naive_doc_hits(docs, q)
         assert hits.count == expected and hits.n_docs == len(want)
         assert [(h.doc_ix, h.position) for h in hits.docs] == want[:3]
 
 
-def check_score(eng, seq, max_context=None):
+def check_score(eng, seq, max_context=None, positions=None, reach=None):
+    """``score`` against the brute-force ∞-gram at every position (or at
+    ``positions``); ``reach``, when given, bounds the longest suffix that can
+    match, so the oracle reads only that much context."""
     r = eng.score(seq, max_context=max_context)
-    for t in range(len(seq)):
-        ctx = seq[:t] if max_context is None else seq[max(0, t - max_context):t]
-        p = eng.infgram_prob(ctx, seq[t])
+    shards = shard_arrays(eng)
+    ctx_len = min(x for x in (max_context, reach, len(seq)) if x is not None)
+    for t in range(len(seq)) if positions is None else positions:
+        L, nxt = naive_infgram(shards, seq[max(0, t - ctx_len):t])
+        total, cont = sum(nxt.values()), nxt.get(int(seq[t]), 0)
         assert (r.effective_n[t], r.prompt_counts[t], r.cont_counts[t]) == \
-            (p.suffix_len + 1, p.prompt_count, p.cont_count), (seq, t)
-        assert r.probs[t] == p.prob or (math.isnan(p.prob) and math.isnan(r.probs[t]))
-        assert r.sparse[t] == (len(eng.infgram_ntd(ctx).ids) == 1)
+            (L + 1, total, cont), (seq, t)
+        assert r.probs[t] == cont / total if total else math.isnan(r.probs[t])
+        assert r.sparse[t] == (len(nxt) == 1)
 
 
 @pytest.mark.parametrize("width", [1, 2, 4])
@@ -118,6 +145,28 @@ ADVERSARIAL = {
 }
 
 
+def test_score_many_and_a_sequence_of_100k_tokens(tmp_path):
+    """score_many equals score of each sequence; a 100k-token sequence is
+    scored in one pass and matches the brute-force ∞-gram at sampled
+    positions (no match is longer than a document, so the oracle needs only
+    the last ``reach`` tokens of context)."""
+    rng = np.random.default_rng(5)
+    docs = random_docs(rng, 2, 40, 60, 3)
+    eng = engine.open(make_index(tmp_path, docs, width=2, shards=2, vocab_size=fmt.separator(2)))
+    long = rng.choice(ALPHABET[2][:4], size=100_000)
+    seqs = [long[:50], [t for d in docs[:2] for t in d], long]
+    many = eng.score_many(seqs)
+    assert isinstance(many, list) and len(many) == len(seqs)
+    for r, s in zip(many, seqs):
+        one = eng.score(s)
+        for field in ("probs", "effective_n", "prompt_counts", "cont_counts", "sparse"):
+            np.testing.assert_array_equal(getattr(r, field), getattr(one, field))
+    assert len(many[2].probs) == 100_000
+    positions = sorted(set(rng.integers(0, 100_000, 150).tolist()) | {0, 1, 99_999})
+    check_score(eng, long, positions=positions, reach=max(map(len, docs)))
+    assert eng.score_many([]) == []
+
+
 @pytest.mark.parametrize("name", list(ADVERSARIAL))
 @pytest.mark.parametrize("shards", [1, 2])
 def test_adversarial(tmp_path, name, shards):
@@ -138,9 +187,9 @@ def test_empty_prompt_is_unigram(tmp_path):
     docs = [[1, 2, 2], [], [3, 2]]
     eng = engine.open(make_index(tmp_path, docs, shards=2))
     d = eng.ntd([])
-    assert (d.ids.tolist(), d.counts.tolist(), d.total) == ([1, 2, 3], [1, 3, 1], 5)
-    assert eng.prob([], 2) == engine.ProbResult(0.6, 5, 3)
-    assert eng.infgram_prob([3, 3, 3], 2).suffix_len == 1
+    assert (d.ids.tolist(), d.counts.tolist(), d.prompt_count) == ([1, 2, 3], [1, 3, 1], 5)
+    assert eng.prob([], 2) == results.ProbResult(0.6, 5, 3)
+    assert eng.infgram_prob([3, 3, 3], 2).effective_n == 2
     assert np.allclose(eng.infgram_ntd_many([[], [3]], dense=True), [[0, .2, .6, .2], [0, 0, 1, 0]])
 
 
@@ -160,20 +209,20 @@ def test_ntd_with_thousands_of_distinct_next_tokens(tmp_path, width, shards):
     for prompt in ([1], []):
         d = eng.ntd(prompt)
         assert dict(zip(d.ids.tolist(), d.counts.tolist())) == naive_next_counts(arrays, prompt)
-        assert (np.diff(d.ids) > 0).all() and d.total == d.counts.sum()
+        assert (np.diff(d.ids) > 0).all() and d.prompt_count == d.counts.sum()
     d = eng.ntd([])
     try:
         d.counts[0] = 0
     except ValueError:  # one shard: the cached unigram tally itself, read-only
         assert shards == 1
-    assert eng.ntd([]).total == sum(map(len, docs))
+    assert eng.ntd([]).prompt_count == sum(map(len, docs))
 
 
 def test_prob_nan_when_prompt_never_continues(tmp_path):
     eng = engine.open(make_index(tmp_path, [[1, 2], [2, 1]], vocab_size=4))
     r = eng.prob([1, 2], 1)   # only at the end of a document
     assert math.isnan(r.prob) and (r.prompt_count, r.cont_count) == (0, 0)
-    assert eng.infgram_prob([1, 2], 1) == engine.InfGramProb(1.0, 1, 1, 1)
+    assert eng.infgram_prob([1, 2], 1) == results.InfGramProb(1.0, 1, 1, 2)
 
 
 def test_no_real_tokens(tmp_path):
@@ -245,9 +294,9 @@ def test_search_docs_limit(tmp_path):
     docs = [[1, 2]] * 7 + [[2, 1, 2]]
     eng = engine.open(make_index(tmp_path, docs, shards=3, vocab_size=5))
     r = eng.search_docs([1, 2], limit=2)
-    assert (r.count, r.n_docs, r.docs) == (8, 8, (engine.DocHit(0, 0), engine.DocHit(1, 0)))
-    assert eng.search_docs([2], limit=100).docs[-1] == engine.DocHit(7, 0)
-    assert eng.search_docs([3], limit=0) == engine.SearchResult(0, 0, ())
+    assert (r.count, r.n_docs, r.docs) == (8, 8, (results.DocHit(0, 0), results.DocHit(1, 0)))
+    assert eng.search_docs([2], limit=100).docs[-1] == results.DocHit(7, 0)
+    assert eng.search_docs([3], limit=0) == results.SearchResult(0, 0, ())
     with pytest.raises(QueryError):
         eng.search_docs([1], limit=-1)
 

@@ -47,7 +47,7 @@ def test_many_equal_one_index_of_the_concatenation(tmp_path, width, cuts):
         assert i_many == i_one
         L, expected = naive_infgram(tokens, q)
         d = many.infgram_ntd(q)
-        assert d.suffix_len == L and dict(zip(d.ids.tolist(), d.counts.tolist())) == expected
+        assert d.effective_n == L + 1 and dict(zip(d.ids.tolist(), d.counts.tolist())) == expected
         hits = many.search_docs(q, limit=100)
         assert [(h.doc_ix, h.position) for h in hits.docs] == naive_doc_hits(DOCS, q)
         assert hits == one.search_docs(q, limit=100)

@@ -111,14 +111,21 @@ def test_sentencepiece_round_trip_any_text(sp, text):
     assert sp.decode(sp.encode(text)) == text
 
 
-def test_encode_batch_matches_encode(sp):
+def test_encode_batch_matches_encode(sp, model):
+    """Every path of encode_batch gives sentencepiece's own ids: the fast BPE
+    encoder (which ignores ``threads``), and without it sentencepiece on the
+    tokenizer's pool (threads=None) or on 1 and 2 threads of its own."""
     texts = TRICKY + SAMPLE + [""] * 3
-    for threads in (None, 1, 2):
-        out = sp.encode_batch(texts, threads=threads)
+    want = spm.SentencePieceProcessor(model_file=str(model)).encode(texts)
+    slow = SentencePieceTokenizer(model, threads=2)
+    slow._bpe = None  # no fast encoder: the threads decide the path
+    assert sp.bpe_encoder() is not None
+    for tok, threads in [(sp, None), (slow, None), (slow, 1), (slow, 2)]:
+        out = tok.encode_batch(texts, threads=threads)
         assert len(out) == len(texts)
-        for a, t in zip(out, texts):
-            assert a.dtype == np.uint32 and np.array_equal(a, sp.encode(t))
-    assert sp.encode_batch([]) == []
+        for a, w in zip(out, want):
+            assert a.dtype == np.uint32 and a.tolist() == w, threads
+    assert sp.encode_batch([]) == [] and slow.encode_batch([], threads=2) == []
 
 
 def test_no_bos_eos_even_if_model_has_them(tmp_path):

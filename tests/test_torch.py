@@ -9,6 +9,7 @@ from infinigram import engine as ig  # noqa: E402
 from infinigram.errors import QueryError  # noqa: E402
 from infinigram.interpolate import mix  # noqa: E402
 from infinigram.torch import InfiniGramLogitsProcessor  # noqa: E402
+from naive import naive_infgram  # noqa: E402
 
 DOCS = [[1, 2, 3, 4, 5, 6, 7], [1, 2, 3, 0], [5, 5, 5, 2], [2, 3, 4, 5, 6, 7, 1, 1]]
 VOCAB = 9
@@ -24,7 +25,11 @@ def test_matches_numpy_mixture(eng):
     scores = torch.randn(3, VOCAB, generator=torch.Generator().manual_seed(0))
     out = InfiniGramLogitsProcessor(eng, 0.7, 0.2)(ids, scores)
     assert out.dtype == scores.dtype and out.shape == scores.shape
-    p_inf = eng.infgram_ntd_many([r.numpy() for r in ids], dense=True)
+    shards = [np.asarray(s.tokens) for s in eng.shards]
+    p_inf = np.zeros((len(ids), VOCAB))
+    for row, context in zip(p_inf, ids.tolist()):  # the brute-force ∞-gram
+        nxt = naive_infgram(shards, context)[1]
+        row[list(nxt)] = np.array(list(nxt.values())) / sum(nxt.values())
     sparse = (p_inf > 0).sum(axis=1) == 1
     assert sparse.tolist() == [False, True, False]  # [1 2 3] -> {4, 0}; [5 5 5] -> {2}
     want = mix(p_inf, torch.softmax(scores.double(), 1).numpy(), sparse, 0.7, 0.2)

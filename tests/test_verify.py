@@ -24,7 +24,7 @@ def built(tmp_path_factory):
     docs = [" ".join(rng.choice(WORDS, 30)) for _ in range(120)]
     src = d / "c.jsonl"
     src.write_text("".join(json.dumps({"text": t, "n": i}) + "\n" for i, t in enumerate(docs)))
-    out = ig.build([src], d / "idx", train_vocab=280, shard_tokens=1500, quiet=True)
+    out = ig.build([src], d / "idx", vocab_size=280, shard_tokens=1500, quiet=True)
     assert len(fmt.read_manifest(out).shards) >= 2
     return out
 
@@ -267,3 +267,23 @@ def test_every_flipped_byte_of_every_file_is_reported(built, tmp_path):
         print(f"{kind}: {per_file * len(paths)} flips, all reported by verify, "
               f"{refused} refused by open")  # figures for the record (pytest -s)
     assert ig.verify(index).ok
+
+
+@pytest.mark.parametrize("damage, entry", [
+    (lambda off, n: off.__setitem__(3, off[3] + 1), 3),        # not a token boundary
+    (lambda off, n: off.__setitem__(4, 2 * (n + 2)), 4),       # past the end of the tokens
+    (lambda off, n: off.__setitem__(6, off[5]), 6),            # repeats an earlier entry
+])
+def test_verify_names_a_bad_offset_and_a_duplicate_entry(index, damage, entry):
+    """A table entry that is no token boundary, points past the tokens or
+    repeats an earlier one is named by its index."""
+    n = len(np.fromfile(index / "tokenized.0", dtype="<u2"))
+    raw = (index / "table.0").read_bytes()
+    pointer = len(raw) // n
+    offsets = [int.from_bytes(raw[i * pointer:(i + 1) * pointer], "little") for i in range(n)]
+    damage(offsets, n)
+    (index / "table.0").write_bytes(b"".join(o.to_bytes(pointer, "little") for o in offsets))
+    report = ig.verify(index, checksums=False)
+    assert not report.ok
+    assert any(f"table.0: entry {entry} is out of suffix order or not a valid pointer" in p
+               for p in report.problems), report.problems

@@ -1,0 +1,159 @@
+"""Document queries, apart from counting: which documents hold an n-gram
+(``search_docs``), one document's tokens, text and metadata (``get_doc``)
+and CNF queries over match positions (``count_cnf``).
+
+:class:`ShardDocuments` answers them in one shard (a
+:class:`~infinigram.shard.ShardSearcher` is one); :class:`DocumentQueries`
+validates them and combines the shards' answers for
+:class:`~infinigram.engine.Engine`, through its ``_fan`` / ``_on``.
+"""
+from __future__ import annotations
+
+import json
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from . import args, corpus, format as fmt
+from .errors import IndexFormatError, QueryError
+from .results import Document, DocHit, SearchResult
+
+
+class ShardDocuments:
+    """The document answers of one shard. Needs ``shard``, ``n`` and
+    ``positions(ids)`` (sorted token indexes of every occurrence)."""
+
+    @cached_property
+    def doc_starts(self) -> np.ndarray:
+        """Token index of each document's separator (int64, ascending)."""
+        return np.asarray(self.shard.offsets, dtype=np.int64) // self.shard.width
+
+    def doc_of(self, pos: np.ndarray) -> np.ndarray:
+        """Local document index of each token index."""
+        return np.searchsorted(self.doc_starts, pos, side="right") - 1
+
+    def doc_hits(self, ids: np.ndarray, limit: int) -> tuple[int, int, np.ndarray, np.ndarray]:
+        """(occurrences, documents holding ``ids``, the first ``limit`` of
+        those documents (local numbers, ascending), the token offset of the
+        first match in each)."""
+        pos = self.positions(ids)
+        docs, first = np.unique(self.doc_of(pos), return_index=True)
+        take = docs[:limit]
+        return len(pos), len(docs), take, pos[first[:limit]] - self.doc_starts[take] - 1
+
+    def cnf_count(self, clauses: list, window: int) -> int:
+        """``Engine.count_cnf`` over this shard (clauses of int64 id arrays)."""
+        pos = [np.unique(np.concatenate([self.positions(q) for q in c])) for c in clauses]
+        p = pos[0]
+        doc = self.doc_of(p)
+        begin = self.doc_starts[doc] + 1
+        end = np.append(self.doc_starts[1:], self.n)[doc]
+        window = min(window, self.n)  # a wider window changes nothing and could overflow
+        lo = np.maximum(p - window, begin)
+        hi = np.minimum(p + window, end - 1)
+        keep = np.ones(len(p), dtype=bool)
+        for other in pos[1:]:
+            keep &= np.searchsorted(other, hi, "right") > np.searchsorted(other, lo, "left")
+        return int(keep.sum())
+
+    def doc_length(self, d: int) -> int:
+        """Tokens in local document ``d`` (its separator excluded)."""
+        starts = self.doc_starts
+        end = int(starts[d + 1]) if d + 1 < len(starts) else self.n
+        return end - int(starts[d]) - 1
+
+    def document(self, d: int, begin: int, end: int) -> tuple[np.ndarray, bytes | None]:
+        """Tokens [begin, end) of local document ``d`` (int64) and its
+        metadata line (None when the shard has none)."""
+        start = int(self.doc_starts[d]) + 1
+        tokens = np.array(self.shard.tokens[start + begin:start + end], dtype=np.int64)
+        shard = self.shard
+        if shard.metadata is None:
+            return tokens, None
+        mo = shard.metaoff
+        stop = int(mo[d + 1]) if d + 1 < len(mo) else len(shard.metadata)
+        return tokens, bytes(shard.metadata[int(mo[d]):stop])
+
+
+class DocumentQueries:
+    """The document queries of an engine. Needs ``_ids``, ``_fan``, ``_on``,
+    ``_doc_base`` (first global document number of each shard), ``n_docs``,
+    ``tokenizer``, ``decode``, ``shard_dirs`` and ``_shards``."""
+
+    def search_docs(self, q, limit: int = 10) -> SearchResult:
+        """Documents containing the n-gram ``q``, in ascending global document
+        order, at most ``limit`` of them, each with the token offset of its
+        first match; ``n_docs`` counts all distinct documents."""
+        ids = self._ids(q)
+        limit = args.integer("limit", limit)
+        count = n_docs = 0
+        hits: list[DocHit] = []
+        for (c, n, docs, offsets), base in zip(self._fan("doc_hits", ids, int(limit)), self._doc_base):
+            count += c
+            n_docs += n
+            take = max(0, limit - len(hits))
+            hits += (DocHit(int(base + d), int(o)) for d, o in zip(docs[:take], offsets[:take]))
+        return SearchResult(count, n_docs, tuple(hits))
+
+    def _doc_shard(self, doc_ix) -> tuple[int, int]:
+        """(shard, local document number) of global document ``doc_ix``."""
+        doc_ix = args.integer("doc_ix", doc_ix, high=self.n_docs - 1)
+        k = int(np.searchsorted(self._doc_base, doc_ix, side="right") - 1)
+        return k, doc_ix - int(self._doc_base[k])
+
+    def get_doc(self, doc_ix: int, window: int | None = None, around: int | None = None) -> Document:
+        """Document ``doc_ix`` (global index): tokens, text (None for an
+        ids-only index), its own metadata fields and its source file and
+        line (see :class:`Document`). With
+        ``around=position`` and ``window=w``: only tokens [position-w, position+w)."""
+        k, d = self._doc_shard(doc_ix)
+        begin, end = 0, self._on(k, "doc_length", d)
+        if (window is None) != (around is None):
+            raise QueryError(f"get_doc got window={window!r:.40}, around={around!r:.40}; pass "
+                             "both or neither")
+        if window is not None:
+            window = args.integer("window", window)
+            around = args.integer("around", around)
+            if around > end - begin:
+                raise QueryError(
+                    f"around={around} is past the end of document {doc_ix} ({end - begin} tokens)")
+            begin, end = max(0, around - window), min(end, around + window)
+        tokens, line = self._on(k, "document", d, begin, end)
+        text = self.decode(tokens) if self.tokenizer is not None else None
+        meta = source = None
+        if line is not None:
+            where = fmt.shard_path(self.shard_dirs[k], "metadata", self._shards[k].index)
+            meta, source = corpus.split_metadata(_metadata(line, where, d))
+        return Document(int(doc_ix), tokens, text, meta, source)
+
+    def count_cnf(self, cnf, window: int = 100) -> int:
+        """Occurrences matching a CNF query (AND of ORs of n-grams).
+
+        ``cnf`` is a list of clauses, each a list of n-gram queries. The
+        result counts the distinct start positions p of any n-gram of the
+        FIRST clause such that every other clause has an n-gram occurring
+        at a start position q in the same document with |q - p| <= window.
+        """
+        if not isinstance(cnf, (list, tuple)) or not cnf or not all(
+                isinstance(c, (list, tuple)) and c for c in cnf):
+            raise QueryError(
+                f"cnf {cnf!r} must be a non-empty list of non-empty lists of n-gram queries")
+        window = args.integer("window", window)
+        clauses = [[self._ids(q) for q in clause] for clause in cnf]
+        return sum(self._fan("cnf_count", clauses, window))
+
+
+def _metadata(line: bytes, where: Path, d: int) -> dict:
+    """The parsed metadata line of local document ``d`` of the file
+    ``where``; a damaged line is an IndexFormatError naming the file and the fix."""
+    try:
+        meta = json.loads(line.decode("utf-8"))
+    except (ValueError, RecursionError) as e:
+        meta = e
+    if not isinstance(meta, dict):
+        raise IndexFormatError(
+            f"{where}: the line of document {d} is not a JSON object "
+            f"({fmt.shorten(meta, 80)}): the file is damaged; rebuild the index "
+            f"(`infinigram verify {where.parent}` lists every damaged file)")
+    return meta

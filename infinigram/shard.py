@@ -1,0 +1,180 @@
+"""One shard's answers: :class:`ShardSearcher`, the unit a distributed
+worker runs (ranges, counts, next-token tallies and per-position scores of
+that shard alone; its document queries come from
+:class:`~infinigram.documents.ShardDocuments`)."""
+from __future__ import annotations
+
+import threading
+from array import array
+from typing import NamedTuple
+
+import numpy as np
+
+from . import format as fmt
+from .documents import ShardDocuments
+from .native import batch, direct, infgram, search as ks, tally
+
+_EMPTY = np.zeros(0, dtype=np.int64)
+SCRATCH_MAX = 64 << 20
+"""Largest scratch (bytes) a searcher keeps per thread for next-token tallies."""
+
+
+class ShardArrays(NamedTuple):
+    """A shard as the search kernels take it (their leading arguments)."""
+
+    tokens: np.ndarray
+    table: np.ndarray
+    pointer: int
+    bucket: np.ndarray
+    """First-token bucket table (widths 1 and 2; empty for 4, or unsampled)."""
+    sample: np.ndarray
+    """Packed first tokens of every ``step``-th entry and a small index of
+    its own keys (``native.search.sample_keys``); empty when unsampled."""
+    step: int
+
+
+class ShardSearcher(ShardDocuments):
+    """Answers of one shard: suffix-array ranges, counts, continuation
+    totals, next-token tallies, per-position scores and documents.
+    Token ids in, numbers out; no validation and no combining."""
+
+    def __init__(self, shard: fmt.Shard):
+        self.shard = shard
+        self.n = shard.n_tokens
+        self._tokens = np.asarray(shard.tokens)
+        self._table = np.asarray(shard.table)
+        if shard.pointer == 4:  # the kernels read 4-byte entries as uint32: one load each
+            self._table = self._table.view(np.uint32)
+        self._pointer = shard.pointer
+        self.step = _sample_step(self.n)
+        self.sample_after = 16
+        self._unsampled = 0
+        self._unigram = None
+        self._search: ShardArrays | None = None
+        self._direct = {}
+        self._scratch = threading.local()
+
+    def next_search_args(self) -> ShardArrays:
+        """The shard for the next search, counting this call. Building the
+        sample and the bucket table costs about n / step random reads and a
+        scan of the tokens, so the first ``sample_after`` calls get the shard
+        without either (a one-shot query stays cheap) and the next one builds
+        them; ``step`` and ``sample_after`` may be changed before that
+        (next-token tallies read the sample at powers of 2 only)."""
+        if self._search is not None:
+            return self._search
+        if self._unsampled < self.sample_after:
+            self._unsampled += 1
+            return ShardArrays(self._tokens, self._table, self._pointer, _EMPTY, _EMPTY, 1 << 40)
+        return self.sampled_args()
+
+    def sampled_args(self) -> ShardArrays:
+        """The shard with its sample, built now if need be (batches and
+        tallies, which use it a lot, ask for it at once)."""
+        if self._search is None:
+            sample = np.empty(ks.sample_size(self.n, self.step), dtype=np.int64)  # numpy: huge pages
+            ks.sample_keys(self._tokens, self._table, self._pointer, self.step, sample)
+            self._search = ShardArrays(self._tokens, self._table, self._pointer,
+                                       ks.buckets(self._tokens), sample, self.step)
+        return self._search
+
+    def _call(self, kernel, *args):
+        """``kernel(*args)`` through its code compiled for these argument
+        types (``native.direct``, no per-call type dispatch): every caller
+        passes the same types, query ids as C-contiguous int64 arrays."""
+        fn = self._direct.get(kernel)
+        if fn is None:
+            fn = self._direct[kernel] = direct(kernel, *args)
+        return fn(*args)
+
+    def _search_call(self, kernel, ids, *args):
+        """``kernel(*shard, ids, *args)`` through its compiled code (as
+        ``_call``), kept per type of ``ids``: an int64 array, or the
+        ``array('q')`` of a list."""
+        key, shard = (kernel, type(ids)), self._search or self.next_search_args()
+        fn = self._direct.get(key)
+        if fn is None:
+            fn = self._direct[key] = direct(kernel, *shard, ids, *args)
+        return fn(*shard, ids, *args)
+
+    def range(self, ids: np.ndarray) -> tuple[int, int]:
+        """[start, end) of the suffix-array entries starting with ``ids``."""
+        lo, hi = self._search_call(ks.find_range, ids)
+        return int(lo), int(hi)
+
+    def count(self, ids: np.ndarray | array, low: int, vocab: int) -> int:
+        """Occurrences of ``ids``; -1 when some id is outside [low, vocab)."""
+        return self._search_call(ks.count, ids, low, vocab)
+
+    def count_many(self, flat: np.ndarray, bounds: np.ndarray, order: np.ndarray) -> np.ndarray:
+        """Count of each query ``flat[bounds[j]:bounds[j+1]]``, visited in
+        ``order`` (a permutation; ``native.search.visit_order`` is fastest)."""
+        return batch.count_many(*self.sampled_args(), flat, bounds, order)
+
+    def continuation(self, m: int, lo: int, hi: int, next_id: int) -> tuple[int, int]:
+        """(total, count) in the range [lo, hi) of an m-token prompt:
+        occurrences followed by a real token, and by ``next_id``."""
+        total, count = self._call(tally.continuation, self._tokens, self._table, self._pointer,
+                                  m, lo, hi, next_id)
+        return int(total), int(count)
+
+    def next_tokens(self, m: int, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact (ids, counts) of the tokens following the m-token prompt
+        whose range is [lo, hi); cached for the empty prompt. Scratch memory
+        is kept per thread (up to ``SCRATCH_MAX`` bytes) and reused."""
+        if m == 0 and self._unigram is not None:
+            return self._unigram
+        work = getattr(self._scratch, "work", _EMPTY)
+        s = self.sampled_args()
+        ids, counts, wanted = self._call(tally.next_tokens, s.tokens, s.table, s.pointer,
+                                         s.sample, s.step, m, lo, hi, work)
+        if work.shape[0] < wanted <= SCRATCH_MAX // 8:
+            self._scratch.work = np.empty(wanted, dtype=np.int64)
+        if m == 0:
+            for a in (ids, counts):
+                a.setflags(write=False)
+            self._unigram = ids, counts
+        return ids, counts
+
+    def longest_usable(self, ids: np.ndarray) -> tuple[int, int, int]:
+        """(L, lo, hi): longest suffix of ``ids`` followed by a real token
+        somewhere in this shard, and its range; L = -1 if the shard has none."""
+        L, lo, hi = self._search_call(infgram.longest_usable, ids)
+        return int(L), int(lo), int(hi)
+
+    def infgram_counts(self, ids: np.ndarray | array, next_id: int, low: int,
+                       vocab: int) -> tuple[int, int, int]:
+        """(L, total, count): ``longest_usable`` length and the continuation
+        counts of ``next_id`` there; L = -2 when some id is outside [low, vocab)."""
+        return self._search_call(infgram.infgram_counts, ids, next_id, low, vocab)
+
+    def score(self, ids: np.ndarray, max_context: int):
+        """Per position: (L, total, count, first, last); see native.search.score."""
+        return infgram.score(*self.sampled_args(), ids, max_context)
+
+    def positions(self, ids: np.ndarray) -> np.ndarray:
+        """Sorted token indexes of every occurrence of ``ids``."""
+        lo, hi = self.range(ids)
+        return np.sort(ks.positions(self._tokens, self._table, self._pointer, lo, hi))
+
+    # ---- whole per-shard answers: what an engine fans out to every shard --
+    def prompt_range(self, ids: np.ndarray) -> tuple[int, int]:
+        """``range(ids)``, or every entry for the empty prompt."""
+        return self.range(ids) if len(ids) else (0, self.n)
+
+    def prob_counts(self, ids: np.ndarray, next_id: int) -> tuple[int, int]:
+        """``continuation`` of the prompt ``ids``: (total, count of next_id)."""
+        return self.continuation(len(ids), *self.prompt_range(ids), next_id)
+
+    def prompt_next_tokens(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``next_tokens`` of the prompt ``ids`` (empty: every real token)."""
+        return self.next_tokens(len(ids), *self.prompt_range(ids))
+
+
+def _sample_step(n: int) -> int:
+    """Sample stride of a shard of n tokens: 16, doubled until the sample
+    has at most 2^20 keys (8 MiB)."""
+    step = 16
+    while n > step << 20:
+        step *= 2
+    return step
