@@ -104,11 +104,11 @@ def parts_budget(n_tokens: int, width: int = 2, want: int = 4) -> tuple[int | No
     >= 2) on our sort's threads, and the number of parts; (None, 0) while
     merge.py is absent."""
     try:
-        from infinigram import builder
+        from infinigram import args
         from infinigram.native import merge
     except ImportError:
         return None, 0
-    threads = builder.check_threads(THREADS or None)
+    threads = args.threads(THREADS or None)
 
     def parts(mm):
         try:

@@ -66,6 +66,19 @@ def size_bytes(name: str, value, *, error: type[Exception] = ArgumentError) -> i
     return int(n)
 
 
+def optional_size(name: str, value) -> int | None:
+    """None (no bound), or ``size_bytes(name, value)``."""
+    return None if value is None else size_bytes(name, value)
+
+
+def threads(value) -> int:
+    """A thread count (any integer >= 1), or every core this process may use for None."""
+    if value is None:
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+            else os.cpu_count() or 1
+    return integer("threads", value, low=1, high=1 << 16, error=ArgumentError)
+
+
 def path(name: str, value, *, error: type[Exception] = ArgumentError) -> Path:
     """``value`` (a non-empty str or os.PathLike, no NUL) as a Path."""
     if not isinstance(value, (str, os.PathLike)) or os.fspath(value) in ("", b"") \

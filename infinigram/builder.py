@@ -46,14 +46,14 @@ def build(inputs, output, *, tokenizer=None, vocab_size: int | None = None,
     output path.
     """
     output = args.path("output", output)
-    threads = check_threads(threads)
+    threads = args.threads(threads)
     if (tokenizer is None) == (vocab_size is None):
         raise BuildError("give exactly one of tokenizer= (a .model path or 'bytes') and "
                          "vocab_size= (a vocabulary size to train)")
     vocab_size = args.optional_integer("vocab_size", vocab_size, low=1, high=tk.MAX_VOCAB,
                                         error=ArgumentError)
     shard_tokens = args.integer("shard_tokens", shard_tokens, low=1, error=ArgumentError)
-    max_memory = _max_memory(max_memory)
+    max_memory = args.optional_size("max_memory", max_memory)
     train_sample_bytes = args.size_bytes("train_sample_bytes", train_sample_bytes)
     text_suffixes = args.strings("text_suffixes", text_suffixes)
     if not isinstance(text_field, str):
@@ -116,10 +116,10 @@ def index_tables(directory, *, token_width: int | None = None, vocab_size: int |
     core this process may use). Returns the shards whose table was built.
     """
     directory = args.path("directory", directory)
-    threads = check_threads(threads)
+    threads = args.threads(threads)
     token_width = args.optional_integer("token_width", token_width, low=1, high=4,
                                         error=ArgumentError)
-    max_memory = _max_memory(max_memory)
+    max_memory = args.optional_size("max_memory", max_memory)
     if not directory.is_dir():
         raise BuildError(errno.ENOENT, f"{directory} is not a directory; give the directory "
                          "holding tokenized.N files")
@@ -251,14 +251,6 @@ def _check_vocab(vocab: int, top: int, width: int, directory: Path) -> None:
             f"(the separator of token width {width})")
 
 
-def check_threads(threads) -> int:
-    """``threads`` (any integer >= 1), or every core this process may use when None."""
-    if threads is None:
-        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
-            else os.cpu_count() or 1
-    return args.integer("threads", threads, low=1, high=1 << 16, error=ArgumentError)
-
-
 def build_table(directory: Path, s: int, width: int, max_memory: int | None,
                 progress: Progress, threads: int = 1) -> None:
     """Sort the suffixes of ``tokenized.{s}`` on ``threads`` threads and write
@@ -295,11 +287,6 @@ def build_table(directory: Path, s: int, width: int, max_memory: int | None,
         raise
     progress.update(n, n, "tok", force=True)
     progress.finish(f"sorted {n} tokens")
-
-
-def _max_memory(value) -> int | None:
-    """The sort's memory budget in bytes: None (no bound), an int or a size string."""
-    return None if value is None else args.size_bytes("max_memory", value)
 
 
 def _plan(n: int, width: int, max_memory: int | None, threads: int) -> list[tuple[int, int]]:
