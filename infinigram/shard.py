@@ -4,6 +4,8 @@ that shard alone; its document queries come from
 :class:`~infinigram.documents.ShardDocuments`)."""
 from __future__ import annotations
 
+import atexit
+import queue
 import threading
 from array import array
 from typing import NamedTuple
@@ -17,6 +19,8 @@ from .native import batch, direct, infgram, search as ks, tally
 _EMPTY = np.zeros(0, dtype=np.int64)
 SCRATCH_MAX = 64 << 20
 """Largest scratch (bytes) a searcher keeps per thread for next-token tallies."""
+SAMPLE_CHUNK = 1 << 16
+"""Sample keys built per kernel call (about 10 ms of a background thread)."""
 
 
 class ShardArrays(NamedTuple):
@@ -26,7 +30,8 @@ class ShardArrays(NamedTuple):
     table: np.ndarray
     pointer: int
     bucket: np.ndarray
-    """First-token bucket table (widths 1 and 2; empty for 4, or unsampled)."""
+    """First-token bucket table (widths 1 and 2, shards of at least as many
+    tokens as it has entries; else empty, as when unsampled)."""
     sample: np.ndarray
     """Packed first tokens of every ``step``-th entry and a small index of
     its own keys (``native.search.sample_keys``); empty when unsampled."""
@@ -47,36 +52,57 @@ class ShardSearcher(ShardDocuments):
             self._table = self._table.view(np.uint32)
         self._pointer = shard.pointer
         self.step = _sample_step(self.n)
-        self.sample_after = 16
-        self._unsampled = 0
-        self._unigram = None
+        """Stride of the key sample; may be changed before it is built
+        (next-token tallies read it at powers of 2 only)."""
+        self._plain = ShardArrays(self._tokens, self._table, self._pointer, _EMPTY, _EMPTY,
+                                  1 << 40)
         self._search: ShardArrays | None = None
+        self._lock = threading.Lock()
+        self._queued = False
+        self._unigram = None
         self._direct = {}
         self._scratch = threading.local()
 
-    def next_search_args(self) -> ShardArrays:
-        """The shard for the next search, counting this call. Building the
-        sample and the bucket table costs about n / step random reads and a
-        scan of the tokens, so the first ``sample_after`` calls get the shard
-        without either (a one-shot query stays cheap) and the next one builds
-        them; ``step`` and ``sample_after`` may be changed before that
-        (next-token tallies read the sample at powers of 2 only)."""
-        if self._search is not None:
-            return self._search
-        if self._unsampled < self.sample_after:
-            self._unsampled += 1
-            return ShardArrays(self._tokens, self._table, self._pointer, _EMPTY, _EMPTY, 1 << 40)
-        return self.sampled_args()
+    def search_args(self) -> ShardArrays:
+        """The shard for one search: with its key sample and bucket table
+        once they are built, else without (every search then bisects the
+        whole table). The first call queues their building on a background
+        thread, so that no query waits for it."""
+        s = self._search
+        if s is None:
+            if not self._queued:
+                self._queued = True
+                _BACKGROUND.put(self)
+            return self._plain
+        return s
 
     def sampled_args(self) -> ShardArrays:
-        """The shard with its sample, built now if need be (batches and
-        tallies, which use it a lot, ask for it at once)."""
+        """The shard with its sample, built now on all cores if need be (or
+        awaited, if the background thread is building it): batches and
+        tallies use it a lot."""
         if self._search is None:
-            sample = np.empty(ks.sample_size(self.n, self.step), dtype=np.int64)  # numpy: huge pages
-            ks.sample_keys(self._tokens, self._table, self._pointer, self.step, sample)
-            self._search = ShardArrays(self._tokens, self._table, self._pointer,
-                                       ks.buckets(self._tokens), sample, self.step)
+            self.prepare(parallel=True)
         return self._search
+
+    def prepare(self, parallel: bool = True, stop: threading.Event | None = None) -> None:
+        """Build the key sample (about n / step random reads) and from it
+        the bucket table (a few reads per distinct first token), unless
+        built; with ``stop`` set, give up between chunks of the sample."""
+        with self._lock:
+            if self._search is not None:
+                return
+            tokens, table, pointer, step = self._tokens, self._table, self._pointer, self.step
+            sample = np.empty(ks.sample_size(self.n, step), dtype=np.int64)  # numpy: huge pages
+            ns = -(-self.n // step)
+            for j0 in range(0, ns, SAMPLE_CHUNK):
+                if stop is not None and stop.is_set():
+                    return
+                ks.sample_keys[parallel](tokens, table, pointer, step, sample, j0,
+                                         min(ns, j0 + SAMPLE_CHUNK))
+            ks.index_sample(sample, ns)
+            bucket = ks.buckets(tokens, table, pointer, sample, step) \
+                if self.n >= 1 << (8 * tokens.itemsize) else _EMPTY
+            self._search = ShardArrays(tokens, table, pointer, bucket, sample, step)
 
     def _call(self, kernel, *args):
         """``kernel(*args)`` through its code compiled for these argument
@@ -91,7 +117,7 @@ class ShardSearcher(ShardDocuments):
         """``kernel(*shard, ids, *args)`` through its compiled code (as
         ``_call``), kept per type of ``ids``: an int64 array, or the
         ``array('q')`` of a list."""
-        key, shard = (kernel, type(ids)), self._search or self.next_search_args()
+        key, shard = (kernel, type(ids)), self._search or self.search_args()
         fn = self._direct.get(key)
         if fn is None:
             fn = self._direct[key] = direct(kernel, *shard, ids, *args)
@@ -178,3 +204,35 @@ def _sample_step(n: int) -> int:
     while n > step << 20:
         step *= 2
     return step
+
+
+class _Background:
+    """One daemon thread that builds the samples of the shards queued to it,
+    in turn, on its own core; stopped (between chunks) at exit."""
+
+    def __init__(self):
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._start = threading.Lock()
+
+    def put(self, searcher: ShardSearcher) -> None:
+        with self._start:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="infinigram-sample",
+                                                daemon=True)
+                self._thread.start()
+                atexit.register(self._close)
+        self._queue.put(searcher)
+
+    def _run(self) -> None:
+        while (searcher := self._queue.get()) is not None:
+            searcher.prepare(parallel=False, stop=self._stop)
+
+    def _close(self) -> None:
+        self._stop.set()
+        self._queue.put(None)
+        self._thread.join(timeout=5)
+
+
+_BACKGROUND = _Background()

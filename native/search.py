@@ -7,7 +7,8 @@ All kernels work on ONE shard: ``tokens`` is the token array (uint8/16/32,
 separators included), ``table`` the suffix array as raw bytes, ``pointer``
 bytes per entry, each entry a byte offset into the token file (token index =
 offset // width), ``bucket`` the shard's first-token bucket table from
-:func:`buckets` (empty for width 4: searches then start from the whole
+:func:`buckets` and ``sample`` its key sample of stride ``step`` (both may be
+empty, with a ``step`` beyond the table: searches then bisect the whole
 table). Queries come in as int64 token ids (an ndarray or any int64
 buffer, e.g. ``array('q')``). Suffixes are ordered
 by their bytes, i.e. tokens compared by byte-swapped value (``byte_key``),
@@ -24,8 +25,8 @@ order.
 import numpy as np
 from numba import prange
 
-from . import jit, lean, pjit
-from .keys import bucket_bounds, byte_key, lower_bound, pack_suffix, packing, width_of
+from . import jit, lean, twin
+from .keys import byte_key, lower_bound, pack_suffix, packing, width_of
 from .ptrs import pointer_at
 
 
@@ -134,16 +135,25 @@ def sample_size(n: int, step: int) -> int:
     return ns + (ns + TOP - 1) // TOP
 
 
-@pjit
-def sample_keys(tokens, table, pointer, step, out):
-    """Fill int64 ``out`` (``sample_size`` long) with the packed keys (see
-    ``keys.pack_suffix``) of every ``step``-th suffix-array entry, then every
-    TOP-th of those again: an in-memory sample that answers the top levels
-    of every search without touching the table or the tokens."""
+def _fill_sample(tokens, table, pointer, step, out, j0, j1):
+    """Into int64 ``out`` (``sample_size`` long): the packed keys (see
+    ``keys.pack_suffix``) of every ``step``-th suffix-array entry, those
+    numbered j0 to j1 - 1; with every one filled, :func:`index_sample`
+    completes it. The sample answers the top levels of every search without
+    touching the table or the tokens."""
     bits, c = packing(width_of(tokens))
-    ns = _sample_len(tokens.shape[0], step)
-    for j in prange(ns):
+    for j in prange(j0, j1):
         out[j] = pack_suffix(tokens, suffix(tokens, table, pointer, j * step), c, bits)
+
+
+sample_keys = twin(_fill_sample)
+"""``_fill_sample``: index False runs on the calling thread (a background
+thread's), True across all cores."""
+
+
+@jit
+def index_sample(out, ns):
+    """Append every TOP-th of the ``ns`` sample keys to the sample again."""
     for t in range(out.shape[0] - ns):
         out[ns + t] = out[t * TOP]
 
@@ -207,16 +217,40 @@ def search_span(tokens, table, pointer, bucket, sample, step, q, q0, q1):
     return x0, y0
 
 
+@jit(inline="always")
+def _first_below(ctx, i):
+    tokens, table, pointer, k = ctx
+    return byte_key(tokens[suffix(tokens, table, pointer, i)], width_of(tokens)) < k
+
+
 @jit
-def buckets(tokens):
-    """First-token bucket table for widths 1 and 2: entry k is the first
-    suffix-array entry whose first token has key k (length 2^(8W) + 1).
-    Empty for width 4, where searches start from the whole table."""
+def buckets(tokens, table, pointer, sample, step):
+    """First-token bucket table for widths 1 and 2 (entry k: the first
+    suffix-array entry whose first token has key k; length 2^(8W) + 1), found
+    by bisection from the key sample of stride ``step``: for each key present,
+    about log2(step) probes inside the sample block holding its start;
+    absent keys cost one comparison. Empty for width 4, where searches start
+    from the whole table."""
     width = width_of(tokens)
     if width > 2:
         return np.zeros(0, dtype=np.int64)
-    out = np.empty((1 << (8 * width)) + 1, dtype=np.int64)
-    bucket_bounds(tokens, tokens.shape[0], out, out.shape[0], False)
+    n = tokens.shape[0]
+    K = 1 << (8 * width)
+    out = np.empty(K + 1, dtype=np.int64)
+    bits, c = packing(width)
+    shift = bits * (c - 1)
+    ns = _sample_len(n, step)
+    j = 0  # first sample key whose first token's key is >= k
+    b = 0  # the bucket start of key k - 1: every entry before it is below k - 1
+    for k in range(K):
+        if b < n and _first_below((tokens, table, pointer, k), b):
+            while j < ns and (sample[j] >> shift) - 1 < k:
+                j += 1
+            hi = j * step if j < ns else n
+            b = lower_bound(_first_below, (tokens, table, pointer, k),
+                            max(b + 1, (j - 1) * step + 1), hi)
+        out[k] = b
+    out[K] = n
     return out
 
 

@@ -3,6 +3,7 @@ import concurrent.futures
 import dataclasses
 import math
 import os
+import time
 
 import numpy as np
 import pytest
@@ -452,7 +453,8 @@ def test_wide_table_entries(tmp_path, pointer):
     eng = engine.Engine(small.paths, shards, 2, fmt.separator(2), {"kind": "none"}, (None,))
     for s in eng.searchers:
         assert s._table.dtype == (np.uint32 if pointer == 4 else np.uint8)
-        s.step, s.sample_after = 2, 0
+        s.step = 2
+        s.prepare()
     check_queries(eng, docs, queries_for(docs, rng, 20))
     check_score(eng, [t for d in docs for t in d][:40])
 
@@ -475,7 +477,8 @@ def test_ntd_many_next_tokens(tmp_path, width, pointer):
         eng = engine.Engine(eng.paths, shards, width, top, {"kind": "none"}, (None,))
     for step in (16, 2):
         for s in eng.searchers:
-            s.step, s.sample_after, s._search = step, 0, None
+            s.step, s._search = step, None
+            s.prepare()
         d = eng.ntd([5])
         assert len(d.ids) > 2 * tally.PROBES_AHEAD
         assert dict(zip(d.ids.tolist(), d.counts.tolist())) == \
@@ -497,7 +500,8 @@ def test_sampled_search_small_strides(tmp_path, width, step):
             eng = engine.open(make_index(tmp_path, docs, width=width, shards=shards,
                                          vocab_size=fmt.separator(width)))
             for s in eng.searchers:
-                s.step, s.sample_after = step, 0
+                s.step = step
+                s.prepare()
             check_queries(eng, docs, queries_for(docs, rng, 20))
             flat = [t for d in docs for t in d]
             check_score(eng, flat[:25] + [ALPHABET[width][0]] + flat[-10:])
@@ -521,3 +525,58 @@ def test_fast_path_counts_ids_0_and_1(tmp_path):
         assert eng.count(q) == eng.count(np.array(q)) == naive_count(shard_arrays(eng), q), q
         assert eng.infgram_prob(q, 1) == eng.infgram_prob(np.array(q), 1), q
     assert eng.count([0, 1]) == 2 and eng.infgram_prob([0], 1).cont_count == 2
+
+
+def scanned_buckets(tokens: np.ndarray) -> np.ndarray:
+    """The bucket table by a scan of every token: where each first-token key
+    (the token's little-endian bytes read big-endian) starts."""
+    keys = tokens.astype(np.int64).byteswap().view(np.int64) >> (64 - 8 * tokens.itemsize) \
+        if tokens.itemsize > 1 else tokens.astype(np.int64)
+    keys &= (1 << (8 * tokens.itemsize)) - 1
+    counts = np.bincount(keys, minlength=1 << (8 * tokens.itemsize))
+    return np.concatenate([[0], np.cumsum(counts)])
+
+
+@pytest.mark.parametrize("width", [1, 2, 4])
+def test_bucket_bounds_by_bisection_equal_the_scan(tmp_path, width):
+    """Bucket bounds found by bisection from the key sample equal those of a
+    scan of the tokens, at strides from 1 to beyond the shard, on the
+    oracle corpora (separators, absent ids, long runs of one key)."""
+    from infinigram.native import search as ks
+    rng = np.random.default_rng(width)
+    corpora = [random_docs(rng, width, 10, 60, 3), random_docs(rng, width, 30, 200),
+               ADVERSARIAL["repeated block"], ADVERSARIAL["prefix documents"],
+               ADVERSARIAL["empty documents"], [[ALPHABET[width][1]] * 300],
+               [[ALPHABET[width][-1]]]]
+    for docs in corpora:
+        eng = engine.open(make_index(tmp_path, docs, width=width,
+                                     vocab_size=fmt.separator(width)))
+        s = eng.searchers[0]
+        for step in (1, 2, 3, 16, s.n + 1):
+            s.step, s._search = step, None
+            s.prepare()
+            sample = s._search.sample
+            got = ks.buckets(s._tokens, s._table, s._pointer, sample, step)
+            if width == 4:
+                assert got.shape == (0,)
+            else:
+                assert got.tolist() == scanned_buckets(s._tokens).tolist(), (docs[:2], step)
+
+
+def test_sample_is_built_in_the_background(tmp_path):
+    """The first search of a shard runs without the sample (no query waits
+    for it) and queues it; the background thread then builds it, and the
+    answers are the same before and after."""
+    rng = np.random.default_rng(5)
+    docs = random_docs(rng, 2, 40, 300)
+    eng = engine.open(make_index(tmp_path, docs, width=2, vocab_size=fmt.separator(2)))
+    s = eng.searchers[0]
+    queries = queries_for(docs, rng, 30)
+    assert s._search is None
+    before = [eng.count(q) for q in queries]
+    deadline = time.monotonic() + 30
+    while s._search is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert s._search is not None and s._search.sample.shape[0] > 0
+    assert [eng.count(q) for q in queries] == before == \
+        [naive_count(shard_arrays(eng), q) for q in queries]
