@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import filecmp
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -59,6 +60,18 @@ print(json.dumps({"import_s": t1 - t0, "inner_s": t2 - t1}))
 
 THREADS = 0
 """Our sort's threads (--threads; 0: every core, the default)."""
+PEER_MEM = 8
+"""infini-gram's --mem, GiB (--peer-mem)."""
+
+
+def peer_flags(width: int) -> list[str]:
+    """infini-gram's indexing flags: as many CPUs as our sort's threads,
+    ``PEER_MEM`` GiB, an open-file limit it may raise to (at most the hard one)."""
+    import resource
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    ulimit = 20000 if hard == resource.RLIM_INFINITY else min(20000, hard)
+    return ["--mem", str(PEER_MEM), "--cpus", str(THREADS or os.cpu_count()),
+            "--token_dtype", f"u{8 * width}", "--ulimit", str(ulimit)]
 
 
 def command(tool: str, run_dir: Path, width: int, vocab: int, max_memory: int) -> list[str]:
@@ -70,8 +83,7 @@ def command(tool: str, run_dir: Path, width: int, vocab: int, max_memory: int) -
         empty = run_dir / "empty"
         empty.mkdir(exist_ok=True)
         return [c.PYTHON, "-m", "infini_gram.indexing", "--data_dir", str(empty.resolve()),
-                "--save_dir", str(run_dir.resolve()), "--mem", "8", "--cpus", "2",
-                "--token_dtype", f"u{8 * width}", "--ulimit", "20000"]
+                "--save_dir", str(run_dir.resolve()), *peer_flags(width)]
     if tool == "tokengrams":
         return [c.PYTHON, "-c", TOKENGRAMS_CHILD, str(run_dir / "tokenized.0"),
                 str(run_dir / "tokengrams.idx")]
@@ -86,7 +98,7 @@ def shell_command(tool: str, width: int, vocab: int, max_memory: int) -> str:
         "ours": ours,
         "ours-parts": f"{ours} --max-memory {max_memory}",
         "infini-gram": "python -m infini_gram.indexing --data_dir EMPTY_DIR --save_dir DIR "
-                       f"--mem 8 --cpus 2 --token_dtype u{8 * width} --ulimit 20000",
+                       + " ".join(peer_flags(width)),
         "tokengrams": "python -c 'tokengrams.MemmapIndex.build(\"DIR/tokenized.0\", "
                       "\"DIR/tokengrams.idx\", vocab=2**16, verbose=False)'",
     }[tool]
@@ -492,7 +504,8 @@ def main(argv=None):
                          "(source: this machine's Python and C sources as byte tokens)")
     ap.add_argument("--tools", default=",".join(TOOLS))
     ap.add_argument("--threads", type=int, default=0,
-                    help="threads of our sort (default: every core)")
+                    help="threads of our sort and infini-gram's --cpus (default: every core)")
+    ap.add_argument("--peer-mem", type=int, default=8, help="infini-gram's --mem (GiB)")
     ap.add_argument("--jsonl", type=Path, help="a JSONL corpus (adds corpus 'jsonl')")
     ap.add_argument("--text-field", default="text")
     ap.add_argument("--timeout", type=float, default=None, help="seconds per child run")
@@ -502,8 +515,8 @@ def main(argv=None):
                     help="text to tokenize in the tokenization benchmark (default 16, quick 4)")
     rep.add_report_options(ap, "build", "build-large")
     args = ap.parse_args(argv)
-    global THREADS
-    THREADS = args.threads
+    global THREADS, PEER_MEM
+    THREADS, PEER_MEM = args.threads, args.peer_mem
     if args.from_json:
         data = json.loads(args.from_json.read_text())
         return write_report(data, args, data["tokens"])
@@ -539,7 +552,7 @@ def main(argv=None):
             data["tokenize"] = bench_tokenize(src, args.runs, args.tokenize_bytes)
             print(f"tokenize: {data['tokenize']}", flush=True)
         rep.save_json(f"build-{n}-{'-'.join(names)}.json", data)
-    data["machine"]["load_avg_end"] = [round(x, 2) for x in __import__("os").getloadavg()]
+    data["machine"]["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
     path = rep.save_json(f"build-{n}-{'-'.join(names)}.json", data)
     write_report(data, args, n)
     print(f"wrote {path}")

@@ -17,9 +17,9 @@ from infinigram import format as fmt
 
 
 def parse_count(text: str) -> int:
-    """'15M', '300M', '2k', '1e6' or a plain integer."""
+    """'15M', '300M', '1B' (or '1G'), '2k', '1e6' or a plain integer."""
     t = str(text).strip().lower()
-    mult = {"k": 10**3, "m": 10**6, "g": 10**9}
+    mult = {"k": 10**3, "m": 10**6, "g": 10**9, "b": 10**9}
     if t and t[-1] in mult:
         return int(float(t[:-1]) * mult[t[-1]])
     return int(float(t))
