@@ -10,8 +10,10 @@ from __future__ import annotations
 import itertools
 import os
 import re
+import sys
 from array import array
 from fractions import Fraction
+from operator import attrgetter
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +25,8 @@ INT64_MAX = (1 << 63) - 1
 
 _INT = {int}
 _LIST = {list}
+_NDARRAY = {np.ndarray}
+_DTYPE = attrgetter("dtype")
 _INT64 = np.dtype(np.int64)
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 _SIZE_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([kmgt]?)(?:i?b)?", re.IGNORECASE)
@@ -156,34 +160,131 @@ def ids(q, vocab: int, *, separator: int | None = None, what: str = "query",
 
 
 def batch(queries) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """(flat ids, bounds) of a batch whose queries are all 1-D integer arrays
-    or all lists of Python ints (the fast path of count_many), unchecked;
-    (None, None) when some query needs ``ids``."""
-    if not queries:
-        return None, None
-    flat = None
-    if all(isinstance(a, np.ndarray) and a.ndim == 1 and a.dtype.kind in "iu" for a in queries):
-        flat = np.concatenate(queries)
-    elif set(map(type, queries)) == _LIST:
-        flat = _int64(list(itertools.chain.from_iterable(queries)))
+    """(flat ids, bounds) of a non-empty batch whose queries are all 1-D
+    integer arrays (any mix of integer dtypes) or all lists of Python ints:
+    count_many's fast path, unchecked (``check_range`` with ``original``
+    set to the queries checks it); (None, None) when some query needs ``ids``."""
+    kinds = set(map(type, queries))
+    flat = _flat_arrays(queries) if kinds == _NDARRAY else \
+        _flat_lists(queries) if kinds == _LIST else None
     if flat is None:
         return None, None
-    lengths = np.fromiter(map(len, queries), dtype=np.int64, count=len(queries))
-    return flat, np.concatenate([[0], np.cumsum(lengths)])
+    bounds = np.zeros(len(queries) + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, queries), dtype=np.int64, count=len(queries)), out=bounds[1:])
+    return flat, bounds
+
+
+def _flat_arrays(arrays: list) -> np.ndarray | None:
+    """1-D integer arrays concatenated as int64 (uint64 ids from 2**63 wrap
+    negative, which ``check_range`` rejects), or None for any other array."""
+    if any(dt.kind not in "iu" for dt in set(map(_DTYPE, arrays))):
+        return None
+    try:
+        flat = np.concatenate(arrays, dtype=np.int64)
+    except ValueError:  # 0-d arrays, or 1-D ones mixed with 2-D ones
+        return None
+    return flat if flat.ndim == 1 else None
+
+
+def _flat_lists(lists: list) -> np.ndarray | None:
+    """Lists of Python ints concatenated as int64, or None when some element
+    is anything else: numpy infers another dtype for floats, strings and
+    ints beyond int64, and bools, which it takes as 0 and 1, are looked for
+    among the elements below 2 alone."""
+    items = list(itertools.chain.from_iterable(lists))
+    try:
+        flat = np.array(items)
+    except ValueError:  # nested sequences of unequal lengths
+        return None
+    if flat.dtype != _INT64 or flat.ndim != 1:
+        return None
+    small = np.flatnonzero(flat < 2)
+    if small.size and not all(map(is_int, map(items.__getitem__, small.tolist()))):
+        return None
+    return flat
+
+
+def offsets(flat, offsets) -> tuple[np.ndarray, np.ndarray]:
+    """(flat, int64 bounds) of a flat 1-D integer array of ids and the
+    offsets of its queries (pyarrow's ``ListArray.values`` and ``.offsets``):
+    query j is ``flat[offsets[j]:offsets[j + 1]]``. The ids are unchecked."""
+    if isinstance(flat, (list, tuple)) or isinstance(flat, np.ndarray) and flat.ndim != 1:
+        what = "a list" if isinstance(flat, (list, tuple)) else f"a {flat.ndim}-D array"
+        raise QueryError(f"count_many got offsets with {what}, which delimits its queries "
+                         "itself; drop offsets=, or pass one flat 1-D array of token ids")
+    if not isinstance(flat, np.ndarray) or flat.size and flat.dtype.kind not in "iu":
+        raise QueryError(f"count_many with offsets takes a flat 1-D integer array of token ids, "
+                         f"not {_describe(flat)}; pass e.g. np.asarray(ids, dtype=np.int64)")
+    off = np.asarray(offsets)
+    n = len(flat)
+    if off.ndim != 1 or not off.size or off.dtype.kind not in "iu":
+        raise QueryError(f"count_many offsets is {_describe(off)}; pass a 1-D integer array "
+                         f"of (number of queries + 1) positions from 0 to len(flat) = {n}")
+    bad = np.flatnonzero((off < 0) | (off > n))
+    if bad.size:
+        i = int(bad[0])
+        raise QueryError(f"count_many offsets[{i}]={off[i]} is outside [0, {n}] (the flat "
+                         "array's length); pass positions into the flat array")
+    off = off.astype(np.int64)
+    if off[0] != 0:
+        raise QueryError(f"count_many offsets[0]={off[0]}; the first offset must be 0 (for a "
+                         "sliced pyarrow column pass .flatten() and offsets - offsets[0])")
+    down = np.flatnonzero(off[1:] <= off[:-1])
+    if down.size:
+        i = int(down[0]) + 1
+        raise QueryError(f"count_many offsets[{i}]={off[i]} is not above offsets[{i - 1}]="
+                         f"{off[i - 1]}; offsets must be strictly ascending (every query "
+                         "needs at least one token)")
+    if off[-1] != n:
+        raise QueryError(f"count_many offsets end at {off[-1]} but the flat array has {n} "
+                         "ids; the last offset must be len(flat)")
+    return flat, off
+
+
+def arrow_lists(column) -> tuple[np.ndarray, np.ndarray] | None:
+    """(flat ids, bounds) of a pyarrow list column (an Array or ChunkedArray
+    of lists of integers), the ids unchecked; None for anything that is not
+    a pyarrow array (pyarrow is looked for only if the caller imported it)."""
+    pa = sys.modules.get("pyarrow")
+    if pa is None or not isinstance(column, (pa.Array, pa.ChunkedArray)):
+        return None
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    kind = column.type
+    if not (pa.types.is_list(kind) or pa.types.is_large_list(kind)) \
+            or not pa.types.is_integer(kind.value_type):
+        raise QueryError(f"count_many got a pyarrow array of type {kind}; pass a list column "
+                         "of integer token ids (e.g. list<int64>)")
+    values = column.flatten()
+    if column.null_count or values.null_count:
+        raise QueryError(f"count_many's pyarrow column holds {column.null_count} null queries "
+                         f"and {values.null_count} null ids; drop them (pyarrow.compute.drop_null)")
+    off = column.offsets.to_numpy()
+    return values.to_numpy(), (off - off[0]).astype(np.int64)
+
+
+def _describe(x) -> str:
+    """``x``'s shape and dtype, or its type, for an error message."""
+    if isinstance(x, np.ndarray):
+        return f"an array of shape {x.shape} and dtype {x.dtype}"
+    return f"{type(x).__name__} {x!r:.40}"
 
 
 def check_range(arr: np.ndarray, vocab: int, *, original=None, bounds=None,
                 separator: int | None = None, what: str = "query",
                 error: type[Exception] = QueryError) -> np.ndarray:
     """C-contiguous int64 copy of integer ids ``arr`` once each is in [0, vocab);
-    positions in messages are per query when ``bounds`` delimits several."""
+    positions in messages are per query when ``bounds`` delimits several.
+    A message names the value in ``original`` (the ids, or with ``bounds``
+    the queries) where given."""
     if arr.size and (arr.min() < 0 or arr.max() >= vocab):
         i = int(np.flatnonzero((arr < 0) | (arr >= vocab))[0])
-        value = arr[i] if original is None else original[i]
+        value = arr[i] if original is None or bounds is not None else original[i]
         where = f"at position {i}"
         if bounds is not None:
             j = int(np.searchsorted(bounds, i, side="right") - 1)
             where = f"at position {i - int(bounds[j])} of query {j}"
+            value = value if original is None else original[j][i - int(bounds[j])]
         if separator is not None and value == separator:
             fix = "it is the document separator, which queries cannot contain; remove it"
         else:

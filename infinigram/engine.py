@@ -257,41 +257,52 @@ class Engine(DocumentQueries):
             return self.count(self._ids(q))
         return int(sum(counts))
 
-    def count_many(self, queries) -> np.ndarray:
-        """Counts of many n-grams (int64). ``queries`` is a list of queries,
-        or a 2-D integer array with one n-gram per row (the fastest form)."""
-        if isinstance(queries, np.ndarray):
-            if queries.ndim != 2 or queries.dtype.kind not in _INT_KINDS:
-                raise QueryError(
-                    f"count_many array has shape {queries.shape} and dtype {queries.dtype}; "
-                    "pass a 2-D integer array (one n-gram per row) or a list of queries")
-            n, k = queries.shape
-            if k == 0 and n:
-                raise QueryError("count_many rows are empty; pass n-grams of at least one token")
-            bounds = np.arange(n + 1, dtype=np.int64) * k
-            flat = args.check_range(np.ascontiguousarray(queries).reshape(-1), self._vocab,
-                                    bounds=bounds, separator=self.separator)
-        elif isinstance(queries, (list, tuple)):
-            flat, bounds = args.batch(queries)
-            if flat is not None:
-                flat = args.check_range(flat, self._vocab, bounds=bounds,
-                                        separator=self.separator)
-                if len(queries) and (np.diff(bounds) == 0).any():
-                    raise QueryError(
-                        f"query {int(np.argmax(np.diff(bounds) == 0))} of count_many is empty; "
-                        "pass at least one token per query")
-            else:
-                arrays = [self._ids(q) for q in queries]
-                lengths = np.fromiter(map(len, arrays), dtype=np.int64, count=len(arrays))
-                bounds = np.concatenate([[0], np.cumsum(lengths)])
-                flat = np.concatenate(arrays) if arrays else np.zeros(0, np.int64)
-        else:
-            _batch("count_many", queries)  # raises: neither a list nor an array
+    def count_many(self, queries, *, offsets=None) -> np.ndarray:
+        """Counts of many n-grams (int64). ``queries`` is a 2-D integer array
+        with one n-gram per row, a list of queries (lists of ints, integer
+        arrays of any dtypes, text), a pyarrow list column, or with
+        ``offsets`` a flat 1-D integer array whose query j is
+        ``queries[offsets[j]:offsets[j + 1]]`` (pyarrow's ``.values`` and
+        ``.offsets``)."""
+        flat, bounds = self._many_ids(queries, offsets)
         order = batch.visit_order(flat, bounds, self._width)
         out = np.zeros(len(bounds) - 1, dtype=np.int64)
         for counts in self._fan("count_many", flat, bounds, order):
             out += counts
         return out
+
+    def _many_ids(self, queries, offsets) -> tuple[np.ndarray, np.ndarray]:
+        """(validated int64 flat ids, bounds) of ``count_many``'s queries:
+        query j is ``flat[bounds[j]:bounds[j + 1]]``."""
+        original = None
+        if offsets is not None:
+            flat, bounds = args.offsets(queries, offsets)
+        elif isinstance(queries, np.ndarray):
+            if queries.ndim != 2 or queries.dtype.kind not in _INT_KINDS:
+                raise QueryError(
+                    f"count_many array has shape {queries.shape} and dtype {queries.dtype}; "
+                    "pass a 2-D integer array (one n-gram per row) or a list of queries")
+            n, k = queries.shape
+            flat, bounds = queries.reshape(-1), np.arange(n + 1, dtype=np.int64) * k
+        elif (arrow := args.arrow_lists(queries)) is not None:
+            flat, bounds = arrow
+        elif not isinstance(queries, (list, tuple)):
+            raise _not_a_batch("count_many", queries)
+        elif not queries:
+            return np.zeros(0, np.int64), np.zeros(1, np.int64)
+        else:
+            (flat, bounds), original = args.batch(queries), queries
+            if flat is None:  # the general path: text, tuples, other types, errors
+                arrays = [self._ids(q) for q in queries]
+                bounds = np.zeros(len(arrays) + 1, dtype=np.int64)
+                np.cumsum(np.fromiter(map(len, arrays), np.int64, len(arrays)), out=bounds[1:])
+                return np.concatenate(arrays), bounds
+        flat = args.check_range(flat, self._vocab, original=original, bounds=bounds,
+                                separator=self.separator)
+        if (empty := np.flatnonzero(bounds[1:] == bounds[:-1])).size:
+            raise QueryError(f"query {int(empty[0])} of count_many is empty; "
+                             "pass at least one token per query")
+        return flat, bounds
 
     def find(self, q) -> FindResult:
         """Total count and the suffix-array range of ``q`` in every shard."""
@@ -390,8 +401,13 @@ def _batch(name: str, items) -> list | tuple | np.ndarray:
     """The queries of a batch method: a list, a tuple or a 2-D array of them."""
     if isinstance(items, (list, tuple)) or isinstance(items, np.ndarray) and items.ndim == 2:
         return items
-    raise QueryError(f"{name} takes a list of queries or a 2-D integer array, not "
-                     f"{type(items).__name__} {items!r:.40}")
+    raise _not_a_batch(name, items)
+
+
+def _not_a_batch(name: str, items) -> QueryError:
+    """The error for ``items`` that are no batch of queries."""
+    return QueryError(f"{name} takes a list of queries or a 2-D integer array, not "
+                      f"{type(items).__name__} {items!r:.40}")
 
 
 def _merge(parts, effective_n: int) -> NextTokenDist:
