@@ -48,6 +48,10 @@ class ShardSearcher(ShardDocuments):
         self._pointer = shard.pointer
         self.step = _sample_step(self.n)
         self.sample_after = 16
+        self.bucket_min = 1 << (8 * self._tokens.itemsize)
+        """Fewest tokens for which the sample comes with a bucket table: none
+        larger than the shard (2^16 entries at width 2), where bisecting the
+        whole table is as quick (1,000 small shards would hold 512 MiB)."""
         self._unsampled = 0
         self._unigram = None
         self._search: ShardArrays | None = None
@@ -59,7 +63,7 @@ class ShardSearcher(ShardDocuments):
         sample and the bucket table costs about n / step random reads and a
         scan of the tokens, so the first ``sample_after`` calls get the shard
         without either (a one-shot query stays cheap) and the next one builds
-        them; ``step`` and ``sample_after`` may be changed before that
+        them; ``step``, ``sample_after`` and ``bucket_min`` may be changed before that
         (next-token tallies read the sample at powers of 2 only)."""
         if self._search is not None:
             return self._search
@@ -74,8 +78,9 @@ class ShardSearcher(ShardDocuments):
         if self._search is None:
             sample = np.empty(ks.sample_size(self.n, self.step), dtype=np.int64)  # numpy: huge pages
             ks.sample_keys(self._tokens, self._table, self._pointer, self.step, sample)
-            self._search = ShardArrays(self._tokens, self._table, self._pointer,
-                                       ks.buckets(self._tokens), sample, self.step)
+            bucket = ks.buckets(self._tokens) if self.n >= self.bucket_min else _EMPTY
+            self._search = ShardArrays(self._tokens, self._table, self._pointer, bucket,
+                                       sample, self.step)
         return self._search
 
     def _call(self, kernel, *args):

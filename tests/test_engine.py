@@ -452,7 +452,7 @@ def test_wide_table_entries(tmp_path, pointer):
     eng = engine.Engine(small.paths, shards, 2, fmt.separator(2), {"kind": "none"}, (None,))
     for s in eng.searchers:
         assert s._table.dtype == (np.uint32 if pointer == 4 else np.uint8)
-        s.step, s.sample_after = 2, 0
+        s.step, s.sample_after, s.bucket_min = 2, 0, 0
     check_queries(eng, docs, queries_for(docs, rng, 20))
     check_score(eng, [t for d in docs for t in d][:40])
 
@@ -475,7 +475,7 @@ def test_ntd_many_next_tokens(tmp_path, width, pointer):
         eng = engine.Engine(eng.paths, shards, width, top, {"kind": "none"}, (None,))
     for step in (16, 2):
         for s in eng.searchers:
-            s.step, s.sample_after, s._search = step, 0, None
+            s.step, s.sample_after, s.bucket_min, s._search = step, 0, 0, None
         d = eng.ntd([5])
         assert len(d.ids) > 2 * tally.PROBES_AHEAD
         assert dict(zip(d.ids.tolist(), d.counts.tolist())) == \
@@ -497,7 +497,7 @@ def test_sampled_search_small_strides(tmp_path, width, step):
             eng = engine.open(make_index(tmp_path, docs, width=width, shards=shards,
                                          vocab_size=fmt.separator(width)))
             for s in eng.searchers:
-                s.step, s.sample_after = step, 0
+                s.step, s.sample_after, s.bucket_min = step, 0, 0
             check_queries(eng, docs, queries_for(docs, rng, 20))
             flat = [t for d in docs for t in d]
             check_score(eng, flat[:25] + [ALPHABET[width][0]] + flat[-10:])
