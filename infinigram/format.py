@@ -294,21 +294,33 @@ _libc.munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
 _MAP_FAILED = ctypes.c_void_p(-1).value
 
 
-def map_array(path: Path, dtype) -> np.ndarray:
+def map_array(path: str | os.PathLike, dtype) -> np.ndarray:
     """The file as a read-only array, mapped without keeping a file
     descriptor (``np.memmap`` holds one per map: an index of many shards
-    would run out). The mapping is released when the last view goes."""
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
+    would run out). The mapping is released when the last view goes.
+    Trailing bytes short of a whole item are left out."""
+    raw = _map_bytes(path)
+    item = np.dtype(dtype).itemsize
+    return raw[:len(raw) - len(raw) % item].view(dtype)
+
+
+def _map_bytes(path: str | os.PathLike) -> np.ndarray:
+    """The whole file as a read-only uint8 array (see ``map_array``): one
+    open, fstat and mmap, and the descriptor is closed at once."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        size = os.fstat(fd).st_size
         if size == 0:
-            return np.zeros(0, dtype=dtype)
-        addr = _libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, f.fileno(), 0)
+            return np.zeros(0, dtype=np.uint8)
+        addr = _libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+    finally:
+        os.close(fd)
     if addr == _MAP_FAILED:
         err = ctypes.get_errno()
         raise OSError(err, f"cannot map {path}: {os.strerror(err)}")
     buf = (ctypes.c_uint8 * size).from_address(addr)
     weakref.finalize(buf, _libc.munmap, addr, size).atexit = False  # exit unmaps it anyway
-    array = np.frombuffer(buf, dtype=dtype, count=size // np.dtype(dtype).itemsize)
+    array = np.frombuffer(buf, dtype=np.uint8)
     array.flags.writeable = False
     return array
 
@@ -323,63 +335,80 @@ def shard_numbers(directory: str | os.PathLike) -> dict[str, list[int]]:
     return {k: sorted(v) for k, v in found.items()}
 
 
-def open_shard(directory: str | os.PathLike, s: int, width: int) -> Shard:
-    """Map one shard's files and run the cheap checks: sizes agree with the
-    width and each other, offsets and metadata offsets are sound."""
+def open_shard(directory: str | os.PathLike, s: int, width: int,
+               sizes: dict[str, int] | None = None) -> Shard:
+    """Map one shard's files and run the cheap checks: sizes agree with
+    ``sizes`` (file name -> bytes, the manifest's record) when given, with
+    the width and with each other; offsets and metadata offsets are sound.
+    Each file is opened once (no separate existence or size checks) and no
+    descriptor stays open."""
     directory = Path(directory)
-    paths = {k: shard_path(directory, k, s) for k in SHARD_FILES}
-    for kind in ("tokenized", "table", "offset"):
-        if not paths[kind].exists():
+    base = os.fspath(directory)
+
+    def path(kind: str) -> str:  # a str: a Path per file would cost as much as its map
+        return os.path.join(base, f"{kind}.{s}")
+
+    raw = {}
+    for kind in SHARD_FILES:
+        try:
+            raw[kind] = _map_bytes(path(kind))
+        except FileNotFoundError:
+            if kind in ("tokenized", "table", "offset"):
+                raise IndexFormatError(
+                    f"{path(kind)} is missing; rebuild the index (or run "
+                    f"`infinigram index {directory}` if only table files are missing)") from None
+    for kind, data in raw.items():
+        expected = (sizes or {}).get(f"{kind}.{s}", len(data))
+        if len(data) != expected:
             raise IndexFormatError(
-                f"{paths[kind]} is missing; rebuild the index (or run `infinigram index "
-                f"{directory}` if only table files are missing)")
-    size = paths["tokenized"].stat().st_size
+                f"{path(kind)} has {len(data)} bytes but {MANIFEST} records {expected}: "
+                "the file is truncated or from another build; rebuild the index")
+    size = len(raw["tokenized"])
     if size % width:
         raise IndexFormatError(
-            f"{paths['tokenized']} has {size} bytes, not a multiple of the token width "
+            f"{path('tokenized')} has {size} bytes, not a multiple of the token width "
             f"{width}: the file is truncated or the width is wrong")
-    off_size = paths["offset"].stat().st_size
+    off_size = len(raw["offset"])
     if off_size % 8:
-        raise IndexFormatError(f"{paths['offset']} has {off_size} bytes, not a multiple of 8: truncated")
-    tokens = map_array(paths["tokenized"], token_dtype(width))
-    offsets = map_array(paths["offset"], np.dtype("<u8"))
-    check_offsets(tokens, offsets, paths["offset"])
+        raise IndexFormatError(
+            f"{path('offset')} has {off_size} bytes, not a multiple of 8: truncated")
+    tokens = raw["tokenized"].view(token_dtype(width))
+    offsets = raw["offset"].view(np.dtype("<u8"))
+    check_offsets(tokens, offsets, path("offset"))
     pointer = pointer_width(size)
-    table_size = paths["table"].stat().st_size
+    table_size = len(raw["table"])
     if table_size != len(tokens) * pointer:
         raise IndexFormatError(
-            f"{paths['table']} has {table_size} bytes, expected {len(tokens) * pointer} "
+            f"{path('table')} has {table_size} bytes, expected {len(tokens) * pointer} "
             f"({len(tokens)} tokens x {pointer}-byte pointers): the file is truncated or from "
             f"another build; delete it and run `infinigram index {directory}`")
-    has_meta = paths["metadata"].exists()
-    if has_meta != paths["metaoff"].exists():
+    has_meta = "metadata" in raw
+    if has_meta != ("metaoff" in raw):
         raise IndexFormatError(
             f"shard {s} of {directory} has only one of metadata.{s} / metaoff.{s}; rebuild the index")
-    shard = Shard(
-        index=s,
-        tokens=tokens,
-        table=map_array(paths["table"], np.uint8),
-        offsets=offsets,
-        metadata=map_array(paths["metadata"], np.uint8) if has_meta else None,
-        metaoff=map_array(paths["metaoff"], np.dtype("<u8")) if has_meta else None,
-        width=width,
-        pointer=pointer,
-    )
+    metaoff = raw.get("metaoff")
+    if metaoff is not None:
+        if len(metaoff) % 8:
+            raise _damaged(path("metaoff"), f"it has {len(metaoff)} bytes, not a multiple of 8")
+        metaoff = metaoff.view(np.dtype("<u8"))
+    shard = Shard(index=s, tokens=tokens, table=raw["table"], offsets=offsets,
+                  metadata=raw.get("metadata"), metaoff=metaoff, width=width, pointer=pointer)
     if shard.metaoff is not None:
         if shard.metaoff.shape[0] != shard.n_docs:
             raise IndexFormatError(
-                f"{paths['metaoff']} lists {shard.metaoff.shape[0]} documents, offset.{s} "
+                f"{path('metaoff')} lists {shard.metaoff.shape[0]} documents, offset.{s} "
                 f"lists {shard.n_docs}: truncated or mismatched; rebuild the index")
-        _check_metaoff(shard.metadata, shard.metaoff, paths["metadata"], paths["metaoff"])
+        _check_metaoff(shard.metadata, shard.metaoff, path("metadata"), path("metaoff"))
     return shard
 
 
-def _damaged(path: Path, what: str, fix: str | None = None) -> IndexFormatError:
-    fix = fix or f"rebuild the index (`infinigram verify {path.parent}` lists every damaged file)"
+def _damaged(path: str | os.PathLike, what: str, fix: str | None = None) -> IndexFormatError:
+    fix = fix or (f"rebuild the index (`infinigram verify {Path(path).parent}` lists every "
+                  "damaged file)")
     return IndexFormatError(f"{path} is damaged: {what}; {fix}")
 
 
-def _ascending(values: np.ndarray, path: Path, fix: str | None = None) -> None:
+def _ascending(values: np.ndarray, path: str | os.PathLike, fix: str | None = None) -> None:
     """Raise unless ``values`` are strictly ascending (checked in chunks)."""
     for lo in range(0, max(len(values) - 1, 0), _CHUNK):
         part = np.asarray(values[lo:lo + _CHUNK + 1])
@@ -390,7 +419,7 @@ def _ascending(values: np.ndarray, path: Path, fix: str | None = None) -> None:
                                  f"({values[i - 1]})", fix)
 
 
-def check_offsets(tokens: np.ndarray, offsets: np.ndarray, path: Path,
+def check_offsets(tokens: np.ndarray, offsets: np.ndarray, path: str | os.PathLike,
                   fix: str | None = None) -> None:
     """The cheap checks of a shard's ``offset`` file against its tokens:
     the first document starts at byte 0, offsets ascend, and each is the
@@ -418,13 +447,13 @@ def check_offsets(tokens: np.ndarray, offsets: np.ndarray, path: Path,
                                  f" the offsets or the token width ({width}) are wrong", fix)
 
 
-def _check_metaoff(metadata: np.ndarray, metaoff: np.ndarray, meta_path: Path,
-                   path: Path) -> None:
+def _check_metaoff(metadata: np.ndarray, metaoff: np.ndarray, meta_path: str | os.PathLike,
+                   path: str | os.PathLike) -> None:
     """Cheap checks of ``metaoff`` against ``metadata``: lines start at 0,
     ascend, lie inside the file, and each follows a newline."""
     if not len(metaoff):
         if len(metadata):
-            raise _damaged(path, f"it lists no documents but {meta_path.name} holds "
+            raise _damaged(path, f"it lists no documents but {os.path.basename(meta_path)} holds "
                                  f"{len(metadata)} bytes")
         return
     if metaoff[0] != 0 or metaoff[-1] >= len(metadata):
@@ -442,22 +471,16 @@ def _check_metaoff(metadata: np.ndarray, metaoff: np.ndarray, meta_path: Path,
 
 
 def check_against_manifest(directory: str | os.PathLike, manifest: Manifest) -> None:
-    """Raise if files are missing, extra, or of another size than recorded."""
+    """Raise if files are missing or extra, from one listing of the
+    directory (``open_shard`` checks each file's recorded size as it maps it)."""
     directory = Path(directory)
-    listed = set()
-    for s, info in enumerate(manifest.shards):
-        for name, rec in info.files.items():
-            listed.add(name)
-            path = directory / name
-            if not path.exists():
-                raise IndexFormatError(f"{path} is missing (listed in {MANIFEST}); rebuild the index")
-            size = path.stat().st_size
-            if size != rec["size"]:
-                raise IndexFormatError(
-                    f"{path} has {size} bytes but {MANIFEST} records {rec['size']}: "
-                    "the file is truncated or from another build; rebuild the index")
-    for name in sorted(os.listdir(directory)):
-        if _SHARD_FILE_RE.match(name) and name not in listed:
+    present = set(os.listdir(directory))
+    listed = {name for info in manifest.shards for name in info.files}
+    for name in sorted(listed - present):
+        raise IndexFormatError(
+            f"{directory / name} is missing (listed in {MANIFEST}); rebuild the index")
+    for name in sorted(present - listed):
+        if _SHARD_FILE_RE.match(name):
             raise IndexFormatError(
                 f"{directory / name} is not part of this index ({MANIFEST} lists "
                 f"{len(manifest.shards)} shard(s)); move it away or rebuild the index")
@@ -472,7 +495,9 @@ def open_index(directory: str | os.PathLike, manifest: Manifest | None = None,
         raise IndexFormatError(f"index directory {directory} does not exist; build it first")
     if manifest is not None:
         check_against_manifest(directory, manifest)
-        shards = [open_shard(directory, s, manifest.token_width) for s in range(len(manifest.shards))]
+        shards = [open_shard(directory, s, manifest.token_width,
+                             {name: rec["size"] for name, rec in info.files.items()})
+                  for s, info in enumerate(manifest.shards)]
         for shard, info in zip(shards, manifest.shards):
             if shard.n_tokens != info.tokens or shard.n_docs != info.docs:
                 raise IndexFormatError(

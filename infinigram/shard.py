@@ -54,6 +54,10 @@ class ShardSearcher(ShardDocuments):
         self.step = _sample_step(self.n)
         """Stride of the key sample; may be changed before it is built
         (next-token tallies read it at powers of 2 only)."""
+        self.bucket_min = 1 << (8 * self._tokens.itemsize)
+        """Fewest tokens for which the sample comes with a bucket table: none
+        larger than the shard (2^16 entries at width 2), where bisecting the
+        whole table is as quick (1,000 small shards would hold 512 MiB)."""
         self._plain = ShardArrays(self._tokens, self._table, self._pointer, _EMPTY, _EMPTY,
                                   1 << 40)
         self._search: ShardArrays | None = None
@@ -101,7 +105,7 @@ class ShardSearcher(ShardDocuments):
                                          min(ns, j0 + SAMPLE_CHUNK))
             ks.index_sample(sample, ns)
             bucket = ks.buckets(tokens, table, pointer, sample, step) \
-                if self.n >= 1 << (8 * tokens.itemsize) else _EMPTY
+                if self.n >= self.bucket_min else _EMPTY
             self._search = ShardArrays(tokens, table, pointer, bucket, sample, step)
 
     def _call(self, kernel, *args):

@@ -453,7 +453,7 @@ def test_wide_table_entries(tmp_path, pointer):
     eng = engine.Engine(small.paths, shards, 2, fmt.separator(2), {"kind": "none"}, (None,))
     for s in eng.searchers:
         assert s._table.dtype == (np.uint32 if pointer == 4 else np.uint8)
-        s.step = 2
+        s.step, s.bucket_min = 2, 0
         s.prepare()
     check_queries(eng, docs, queries_for(docs, rng, 20))
     check_score(eng, [t for d in docs for t in d][:40])
@@ -477,7 +477,7 @@ def test_ntd_many_next_tokens(tmp_path, width, pointer):
         eng = engine.Engine(eng.paths, shards, width, top, {"kind": "none"}, (None,))
     for step in (16, 2):
         for s in eng.searchers:
-            s.step, s._search = step, None
+            s.step, s.bucket_min, s._search = step, 0, None
             s.prepare()
         d = eng.ntd([5])
         assert len(d.ids) > 2 * tally.PROBES_AHEAD
@@ -500,7 +500,7 @@ def test_sampled_search_small_strides(tmp_path, width, step):
             eng = engine.open(make_index(tmp_path, docs, width=width, shards=shards,
                                          vocab_size=fmt.separator(width)))
             for s in eng.searchers:
-                s.step = step
+                s.step, s.bucket_min = step, 0
                 s.prepare()
             check_queries(eng, docs, queries_for(docs, rng, 20))
             flat = [t for d in docs for t in d]
