@@ -33,8 +33,10 @@ have the width of the larger indexes': the same compiled code)."""
 
 CHILD = """
 import json, sys, threading, time
+from array import array
 import numpy as np
 import infinigram as ig
+from infinigram.native import search
 index, warm_index, threads = sys.argv[1], sys.argv[2], [int(x) for x in sys.argv[3].split(",")]
 rng = np.random.default_rng(0)
 tokens = np.memmap(index + "/tokenized.0", dtype="<u2", mode="r")
@@ -66,22 +68,30 @@ t0 = time.perf_counter()
 while any(s._search is None for s in eng.searchers):
     time.sleep(0.001)
 ready_s = time.perf_counter() - t0
+shard = eng.searchers[0]
+kernel = shard._direct[(search.count, array)]  # the compiled count, no Python around it
+bare = [array("q", q) for q in many]
 def run(part):
     for q in part:
         eng.count(q)
-run(many[:5000])
-rate = {}
-for T in threads:
-    parts = [many[i::T] for i in range(T)]
-    ts = [threading.Thread(target=run, args=(p,)) for p in parts]
-    t = time.perf_counter()
-    for x in ts:
-        x.start()
-    for x in ts:
-        x.join()
-    rate[T] = len(many) / (time.perf_counter() - t)
+def run_bare(part):
+    args = shard.search_args()
+    for q in part:
+        kernel(*args, q, 0, 65535)
+def rates(fn, queries):
+    fn(queries[:5000])
+    out = {}
+    for T in threads:
+        ts = [threading.Thread(target=fn, args=(queries[i::T],)) for i in range(T)]
+        t = time.perf_counter()
+        for x in ts:
+            x.start()
+        for x in ts:
+            x.join()
+        out[T] = len(queries) / (time.perf_counter() - t)
+    return out
 print(json.dumps({"open_s": open_s, "first_s": times, "sample_wait_s": ready_s,
-                  "count_per_s": rate}))
+                  "count_per_s": rates(run, many), "kernel_per_s": rates(run_bare, bare)}))
 """.replace("FIRST", str(FIRST))
 
 
@@ -122,19 +132,23 @@ def report(data: dict) -> str:
              "tokens, from the corpus), each timed; then the wait for the background thread to "
              "finish the key sample; then `count` throughput (5-token lists, 200,000 calls "
              "shared by T threads, one engine).", ""]
+    lines.append(rep.md_table(["index tokens", "open ms", f"slowest of first {FIRST} ms",
+                               f"median of first {FIRST} µs", "sample built after (ms)"],
+                              [[f"{s['tokens']:,}", s["open_s"] * 1e3, s["slowest_ms"],
+                                s["median_us"], s["sample_wait_s"] * 1e3]
+                               for s in data["sizes"]]))
+    lines += ["", "Calls per second from T threads sharing one engine: `count` (5-token lists), "
+              "and the compiled count kernel called directly with the same queries (no Python "
+              "around it: the floor that the GIL hand-over between threads sets).", ""]
     rows = []
     for s in data["sizes"]:
-        rate = s["count_per_s"]
-        base = rate[str(threads[0])] if str(threads[0]) in rate else rate[threads[0]]
-        row = [f"{s['tokens']:,}", s["open_s"] * 1e3, s["slowest_ms"], s["median_us"],
-               s["sample_wait_s"] * 1e3]
-        for t in threads:
-            v = rate.get(str(t), rate.get(t))
-            row.append(f"{v:,.0f} ({v / base:.2f}x)")
-        rows.append(row)
-    lines.append(rep.md_table(["index tokens", "open ms", f"slowest of first {FIRST} ms",
-                               f"median of first {FIRST} µs", "sample built after (ms)"]
-                              + [f"count/s, {t} thread{'s' * (t > 1)}" for t in threads], rows))
+        for key, label in (("count_per_s", "Engine.count"), ("kernel_per_s", "kernel alone")):
+            rate = {int(k): v for k, v in s[key].items()}
+            rows.append([f"{s['tokens']:,}", label]
+                        + [f"{rate[t]:,.0f} ({rate[t] / rate[threads[0]]:.2f}x)"
+                           for t in threads])
+    lines.append(rep.md_table(["index tokens", "calls"]
+                              + [f"{t} thread{'s' * (t > 1)}" for t in threads], rows))
     lines += ["", "#### Targets (issue 20)", ""]
     for s in data["sizes"]:
         lines.append(f"- slowest of the first {FIRST} queries <= 50 ms at {s['tokens']:,} "
