@@ -104,7 +104,7 @@ class ShardSearcher(ShardDocuments):
                 ks.sample_keys[parallel](tokens, table, pointer, step, sample, j0,
                                          min(ns, j0 + SAMPLE_CHUNK))
             ks.index_sample(sample, ns)
-            bucket = ks.buckets(tokens, table, pointer, sample, step) \
+            bucket = ks.buckets[parallel](tokens, table, pointer, sample, step) \
                 if self.n >= self.bucket_min else _EMPTY
             self._search = ShardArrays(tokens, table, pointer, bucket, sample, step)
 

@@ -223,35 +223,58 @@ def _first_below(ctx, i):
     return byte_key(tokens[suffix(tokens, table, pointer, i)], width_of(tokens)) < k
 
 
+@jit(inline="always")
+def _sample_below(ctx, j):
+    sample, shift, k = ctx
+    return (sample[j] >> shift) - 1 < k
+
+
+BUCKET_BLOCKS = 64
+"""Blocks of first-token keys whose bucket starts are found independently."""
+
+
 @jit
-def buckets(tokens, table, pointer, sample, step):
-    """First-token bucket table for widths 1 and 2 (entry k: the first
-    suffix-array entry whose first token has key k; length 2^(8W) + 1), found
-    by bisection from the key sample of stride ``step``: for each key present,
-    about log2(step) probes inside the sample block holding its start;
-    absent keys cost one comparison. Empty for width 4, where searches start
-    from the whole table."""
-    width = width_of(tokens)
-    if width > 2:
-        return np.zeros(0, dtype=np.int64)
+def _bucket_block(tokens, table, pointer, sample, step, shift, out, k0, k1):
+    """Bucket starts of the keys [k0, k1) into ``out`` (see :func:`buckets`)."""
     n = tokens.shape[0]
-    K = 1 << (8 * width)
-    out = np.empty(K + 1, dtype=np.int64)
-    bits, c = packing(width)
-    shift = bits * (c - 1)
     ns = _sample_len(n, step)
-    j = 0  # first sample key whose first token's key is >= k
-    b = 0  # the bucket start of key k - 1: every entry before it is below k - 1
-    for k in range(K):
-        if b < n and _first_below((tokens, table, pointer, k), b):
+    j = lower_bound(_sample_below, (sample, shift, k0), 0, ns)  # first sample key >= k
+    b = lower_bound(_first_below, (tokens, table, pointer, k0),  # the bucket start of k
+                    (j - 1) * step + 1 if j else 0, j * step if j < ns else n)
+    out[k0] = b
+    for k in range(k0 + 1, k1):
+        if b < n and _first_below((tokens, table, pointer, k), b):  # key k starts after b
             while j < ns and (sample[j] >> shift) - 1 < k:
                 j += 1
             hi = j * step if j < ns else n
             b = lower_bound(_first_below, (tokens, table, pointer, k),
                             max(b + 1, (j - 1) * step + 1), hi)
         out[k] = b
-    out[K] = n
+
+
+def _buckets(tokens, table, pointer, sample, step):
+    """First-token bucket table for widths 1 and 2 (entry k: the first
+    suffix-array entry whose first token has key k; length 2^(8W) + 1), found
+    by bisection from the key sample of stride ``step``: for each key present,
+    about log2(step) probes inside the sample block holding its start;
+    absent keys cost one comparison; blocks of keys run in parallel. Empty
+    for width 4, where searches start from the whole table."""
+    width = width_of(tokens)
+    if width > 2:
+        return np.zeros(0, dtype=np.int64)
+    K = 1 << (8 * width)
+    out = np.empty(K + 1, dtype=np.int64)
+    bits, c = packing(width)
+    per = K // BUCKET_BLOCKS
+    for blk in prange(BUCKET_BLOCKS):
+        _bucket_block(tokens, table, pointer, sample, step, bits * (c - 1), out,
+                      blk * per, (blk + 1) * per)
+    out[K] = tokens.shape[0]
     return out
+
+
+buckets = twin(_buckets)
+"""``_buckets`` on the calling thread (index False) or on every core (True)."""
 
 
 @lean
