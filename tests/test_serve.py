@@ -3,11 +3,14 @@ port, every query type compared with the Python API on the same index, and
 malformed requests that must each get a JSON 4xx."""
 import json
 import os
+import re
+import shutil
 import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 
 import httpx
 import numpy as np
@@ -316,3 +319,33 @@ def test_cli_serves(indexes, tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+CHROMIUM = next((p for p in ("chromium", "chromium-browser") if shutil.which(p)), None)
+
+
+@pytest.mark.skipif(CHROMIUM is None and os.environ.get("CI") != "true",
+                    reason="chromium is not installed (CI installs it; there this test runs)")
+def test_page_in_a_browser(url, indexes):
+    """Headless chromium loads the page with a query in the URL hash, runs
+    its script and renders the count and the highlighted documents."""
+    assert CHROMIUM, "chromium is missing: .ci/run installs it with apt"
+    eng = indexes["text"]
+
+    def dom(**state) -> str:
+        page = f"{url}/#{urllib.parse.urlencode(state, quote_via=urllib.parse.quote)}"
+        out = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
+                              "--virtual-time-budget=20000", "--dump-dom", page],
+                             capture_output=True, text=True, timeout=120)
+        assert 'data-done="1"' in out.stdout, out.stderr[-2000:]
+        return out.stdout
+
+    html = dom(index="text", query_type="search_docs", query="cat AND dog")
+    assert re.search(r'id="count">count: (\d+) ', html)[1] == str(eng.count_cnf([["cat"], ["dog"]]))
+    docs = html.split('<div class="doc">')[1:]
+    assert len(docs) == 2 and all('<mark class="c0">cat</mark>' in d and
+                                  '<mark class="c1">dog</mark>' in d for d in docs)
+    html = dom(index="text", query_type="infgram_ntd", query="xyz sat ")
+    d = eng.infgram_ntd("xyz sat ")
+    assert f'suffix used: "{"xyz sat "[-(d.effective_n - 1):]}"' in html
+    assert html.count('class="bar"') == len(d.ids)
