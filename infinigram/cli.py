@@ -8,8 +8,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import math
 import sys
+from pathlib import Path
 
 import click
 import numpy as np
@@ -18,6 +18,8 @@ from . import args
 from .engine import open as open_index
 from .errors import ArgumentError, InfinigramError
 from .format import DEFAULT_SHARD_TOKENS
+from .limits import Limits, flag
+from .results import jsonable
 from .verify import verify as verify_index
 
 
@@ -74,21 +76,6 @@ class _Group(click.Group):
         sys.exit(code if isinstance(code, int) else 0)
 
 
-def _jsonable(x):
-    """JSON-ready data: dataclasses as objects, arrays as lists, NaN and ±inf as null."""
-    if dataclasses.is_dataclass(x):
-        return {f.name: _jsonable(getattr(x, f.name)) for f in dataclasses.fields(x)}
-    if isinstance(x, (np.ndarray, np.generic)):
-        return _jsonable(x.tolist())
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    return x
-
-
 def _command(fn):
     """Run a command body; turn library errors into one line and exit 1."""
     @functools.wraps(fn)
@@ -102,7 +89,7 @@ def _command(fn):
 
 
 def _emit(as_json: bool, data, human: str) -> None:
-    click.echo(json.dumps(_jsonable(data), allow_nan=False) if as_json else _bytes(human))
+    click.echo(json.dumps(jsonable(data), allow_nan=False) if as_json else _bytes(human))
 
 
 def _open_query(argv, ids):
@@ -378,3 +365,54 @@ def demo(output, vocab_size, quiet):
     from .demo import run as run_demo
     for line in run_demo(output, vocab_size=vocab_size, quiet=quiet):
         click.echo(line)
+
+
+def _limit_options(fn):
+    """A flag per field of Limits (``--max-docs``, ..., ``--timeout``)."""
+    for f in reversed(dataclasses.fields(Limits)):
+        fn = click.option(flag(f.name), f.name, type=type(f.default), default=f.default,
+                          show_default=True, help=f.metadata["help"])(fn)
+    return fn
+
+
+def _named(dirs, names) -> dict:
+    """{name: directory} of the served indexes: each DIR under its own name,
+    each --name NAME=DIR under NAME."""
+    pairs = [(Path(d).resolve().name, d) for d in dirs]
+    for item in names:
+        name, eq, directory = item.partition("=")
+        if not (name and eq and directory):
+            raise click.BadParameter(f"--name {item!r} must be NAME=DIR")
+        pairs.append((name, directory))
+    if not pairs:
+        raise click.UsageError("give one or more index directories (INDEX_DIR or --name NAME=DIR)")
+    out = {}
+    for name, directory in pairs:
+        if name in out:
+            raise click.UsageError(f"two indexes are named {name!r}; name one with --name NAME=DIR")
+        out[name] = directory
+    return out
+
+
+@main.command()
+@click.argument("dirs", nargs=-1, metavar="INDEX_DIR...", type=click.Path(file_okay=False))
+@click.option("--name", "names", multiple=True, metavar="NAME=DIR",
+              help="Serve DIR under NAME (default name: the directory's name).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@_limit_options
+@_command
+def serve(dirs, names, host, port, **limits):
+    """Serve indexes read-only over HTTP: infini-gram's POST /, REST routes
+    under /v1/ (schema at /docs) and a web page at /."""
+    named = _named(dirs, names)
+    limits = Limits(**limits)
+    try:
+        import uvicorn
+        from .serve import make_app
+    except ImportError as e:
+        raise click.ClickException(str(e) if "infinigram[serve]" in str(e) else
+                                   f"infinigram serve needs uvicorn ({e}); install it with "
+                                   "`pip install 'infinigram[serve]'`") from None
+    app = make_app({name: open_index(d) for name, d in named.items()}, limits)
+    uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -29,6 +29,10 @@ class ShardDocuments:
         """Token index of each document's separator (int64, ascending)."""
         return np.asarray(self.shard.offsets, dtype=np.int64) // self.shard.width
 
+    def doc_starts_of(self, docs: np.ndarray) -> np.ndarray:
+        """Token index of the separator of each local document in ``docs``."""
+        return self.doc_starts[docs]
+
     def doc_of(self, pos: np.ndarray) -> np.ndarray:
         """Local document index of each token index."""
         return np.searchsorted(self.doc_starts, pos, side="right") - 1
@@ -44,6 +48,10 @@ class ShardDocuments:
 
     def cnf_count(self, clauses: list, window: int) -> int:
         """``Engine.count_cnf`` over this shard (clauses of int64 id arrays)."""
+        return len(self.cnf_positions(clauses, window))
+
+    def cnf_positions(self, clauses: list, window: int) -> np.ndarray:
+        """Token indexes (ascending) of the matches ``cnf_count`` counts."""
         pos = [np.unique(np.concatenate([self.positions(q) for q in c])) for c in clauses]
         p = pos[0]
         doc = self.doc_of(p)
@@ -55,7 +63,7 @@ class ShardDocuments:
         keep = np.ones(len(p), dtype=bool)
         for other in pos[1:]:
             keep &= np.searchsorted(other, hi, "right") > np.searchsorted(other, lo, "left")
-        return int(keep.sum())
+        return p[keep]
 
     def doc_length(self, d: int) -> int:
         """Tokens in local document ``d`` (its separator excluded)."""
@@ -127,6 +135,37 @@ class DocumentQueries:
             meta, source = corpus.split_metadata(_metadata(line, where, d))
         return Document(int(doc_ix), tokens, text, meta, source)
 
+    def doc_length(self, doc_ix: int) -> int:
+        """Tokens in document ``doc_ix`` (global index), its separator excluded."""
+        k, d = self._doc_shard(doc_ix)
+        return self._on(k, "doc_length", d)
+
+    def locate(self, shard: int, positions) -> tuple[np.ndarray, np.ndarray]:
+        """(global documents, token offsets inside them) of token indexes
+        ``positions`` of shard ``shard`` (from ``rank_position`` or
+        ``find_cnf``); a separator's position is a QueryError."""
+        shard = args.integer("shard", shard, high=len(self._shards) - 1)
+        n = self._shards[shard].n_tokens
+        pos = args.ids(positions, n, what="position")
+        docs = self._on(shard, "doc_of", pos)
+        offsets = pos - self._on(shard, "doc_starts_of", docs) - 1
+        if (offsets < 0).any():
+            bad = int(pos[np.argmax(offsets < 0)])
+            raise QueryError(f"position {bad} of shard {shard} is a document separator; "
+                             "pass the position of a real token")
+        return docs + int(self._doc_base[shard]), offsets
+
+    def rank_position(self, shard: int, rank: int) -> int:
+        """Token index where suffix-array entry ``rank`` of shard ``shard`` starts."""
+        shard = args.integer("shard", shard, high=len(self._shards) - 1)
+        rank = args.integer("rank", rank, high=self._shards[shard].n_tokens - 1)
+        return self._on(shard, "rank_position", rank)
+
+    def find_cnf(self, cnf, window: int = 100) -> tuple[np.ndarray, ...]:
+        """Per shard, the token indexes (ascending) of the matches that
+        ``count_cnf`` counts."""
+        return tuple(self._fan("cnf_positions", *self._cnf_args(cnf, window)))
+
     def count_cnf(self, cnf, window: int = 100) -> int:
         """Occurrences matching a CNF query (AND of ORs of n-grams).
 
@@ -135,13 +174,16 @@ class DocumentQueries:
         FIRST clause such that every other clause has an n-gram occurring
         at a start position q in the same document with |q - p| <= window.
         """
+        return sum(self._fan("cnf_count", *self._cnf_args(cnf, window)))
+
+    def _cnf_args(self, cnf, window) -> tuple[list, int]:
+        """Validated (clauses of id arrays, window) of a CNF query."""
         if not isinstance(cnf, (list, tuple)) or not cnf or not all(
                 isinstance(c, (list, tuple)) and c for c in cnf):
             raise QueryError(
-                f"cnf {cnf!r} must be a non-empty list of non-empty lists of n-gram queries")
+                f"cnf {cnf!r:.80} must be a non-empty list of non-empty lists of n-gram queries")
         window = args.integer("window", window)
-        clauses = [[self._ids(q) for q in clause] for clause in cnf]
-        return sum(self._fan("cnf_count", clauses, window))
+        return [[self._ids(q) for q in clause] for clause in cnf], window
 
 
 def _metadata(line: bytes, where: Path, d: int) -> dict:

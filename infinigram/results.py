@@ -6,6 +6,7 @@ fields with numpy instead.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 
@@ -106,3 +107,18 @@ class Document:
     text: str | None
     metadata: dict | None
     source: dict | None = None
+
+
+def jsonable(x):
+    """JSON-ready data: dataclasses as objects, arrays as lists, NaN and ±inf as null."""
+    if dataclasses.is_dataclass(x):
+        return {f.name: jsonable(getattr(x, f.name)) for f in dataclasses.fields(x)}
+    if isinstance(x, (np.ndarray, np.generic)):
+        return jsonable(x.tolist())
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v) for v in x]
+    if isinstance(x, dict):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    return x

@@ -187,6 +187,10 @@ class ShardSearcher(ShardDocuments):
         lo, hi = self.range(ids)
         return np.sort(ks.positions(self._tokens, self._table, self._pointer, lo, hi))
 
+    def rank_position(self, rank: int) -> int:
+        """Token index where the suffix of entry ``rank`` starts."""
+        return int(ks.positions(self._tokens, self._table, self._pointer, rank, rank + 1)[0])
+
     # ---- whole per-shard answers: what an engine fans out to every shard --
     def prompt_range(self, ids: np.ndarray) -> tuple[int, int]:
         """``range(ids)``, or every entry for the empty prompt."""
