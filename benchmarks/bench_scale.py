@@ -125,8 +125,7 @@ def bench_size(n: int, threads: list[int], build_threads: int | None) -> dict:
 
 def report(data: dict) -> str:
     threads = data["threads"]
-    lines = ["### Queries at scale (issue 20)", "", rep.machine_md(data["machine"]),
-             f"Command: `{data['command']}`; {rep.busy_md(data)}.",
+    lines = rep.preamble("### Queries at scale (issue 20)", data) + [
              f"Each size in a fresh process with the kernels already loaded (a {WARM:,}-token "
              f"index opened and queried first): `open`, then {FIRST} `count` calls one at a time (1-10 "
              "tokens, from the corpus), each timed; then the wait for the background thread to "

@@ -76,6 +76,13 @@ def busy_md(data: dict) -> str:
     return f"Load average low ({load})"
 
 
+def preamble(title: str, data: dict) -> list[str]:
+    """The first lines of a results block: its heading, the machine, the
+    command and how busy the machine was."""
+    return [title, "", machine_md(data["machine"]),
+            f"Command: `{data['command']}`; {busy_md(data)}."]
+
+
 def machine_md(m: dict) -> str:
     return (f"Machine: {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM; "
             f"Python {m['python']}; "

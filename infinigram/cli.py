@@ -409,10 +409,11 @@ def serve(dirs, names, host, port, **limits):
     limits = Limits(**limits)
     try:
         import uvicorn
-        from .serve import make_app
+        from .serve import make_app, warm
     except ImportError as e:
         raise click.ClickException(str(e) if "infinigram[serve]" in str(e) else
                                    f"infinigram serve needs uvicorn ({e}); install it with "
                                    "`pip install 'infinigram[serve]'`") from None
-    app = make_app({name: open_index(d) for name, d in named.items()}, limits)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    engines = {name: open_index(d) for name, d in named.items()}
+    warm(engines)
+    uvicorn.run(make_app(engines, limits), host=host, port=port, log_level="warning")

@@ -20,7 +20,7 @@ try:
     import anyio
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import HTMLResponse, JSONResponse
+    from fastapi.responses import HTMLResponse, JSONResponse, Response
     from pydantic import BaseModel, ConfigDict
     from starlette.exceptions import HTTPException
 except ImportError as e:
@@ -51,6 +51,10 @@ def _over(limits: Limits, name: str, value) -> None:
 
 # ---- queries ----------------------------------------------------------------
 def _is_cnf(q) -> bool:
+    """Whether the query or query_ids ``q`` is a CNF: text with ' AND ' or
+    ' OR ', or ids nested three deep."""
+    if isinstance(q, str):
+        return " AND " in q or " OR " in q
     return isinstance(q, list) and bool(q) and all(
         isinstance(c, list) and all(isinstance(t, list) for t in c) for c in q)
 
@@ -72,8 +76,7 @@ def parse_query(eng: Engine, limits: Limits, query, query_ids):
         if not isinstance(query, str):
             raise QueryError(f"query={query!r:.60} must be a string; pass token ids as query_ids")
         _over(limits, "max_query_chars", len(query))
-        cnf = [c.split(" OR ") for c in query.split(" AND ")] if (
-            " AND " in query or " OR " in query) else None
+        cnf = [c.split(" OR ") for c in query.split(" AND ")] if _is_cnf(query) else None
     elif query_ids is not None and not isinstance(query_ids, list):
         raise QueryError(f"query_ids={query_ids!r:.60} must be a list of token ids, or a CNF "
                          "(a list of clauses, each a list of lists of token ids)")
@@ -264,6 +267,23 @@ def _score(eng, limits, q, max_context):
     return jsonable(eng.score(_simple(q, "score"), max_context))
 
 
+def warm(engines: dict) -> None:
+    """Run every query type but the document getters once on each engine
+    (a one- and a two-token query), so that no request waits for a kernel
+    to load or compile."""
+    limits = Limits()
+    for eng in engines.values():
+        for name, fn in HANDLERS.items():
+            if not name.startswith("get_doc_by_"):
+                for q in ([0], [0, 0]):
+                    fn(eng, limits, np.array(q, dtype=np.int64), **_params(fn, {}, limits))
+
+
+INLINE = {"count", "prob", "infgram_prob", "find"}
+"""Query types answered on the event loop itself: a few searches each (at
+most ``max_query_tokens`` long, well under a millisecond), cheaper than the
+hand-over to a worker thread; every other type runs on a worker thread."""
+
 HANDLERS: dict[str, Callable] = {
     "count": _count, "prob": _prob, "ntd": _ntd, "infgram_prob": _infgram_prob,
     "infgram_ntd": _infgram_ntd, "find": _find, "find_cnf": _find_cnf,
@@ -395,7 +415,7 @@ def make_app(engines: dict, limits: Limits = Limits()) -> FastAPI:
                   "suffix-array indexes (read-only).", version="1")
     page = resources.files(__package__).joinpath("static/index.html").read_text("utf-8")
 
-    async def answer(index: str, query_type: str, fields: dict) -> dict:
+    async def answer(index: str, query_type: str, fields: dict) -> Response:
         eng = engines.get(index) if isinstance(index, str) else None
         if eng is None:
             raise HTTPError(404, f"no index named {index!r:.80}; this server has "
@@ -412,13 +432,16 @@ def make_app(engines: dict, limits: Limits = Limits()) -> FastAPI:
             out = fn(eng, limits, q, **params)
             out["latency"] = (time.perf_counter() - start) * 1000
             out["token_ids"], out["tokens"] = q, _tokens(eng, q)
-            return jsonable(out)
+            return json.dumps(jsonable(out))  # here, not on the event loop
+        if query_type in INLINE and not _is_cnf(query) and not _is_cnf(query_ids):
+            return Response(work(), media_type="application/json")
         try:
             with anyio.fail_after(limits.timeout):
-                return await anyio.to_thread.run_sync(work, abandon_on_cancel=True)
+                body = await anyio.to_thread.run_sync(work, abandon_on_cancel=True)
         except TimeoutError:
             raise HTTPError(408, f"the query ran over the server's limit timeout={limits.timeout} "
                                  f"seconds ({flag('timeout')}); ask for less") from None
+        return Response(body, media_type="application/json")
 
     @app.exception_handler(HTTPError)
     async def _http_error(request, e: HTTPError):

@@ -277,10 +277,16 @@ def test_limit_errors_name_the_limit(url):
 
 
 def test_time_budget(indexes):
+    """Queries on worker threads are bounded by the time budget (count,
+    prob, infgram_prob and find of a plain n-gram are answered inline, in
+    microseconds)."""
     app = make_app(indexes, Limits(timeout=1e-9))
     from fastapi.testclient import TestClient
-    r = TestClient(app).post("/", json={"index": "text", "query_type": "count", "query": "cat"})
-    assert r.status_code == 408 and "--timeout" in r.json()["error"]
+    client = TestClient(app)
+    for query_type in ("ntd", "search_docs", "count"):
+        r = client.post("/", json={"index": "text", "query_type": query_type,
+                                   "query": "cat AND dog" if query_type == "count" else "cat"})
+        assert r.status_code == 408 and "--timeout" in r.json()["error"], query_type
 
 
 def test_page(url):
