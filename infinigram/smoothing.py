@@ -149,3 +149,32 @@ def _backoff(engine, context: list) -> tuple[np.ndarray, np.ndarray]:
         if d.prompt_count:
             return d.ids, d.counts
     raise QueryError(f"index {engine.path} holds no token to sample; sample from a non-empty index")
+
+
+UNIFORM_WEIGHT = 0.01
+"""Weight of the uniform 1/V in the ∞-gram probabilities that perplexity uses."""
+
+
+def perplexity(engine, docs, kn: int | None = None) -> dict:
+    """Perplexity of the token id sequences ``docs`` (every token of every
+    document, each given the tokens before it in its document) under the
+    ∞-gram model mixed with the uniform distribution,
+    (1 - UNIFORM_WEIGHT) P∞ + UNIFORM_WEIGHT / V, so that a token the ∞-gram
+    gives 0 (or an empty index, nan) costs log V / UNIFORM_WEIGHT and not
+    infinity; and, with ``kn``, under Kneser-Ney of that order."""
+    vocab = engine.vocab_size
+    tokens = zeros = 0
+    nll = kn_nll = 0.0
+    kn = None if kn is None else order(kn)
+    for ids in docs:
+        probs = np.nan_to_num(engine.score(ids).probs, nan=0.0)
+        tokens += len(probs)
+        zeros += int((probs == 0).sum())
+        nll -= np.log((1 - UNIFORM_WEIGHT) * probs + UNIFORM_WEIGHT / vocab).sum()
+        if kn is not None:
+            kn_nll -= sum(np.log(engine.kn_prob(ids[:t], ids[t], kn)) for t in range(len(ids)))
+    out = {"tokens": tokens, "infgram_ppl": float(np.exp(nll / tokens)) if tokens else float("nan"),
+           "infgram_zero_tokens": zeros, "uniform_weight": UNIFORM_WEIGHT}
+    if kn is not None:
+        out.update(kn_order=kn, kn_ppl=float(np.exp(kn_nll / tokens)) if tokens else float("nan"))
+    return out

@@ -1,10 +1,13 @@
 """Kneser-Ney (infinigram.smoothing) against a brute-force oracle and tokengrams."""
+import json
 from collections import Counter
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
 import infinigram.engine as engine
+from infinigram.cli import main
 from infinigram.errors import QueryError
 from conftest import make_index
 from test_engine import ADVERSARIAL
@@ -133,3 +136,23 @@ def test_kn_bad_input(tmp_path):
         eng.kn_dist([7], 2)
     with pytest.raises(QueryError, match="next ids"):
         eng.kn_prob_many([[1]], [1, 2], 2)
+
+
+def test_ppl_cli(tmp_path):
+    docs = [list(b"abcabcabd abca"), list(b"bca cab")]
+    index = make_index(tmp_path, docs, width=2, tokenizer="bytes")
+    held = tmp_path / "held.jsonl"
+    held.write_text('{"text": "abcab"}\n{"text": "zab"}\n')
+    r = CliRunner().invoke(main, ["ppl", str(index), str(held), "--kn", "3", "--json"])
+    assert r.exit_code == 0, r.output
+    got = json.loads(r.output)
+    eng = engine.open(index)
+    seqs = [list(b"abcab"), list(b"zab")]
+    p_inf = [eng.infgram_prob(s[:t], s[t]).prob for s in seqs for t in range(len(s))]
+    mixed = [0.99 * p + 0.01 / eng.vocab_size for p in p_inf]
+    assert got["tokens"] == 8 and got["infgram_zero_tokens"] == p_inf.count(0.0) == 1
+    assert abs(got["infgram_ppl"] - np.exp(-np.mean(np.log(mixed)))) < 1e-9
+    kn = [oracle_dist(docs, eng.vocab_size, s[:t], 3)[s[t]] for s in seqs for t in range(len(s))]
+    assert abs(got["kn_ppl"] - np.exp(-np.mean(np.log(kn)))) < 1e-6 * got["kn_ppl"]
+    bad = CliRunner().invoke(main, ["ppl", str(index), str(held), "--kn", "0"])
+    assert bad.exit_code == 1 and bad.output.count("\n") == 1 and "n=0" in bad.output
