@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import args, format as fmt
+from . import args, format as fmt, smoothing
 from .documents import DocumentQueries
 from .errors import ArgumentError, IndexFormatError, QueryError, TokenizerError
 from .native import batch
@@ -391,6 +391,42 @@ class Engine(DocumentQueries):
         with np.errstate(invalid="ignore", divide="ignore"):
             probs = np.where(total > 0, cont / np.maximum(total, 1), np.nan)
         return ScoreResult(probs, np.maximum(L, 0) + 1, total, cont, one)
+
+    # ---- Kneser-Ney and sampling (infinigram.smoothing) --------------------
+    def kn_dist(self, prompt, n) -> np.ndarray:
+        """Interpolated Kneser-Ney P(. | the last n-1 tokens of ``prompt``):
+        a float64 array of ``vocab_size`` probabilities (see
+        :mod:`infinigram.smoothing` for the estimator)."""
+        return smoothing.model(self).dist(self._ids(prompt, empty_ok=True), smoothing.order(n))
+
+    def kn_prob(self, prompt, next_id, n) -> float:
+        """Interpolated Kneser-Ney P(next_id | the last n-1 tokens of ``prompt``)."""
+        return float(self.kn_dist(prompt, n)[self._next_id(next_id)])
+
+    def kn_dist_many(self, prompts, n) -> np.ndarray:
+        """kn_dist of each prompt: a float64 array [len(prompts), vocab_size]."""
+        out = np.zeros((len(_batch("kn_dist_many", prompts)), self._vocab), np.float64)
+        for row, p in zip(out, prompts):
+            row[:] = self.kn_dist(p, n)
+        return out
+
+    def kn_prob_many(self, prompts, next_ids, n) -> np.ndarray:
+        """kn_prob of each (prompt, next id) pair: a float64 array."""
+        prompts = _batch("kn_prob_many", prompts)
+        if len(next_ids) != len(prompts):
+            raise QueryError(f"kn_prob_many got {len(prompts)} prompts and {len(next_ids)} "
+                             "next ids; pass one next id per prompt")
+        return np.array([self.kn_prob(p, t, n) for p, t in zip(prompts, next_ids)], np.float64)
+
+    def sample(self, prompt, k, n, smoothed: bool = True, seed=None) -> np.ndarray:
+        """k token ids generated after ``prompt``, each drawn given the last
+        n-1 tokens so far: from ``kn_dist`` (``smoothed``), or from the exact
+        next-token counts of the longest suffix of those n-1 tokens that is
+        followed by a real token (unsmoothed; the empty suffix: unigram).
+        The same ``seed`` (numpy ``default_rng``) gives the same tokens."""
+        ids = self._ids(prompt, empty_ok=True)
+        k = args.integer("k", k)
+        return smoothing.sample(self, ids, k, smoothing.order(n), bool(smoothed), seed)
 
     def score_many(self, seqs, max_context: int | None = None) -> list[ScoreResult]:
         """score() of each sequence."""

@@ -14,7 +14,7 @@ import numpy as np
 
 from . import format as fmt
 from .documents import ShardDocuments
-from .native import batch, direct, infgram, search as ks, tally
+from .native import batch, direct, infgram, search as ks, smoothing, tally
 
 _EMPTY = np.zeros(0, dtype=np.int64)
 SCRATCH_MAX = 64 << 20
@@ -190,6 +190,11 @@ class ShardSearcher(ShardDocuments):
     def rank_position(self, rank: int) -> int:
         """Token index where the suffix of entry ``rank`` starts."""
         return int(ks.positions(self._tokens, self._table, self._pointer, rank, rank + 1)[0])
+
+    def kgram_counts(self, n: int, collect: bool):
+        """Count-of-counts of this shard's k-grams, k = 1..n (see
+        ``native.smoothing.kgram_counts``)."""
+        return smoothing.kgram_counts(self._tokens, self._table, self._pointer, n, collect)
 
     # ---- whole per-shard answers: what an engine fans out to every shard --
     def prompt_range(self, ids: np.ndarray) -> tuple[int, int]:
