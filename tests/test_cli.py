@@ -122,6 +122,8 @@ JSON_KEYS = {  # command -> (argv after the command, with {idx}/{copy}/{src}/{ou
     "search": ("{idx} cat", {"count", "n_docs", "docs"}),
     "doc": ("{idx} 0", {"doc_ix", "tokens", "text", "metadata", "source"}),
     "verify": ("{idx}", {"path", "checked", "problems"}),
+    "ppl": ("{idx} {src} --kn 3", {"tokens", "infgram_ppl", "infgram_zero_tokens",
+                                   "uniform_weight", "kn_order", "kn_ppl"}),
 }
 
 
