@@ -17,7 +17,7 @@ and the children's base is ``node ^ offset(unit)``.
 """
 import numpy as np
 
-from . import jit
+from . import jit, lean
 from .bpe import SPACE
 
 REPLACEMENT = 0xFFFD
@@ -85,16 +85,6 @@ def _longest(units, data, i, end):
     return length, value
 
 
-@jit(inline="always")
-def _ensure(out, need):
-    """``out``, or a copy twice as large when it holds fewer than ``need``."""
-    if need <= out.shape[0]:
-        return out
-    grown = np.empty(max(need, 2 * out.shape[0]), dtype=np.uint32)
-    grown[:out.shape[0]] = out
-    return grown
-
-
 @jit
 def normalize(data, bounds, units, pool, starts, widest, frozen, dummy, squeeze):
     """Normalized code points of documents data[bounds[d]:bounds[d+1]]
@@ -103,21 +93,38 @@ def normalize(data, bounds, units, pool, starts, widest, frozen, dummy, squeeze)
     offset into the model's pool, whose string is ``pool[starts[v]:]`` up
     to a 0 (code points), at most ``widest`` long. ``frozen``: per code
     point, whether it is a user-defined symbol."""
-    nd = bounds.shape[0] - 1
-    cbounds = np.zeros(nd + 1, dtype=np.int64)
-    out = np.empty(data.shape[0] + nd + 16, dtype=np.uint32)
-    n = 0
-    for d in range(nd):
-        i, end = bounds[d], bounds[d + 1]
-        first = n
-        if dummy and i < end:
-            out = _ensure(out, n + 1)
-            out[n] = SPACE
-            n += 1
-        after_space = squeeze
-        while i < end:
-            out = _ensure(out, n + widest + 1)
-            cp, size = _decode(data, i, end)
+    cbounds = np.zeros(bounds.shape[0], dtype=np.int64)
+    out = np.empty(data.shape[0] + bounds.shape[0] + widest + 16, dtype=np.uint32)
+    state = np.array([0, bounds[0], 0, 0, -1], dtype=np.int64)
+    while not _fill(data, bounds, units, pool, starts, widest, frozen, dummy, squeeze, out,
+                    cbounds, state):
+        grown = np.empty(2 * out.shape[0], dtype=np.uint32)
+        grown[:out.shape[0]] = out
+        out = grown
+    return out[:state[2]], cbounds
+
+
+@lean
+def _fill(data, bounds, units, pool, starts, widest, frozen, dummy, squeeze, out, cbounds,
+          state):
+    """Normalize from ``state`` (document, byte, length of out, after a space,
+    where the document's output starts or -1 before it) on; False when out
+    is too short to go on (``state`` then says where it stopped)."""
+    d, i, n, after_space, first = state[0], state[1], state[2], state[3] > 0, state[4]
+    while d < bounds.shape[0] - 1:
+        end = bounds[d + 1]
+        if n + widest + 2 > out.shape[0]:
+            state[0], state[1], state[2], state[3], state[4] = d, i, n, after_space, first
+            return False
+        if first < 0:
+            first, i, after_space = n, bounds[d], squeeze
+            if dummy and i < end:
+                out[n] = SPACE
+                n += 1
+        if i < end:
+            cp, size = np.int64(data[i]), 1
+            if cp >= 0x80:
+                cp, size = _decode(data, i, end)
             length = value = 0
             if (cp == REPLACEMENT and size == 1) or cp >= frozen.shape[0] or not frozen[cp]:
                 length, value = _longest(units, data, i, end)  # else a user-defined symbol
@@ -139,11 +146,15 @@ def normalize(data, bounds, units, pool, starts, widest, frozen, dummy, squeeze)
                     n += 1
                     after_space = squeeze and cp == 0x20
                 i += size
-        if squeeze:
-            while n > first and out[n - 1] == SPACE:
-                n -= 1
-        cbounds[d + 1] = n
-    return out[:n], cbounds
+        else:
+            if squeeze:
+                while n > first and out[n - 1] == SPACE:
+                    n -= 1
+            cbounds[d + 1] = n
+            d += 1
+            first = -1
+    state[2] = n
+    return True
 
 
 @jit

@@ -35,8 +35,10 @@ NORMALIZING = [
     "\u3000lead\u3000\u3000ing", "nb\u00a0sp \u2009thin \u200b zero \ufeff bom \u200d",
     "\u3000 \u00a0 \u2002\u2003 ", "trailing\u3000\u3000", " \u3000 x \u3000 ",
     "\r\n\x0b\x0c\x85\u2028\u2029 controls \x01\x1f\x7f", "CASE Straße ΣΑΣ İı ẞ Ǆǅǆ",
-    "ｶﾞｷﾞ ﾊﾟ half-width, 가각 \u1100\u1161\u11a8 jamo", "\U0001d400\U0001d7ce \U0001F468\u200d\U0001F469",
+    "ｶﾞｷﾞ ﾊﾟ half-width, 가각 \u1100\u1161\u11a8 jamo",
+    "\U0001d400\U0001d7ce \U0001F468\u200d\U0001F469",
     "\u2581 a\u2581 \u2581\u2581", "\x00 nul \x00\x00", "Ａ" * 500 + "\u3000" * 300,
+    "\ufdfa" * 300 + "㍿" * 300,  # normalized, 6x longer than its UTF-8: the output grows
 ]
 # odd characters as hypothesis draws them, mixed with any others
 ODD = list(" \t\n\r\u3000\u00a0\u2009\u200b\ufeffＡｚ０！ﬁﬃ①㎏™½²Ⅻ\u0301\u0308\u0323éÅßΣİｶﾞ가"
