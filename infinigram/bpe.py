@@ -2,9 +2,10 @@
 
 :meth:`BPEEncoder.of` reads the model file itself (protobuf fields, no
 protobuf package) and makes an encoder only for a model whose encoding it
-reproduces: BPE, byte fallback, spaces escaped, no whitespace-as-suffix, no
-unused pieces, user-defined symbols only single characters, every character
-of a piece a piece itself. Its normalization is reproduced whatever it is:
+reproduces: BPE, spaces escaped, no whitespace-as-suffix, no unused pieces,
+user-defined symbols only single characters, every character of a piece a
+piece itself, unknown characters as byte pieces (byte fallback) or as the
+unknown piece (a run of them as one). Its normalization is reproduced whatever it is:
 the precompiled charsmap (any built-in rule or custom one), extra
 whitespace removal and the dummy prefix (``native.normalize``). It then
 checks the encoder against sentencepiece on probe texts. Any other model
@@ -21,7 +22,7 @@ import numpy as np
 
 from .native import bpe as kernel, normalize as norm_kernel
 
-NORMAL, USER_DEFINED, UNUSED, BYTE = 1, 4, 5, 6  # SentencePiece.Type
+NORMAL, UNKNOWN, USER_DEFINED, UNUSED, BYTE = 1, 2, 4, 5, 6  # SentencePiece.Type
 BPE = 2  # TrainerSpec.model_type
 _TYPES = {1: "unigram", 2: "BPE", 3: "word", 4: "char"}
 _PROBES = [chr(c) + " a  b\tc\n" for c in (*range(0x300), *range(0x2000, 0x2070),
@@ -74,7 +75,8 @@ class BPEEncoder:
         self.scores = np.array([s for _, s, _ in pieces], dtype=np.float32)
         ids = {p: i for i, (p, _, t) in enumerate(pieces) if t in (NORMAL, USER_DEFINED)}
         byte = {p: i for i, (p, _, t) in enumerate(pieces) if t == BYTE}
-        self.byte_id = np.array([byte[_byte_piece(b)] for b in range(256)], dtype=np.int64)
+        self.byte_id = np.array([byte.get(_byte_piece(b), -1) for b in range(256)], np.int64)
+        self.unk = -1 if byte else [t for _, _, t in pieces].index(UNKNOWN)  # no byte fallback
         top = max((ord(p) for p in ids if len(p) == 1), default=0) + 1
         self.char_id = np.full(top, -1, dtype=np.int64)  # one-character pieces
         self.frozen = np.zeros(top, dtype=np.uint8)  # user-defined symbols
@@ -108,7 +110,7 @@ class BPEEncoder:
         (pkeys, pvals, pshift), (ikeys, _, ishift) = self.pairs, self.inner
         ids, starts, counts = kernel.encode(cps, chars, dummy, self.char_id, self.frozen,
                                             pkeys, pvals, pshift, self.nv, self.scores, ikeys,
-                                            ishift, self.byte_id)
+                                            ishift, self.byte_id, self.unk)
         return [ids[a:a + c] for a, c in zip(starts.tolist(), counts.tolist())]
 
 
@@ -117,16 +119,17 @@ def _unsupported(pieces, trainer, normalizer) -> str:
     and normalizer specs, or "" if it can."""
     if trainer.get(3, 1) != BPE:
         return f"it is a {_TYPES.get(trainer.get(3, 1), 'unknown')} model, not BPE"
-    if trainer.get(35) != 1:
-        return "it has no byte fallback"
     if trainer.get(24):
         return "it treats whitespace as a suffix"
     if normalizer.get(5, 1) != 1:
         return "it does not escape whitespace"
     if any(t == UNUSED or t == USER_DEFINED and len(p) != 1 for p, _, t in pieces):
         return "it has unused pieces or user-defined symbols longer than one character"
-    if {p for p, _, t in pieces if t == BYTE} != {_byte_piece(b) for b in range(256)}:
-        return "its byte pieces are incomplete"
+    fallback = {_byte_piece(b) for b in range(256)} if trainer.get(35) == 1 else set()
+    if {p for p, _, t in pieces if t == BYTE} != fallback:
+        return "its byte pieces do not match its byte fallback setting"
+    if not fallback and [t for _, _, t in pieces].count(UNKNOWN) != 1:
+        return "it has no byte fallback and not one unknown piece"
     chars = {p for p, _, t in pieces if t in (NORMAL, USER_DEFINED) and len(p) == 1}
     if any(c not in chars for p, _, t in pieces if t == NORMAL for c in p):
         return "some piece holds a character that is not a piece itself"

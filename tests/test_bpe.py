@@ -26,6 +26,7 @@ ADVERSARIAL = [
     "never seen: ℵ ∮ 𝔘 ᚠᛇᚻ ☃ 🐈‍⬛ \U0010FFFF", "\x00\x01\x7f\x80\x9f control", "a\u2028b\x0bc\x0c",
     "\u2581 itself, \u2581\u2581 twice, \u2581 a\u2581b", "x" * 5000, "word " * 2000,
     " " * 300 + "x", "é" * 100, "中文" * 50, "😀" * 30, "ab" * 1000, "\n" * 100,
+    "ᚠᛇ", "ᚻᚠ x ᚠ", "\x01", "\x02\x01",  # unknown: a run is one <unk>, within a document
 ]
 # what normalization changes: full-width and compatibility characters, ligatures,
 # combining marks, odd whitespace (alone, in runs, leading, trailing), case
@@ -59,8 +60,9 @@ def _train(path: Path, **options) -> Path:
 
 # the bench's settings (dummy prefix, frozen newline and tab, digits split), no
 # dummy prefix; every built-in normalization rule (sentencepiece's defaults:
-# extra whitespace removed, dummy prefix), spaces kept, a custom rule, and
-# user-defined symbols that a rule would change
+# extra whitespace removed, dummy prefix), spaces kept, a custom rule, no byte
+# fallback (unknown characters as <unk>), and user-defined symbols that a rule
+# would change
 RULES = ("nmt_nfkc", "nfkc", "nmt_nfkc_cf", "nfkc_cf")
 ELIGIBLE = {
     "frozen": dict(user_defined_symbols=["\n", "\t"], split_digits=True),
@@ -72,13 +74,15 @@ ELIGIBLE = {
     "nfkc-no-prefix": dict(normalization_rule_name="nfkc", add_dummy_prefix=False,
                            remove_extra_whitespaces=True),
     "custom-rule": dict(normalization_rule_tsv="RULE", remove_extra_whitespaces=True),
+    "no-byte-fallback": dict(byte_fallback=False, add_dummy_prefix=False),
+    "nmt_nfkc-no-byte-fallback": dict(normalization_rule_name="nmt_nfkc", byte_fallback=False,
+                                      remove_extra_whitespaces=True),
     "nmt_nfkc-frozen": dict(normalization_rule_name="nmt_nfkc", remove_extra_whitespaces=True,
                             user_defined_symbols=["\n", "\t", "Ａ", "\u3000"]),
 }
 INELIGIBLE = {
     "unigram": (dict(model_type="unigram"), "unigram model"),
     "char": (dict(model_type="char"), "char model"),
-    "no-byte-fallback": (dict(byte_fallback=False), "no byte fallback"),
     "long-symbol": (dict(user_defined_symbols=["<tag>"]), "user-defined symbols longer"),
     "suffix-space": (dict(treat_whitespace_as_suffix=True), "whitespace as a suffix"),
 }
