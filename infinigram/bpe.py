@@ -5,10 +5,10 @@ protobuf package) and makes an encoder only for a model whose encoding it
 reproduces: BPE, spaces escaped, no whitespace-as-suffix, no unused pieces,
 user-defined symbols only single characters, every character of a piece a
 piece itself, unknown characters as byte pieces (byte fallback) or as the
-unknown piece (a run of them as one). Its normalization is reproduced whatever it is:
-the precompiled charsmap (any built-in rule or custom one), extra
-whitespace removal and the dummy prefix (``native.normalize``). It then
-checks the encoder against sentencepiece on probe texts. Any other model
+unknown piece (a run of them as one). Any normalization is reproduced: the
+precompiled charsmap (any built-in rule or custom one), extra whitespace
+removal and the dummy prefix (``native.normalize``). It then checks the
+encoder against sentencepiece on probe texts. Any other model
 (unigram ones included: sentencepiece's single-precision Viterbi sums break
 near-ties in ways not reproduced here) gets no encoder, with the reason, and
 stays with sentencepiece.
