@@ -201,9 +201,11 @@ def jsonl_texts(path: Path, text_field: str = "text") -> list[str]:
         return [json.loads(line)[text_field] or "" for line in f if line.strip()]
 
 
-def train_spm(texts, vocab: int, model: Path, threads: int = 2) -> Path:
-    """A byte-fallback, identity-normalised sentencepiece model (BPE) on text
-    lines (documents split at newlines, as sentencepiece drops long lines)."""
+def train_spm(texts, vocab: int, model: Path, threads: int = 2, rule: str = "identity") -> Path:
+    """A byte-fallback sentencepiece model (BPE) on text lines (documents
+    split at newlines, as sentencepiece drops long lines), identity-normalised,
+    or with another normalization ``rule`` and sentencepiece's default of
+    removing extra whitespace."""
     import sentencepiece as spm
     model.parent.mkdir(parents=True, exist_ok=True)
 
@@ -216,11 +218,21 @@ def train_spm(texts, vocab: int, model: Path, threads: int = 2) -> Path:
     spm.SentencePieceTrainer.train(
         sentence_iterator=lines(), model_prefix=str(model.with_suffix("")), vocab_size=vocab,
         model_type="bpe", character_coverage=1.0, byte_fallback=True,
-        normalization_rule_name="identity", remove_extra_whitespaces=False,
+        normalization_rule_name=rule, remove_extra_whitespaces=rule != "identity",
         split_digits=True, allow_whitespace_only_pieces=True, max_sentence_length=1 << 14,
         input_sentence_size=2_000_000, shuffle_input_sentence=True,
         seed_sentencepiece_size=1_000_000,
         num_threads=threads, minloglevel=2, user_defined_symbols=["\n", "\t"])
+    return model
+
+
+def normalized_model(src: Path, rule: str = "nmt_nfkc") -> Path:
+    """A model like corpus ``src``'s own (same text and vocabulary size) with
+    normalization ``rule``, trained once into ``src``."""
+    model = src / f"tokenizer-{rule}.model"
+    if not model.exists():
+        vocab = json.loads((src / "corpus.json").read_text())["vocab"]
+        train_spm(jsonl_texts(src / "text.jsonl"), vocab, model, rule=rule)
     return model
 
 

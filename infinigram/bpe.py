@@ -1,13 +1,17 @@
 """A faster, exact encoder for sentencepiece BPE models (``native.bpe``).
 
 :meth:`BPEEncoder.of` reads the model file itself (protobuf fields, no
-protobuf package) and returns an encoder only for a model whose encoding it
-reproduces: BPE, byte fallback, no normalization map, spaces escaped, no
-whitespace-as-suffix, no unused pieces, user-defined symbols only single
-characters, every character of a piece a piece itself. It then checks the
-encoder against sentencepiece on probe texts. Any other model (unigram
-ones included: sentencepiece's single-precision Viterbi sums break near-ties
-in ways not reproduced here) gets None and stays with sentencepiece.
+protobuf package) and makes an encoder only for a model whose encoding it
+reproduces: BPE, spaces escaped, no whitespace-as-suffix, no unused pieces,
+user-defined symbols only single characters, every character of a piece a
+piece itself, unknown characters as byte pieces (byte fallback) or as the
+unknown piece (a run of them as one). Any normalization is reproduced: the
+precompiled charsmap (any built-in rule or custom one), extra whitespace
+removal and the dummy prefix (``native.normalize``). It then checks the
+encoder against sentencepiece on probe texts. Any other model
+(unigram ones included: sentencepiece's single-precision Viterbi sums break
+near-ties in ways not reproduced here) gets no encoder, with the reason, and
+stays with sentencepiece.
 """
 from __future__ import annotations
 
@@ -16,47 +20,63 @@ import struct
 
 import numpy as np
 
-from .native import bpe as kernel
+from .native import bpe as kernel, normalize as norm_kernel
 
-NORMAL, USER_DEFINED, UNUSED, BYTE = 1, 4, 5, 6  # SentencePiece.Type
+NORMAL, UNKNOWN, USER_DEFINED, UNUSED, BYTE = 1, 2, 4, 5, 6  # SentencePiece.Type
 BPE = 2  # TrainerSpec.model_type
-_PROBES = [chr(c) + " a  b\tc\n" for c in range(0x300)] + [
+_TYPES = {1: "unigram", 2: "BPE", 3: "word", 4: "char"}
+_PROBES = [chr(c) + " a  b\tc\n" for c in (*range(0x300), *range(0x2000, 0x2070),
+                                            *range(0x3000, 0x3040), *range(0xFB00, 0xFB50),
+                                            *range(0xFF00, 0xFFF0))] + [
     "", " ", "  ", "\n", "x", " leading", "trailing ", "a  b   c", "tab\there\n\nnew",
     "snow \u2603, cat \U0001F408, \u2581 itself, \x00 nul", "12345 67890", "\u00e9t\u00e9 caf\u00e9",
-    "\u65e5\u672c\u8a9e\u306e\u6587", "def f(x):\n    return x  # comment\n"]
+    "\u65e5\u672c\u8a9e\u306e\u6587", "def f(x):\n    return x  # comment\n",
+    "\uff26\uff55\uff4c\uff4c\uff0d\uff57\uff49\uff44\uff54\uff48\u3000\uff21\uff11",
+    "\ufb01 \ufb02 \ufb03 ligatures \u2460 \u338f \u2122 \u00bd \u00b2 \u216b \u337f \ufdfa",
+    "e\u0301 a\u0308 \u0301 alone, n\u0303\u0323 stacked, \u1100\u1161\u11a8 jamo",
+    "\u3000 ideographic\u3000\u3000space \u00a0nbsp\u2009thin\u200b\u200d\ufeff zero ",
+    "CASE Stra\u00dfe \u03a3\u0391\u03a3 \u0130\u0131 \u1e9e \uff76\uff9e \uff8a\uff9f",
+    "\r\n \x0b\x0c \x85 \u2028\u2029 \x01\x7f", "\u2581\u2581 a \u2581", "  \u3000 \u00a0 ",
+    "\U0001d400\U0001d7ce \U0001F468\u200d\U0001F469 \U0002f800 astral"]
 
 
 class BPEEncoder:
     """Encodes like the sentencepiece BPE model it was made from (see module doc)."""
 
     @classmethod
-    def of(cls, data: bytes, sp) -> "BPEEncoder | None":
-        """The encoder of model file ``data`` (loaded in ``sp``), or None when
-        the model is not one whose encoding it reproduces exactly."""
+    def of(cls, data: bytes, sp) -> "tuple[BPEEncoder | None, str]":
+        """(encoder, "") for model file ``data`` (loaded in ``sp``), or (None,
+        why not) when the model is not one whose encoding it reproduces."""
         try:
             pieces, trainer, normalizer = _parse(data)
-        except (ValueError, IndexError, TypeError, AttributeError, struct.error):
-            return None
-        chars = {p for p, _, t in pieces if t in (NORMAL, USER_DEFINED) and len(p) == 1}
-        if (trainer.get(3) != BPE or trainer.get(35) != 1 or trainer.get(24)
-                or normalizer.get(2) or normalizer.get(4, 1) != 0 or normalizer.get(5, 1) != 1
-                or any(t == UNUSED or t == USER_DEFINED and len(p) != 1 for p, _, t in pieces)
-                or {p for p, _, t in pieces if t == BYTE} != {_byte_piece(b) for b in range(256)}
-                or any(c not in chars for p, _, t in pieces if t == NORMAL for c in p)):
-            return None
-        enc = cls(pieces, normalizer.get(3, 1) == 1 and os.environ.get("SP_ADD_DUMMY_PREFIX") != "no")
+            charsmap = _charsmap(normalizer[2]) if normalizer.get(2) else None
+        except (ValueError, IndexError, TypeError, AttributeError, KeyError, struct.error) as e:
+            return None, f"its model file could not be parsed ({type(e).__name__})"
+        why = _unsupported(pieces, trainer, normalizer)
+        if why:
+            return None, why
+        dummy = normalizer.get(3, 1) == 1 and os.environ.get("SP_ADD_DUMMY_PREFIX") != "no"
+        enc = cls(pieces, charsmap, dummy, normalizer.get(4, 1) == 1)
         want = sp.encode(_PROBES, add_bos=False, add_eos=False)
-        if any(g.tolist() != w for g, w in zip(enc.encode_batch(_PROBES), want)):
-            return None
-        return enc
+        for probe, got, ids in zip(_PROBES, enc.encode_batch(_PROBES), want):
+            if got.tolist() != ids:
+                return None, f"the fast BPE encoder disagrees with it on {probe!r:.40}"
+        return enc, ""
 
-    def __init__(self, pieces: list[tuple[str, float, int]], dummy: bool):
-        self.dummy = dummy
+    def __init__(self, pieces: list[tuple[str, float, int]], charsmap, dummy: bool,
+                 squeeze: bool):
+        """``charsmap``: (trie units, pool, starts, widest) from a precompiled
+        charsmap, or None; ``squeeze``: remove_extra_whitespaces."""
+        self.dummy, self.squeeze = dummy, squeeze
+        self.charsmap = charsmap or (np.zeros(0, np.int64), np.zeros(1, np.uint32),
+                                     np.zeros(1, np.int64), 0)
+        self.normalizes = charsmap is not None or squeeze
         self.nv = nv = len(pieces)
         self.scores = np.array([s for _, s, _ in pieces], dtype=np.float32)
         ids = {p: i for i, (p, _, t) in enumerate(pieces) if t in (NORMAL, USER_DEFINED)}
         byte = {p: i for i, (p, _, t) in enumerate(pieces) if t == BYTE}
-        self.byte_id = np.array([byte[_byte_piece(b)] for b in range(256)], dtype=np.int64)
+        self.byte_id = np.array([byte.get(_byte_piece(b), -1) for b in range(256)], np.int64)
+        self.unk = -1 if byte else [t for _, _, t in pieces].index(UNKNOWN)  # no byte fallback
         top = max((ord(p) for p in ids if len(p) == 1), default=0) + 1
         self.char_id = np.full(top, -1, dtype=np.int64)  # one-character pieces
         self.frozen = np.zeros(top, dtype=np.uint8)  # user-defined symbols
@@ -76,14 +96,74 @@ class BPEEncoder:
     def encode_batch(self, texts: list[str]) -> list[np.ndarray]:
         """One uint32 id array per text (views into one array). Raises
         UnicodeEncodeError for a lone surrogate, TypeError for a non-str."""
-        cps = np.frombuffer("".join(texts).encode("utf-32-le"), dtype=np.uint32)
-        bounds = np.zeros(len(texts) + 1, dtype=np.int64)
-        np.cumsum(np.fromiter(map(len, texts), np.int64, len(texts)), out=bounds[1:])
+        joined = "".join(texts)
+        chars = np.zeros(len(texts) + 1, dtype=np.int64)
+        np.cumsum(np.fromiter(map(len, texts), np.int64, len(texts)), out=chars[1:])
+        dummy = self.dummy
+        if self.normalizes:  # then spaces are escaped already
+            data = np.frombuffer(joined.encode("utf-8"), dtype=np.uint8)
+            cps, chars = norm_kernel.normalize(data, norm_kernel.utf8_bounds(data, chars),
+                                               *self.charsmap, self.frozen, dummy, self.squeeze)
+            dummy = False
+        else:
+            cps = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32)
         (pkeys, pvals, pshift), (ikeys, _, ishift) = self.pairs, self.inner
-        ids, starts, counts = kernel.encode(cps, bounds, self.dummy, self.char_id, self.frozen,
+        ids, starts, counts = kernel.encode(cps, chars, dummy, self.char_id, self.frozen,
                                             pkeys, pvals, pshift, self.nv, self.scores, ikeys,
-                                            ishift, self.byte_id)
+                                            ishift, self.byte_id, self.unk)
         return [ids[a:a + c] for a, c in zip(starts.tolist(), counts.tolist())]
+
+
+def _unsupported(pieces, trainer, normalizer) -> str:
+    """Why the encoder cannot reproduce a model with these pieces, trainer
+    and normalizer specs, or "" if it can."""
+    if trainer.get(3, 1) != BPE:
+        return f"it is a {_TYPES.get(trainer.get(3, 1), 'unknown')} model, not BPE"
+    if trainer.get(24):
+        return "it treats whitespace as a suffix"
+    if normalizer.get(5, 1) != 1:
+        return "it does not escape whitespace"
+    if any(t == UNUSED or t == USER_DEFINED and len(p) != 1 for p, _, t in pieces):
+        return "it has unused pieces or user-defined symbols longer than one character"
+    fallback = {_byte_piece(b) for b in range(256)} if trainer.get(35) == 1 else set()
+    if {p for p, _, t in pieces if t == BYTE} != fallback:
+        return "its byte pieces do not match its byte fallback setting"
+    if not fallback and [t for _, _, t in pieces].count(UNKNOWN) != 1:
+        return "it has no byte fallback and not one unknown piece"
+    chars = {p for p, _, t in pieces if t in (NORMAL, USER_DEFINED) and len(p) == 1}
+    if any(c not in chars for p, _, t in pieces if t == NORMAL for c in p):
+        return "some piece holds a character that is not a piece itself"
+    return ""
+
+
+def _charsmap(blob: bytes):
+    """(trie units as int64, pool as code points, starts, widest) of a
+    precompiled charsmap (see ``native.normalize``): a uint32 LE trie size,
+    the trie, then NUL-terminated UTF-8 replacement strings; ``starts`` maps
+    a byte offset in the pool to its code point's index (-1 inside one).
+    ValueError if it is malformed or a key's value is not a string's start."""
+    size = struct.unpack_from("<I", blob)[0]
+    if size >= len(blob) - 4 or size % 4:
+        raise ValueError("charsmap trie size")
+    units = np.frombuffer(blob, "<u4", size // 4, 4).astype(np.int64)
+    raw = blob[4 + size:]
+    pool = np.frombuffer(raw.decode("utf-8").encode("utf-32-le"), dtype=np.uint32)
+    if pool[-1] != 0:
+        raise ValueError("charsmap pool is not NUL-terminated")
+    width = 1 + (pool >= 0x80) + (pool >= 0x800) + (pool >= 0x10000)
+    starts = np.full(len(raw), -1, dtype=np.int64)
+    starts[np.cumsum(width) - width] = np.arange(pool.size)
+    node = np.arange(units.size)
+    ends = node[(units >> 31 == 0) & ((units >> 8) & 1 == 1)]  # a key ends at these nodes
+    leaves = ends ^ ((units[ends] >> 10) << ((units[ends] & 0x200) >> 6))
+    if np.any(leaves >= units.size):
+        raise ValueError("charsmap leaf out of the trie")
+    values = units[leaves] & 0x7FFFFFFF
+    if np.any(values >= len(raw)) or np.any(starts[values] < 0):
+        raise ValueError("charsmap value not a string's start")
+    nuls = np.flatnonzero(pool == 0)
+    widest = int(np.diff(nuls, prepend=-1).max()) - 1
+    return units, pool, starts, widest
 
 
 def _parse(data: bytes):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 import queue
 import re
@@ -23,6 +24,8 @@ from .bpe import BPEEncoder
 from .corpus import DocBatch
 from .errors import TokenizerError
 from .format import TOKENIZER_FILE, commit, temp_path
+
+log = logging.getLogger(__name__)
 
 
 class Tokenizer:
@@ -114,10 +117,14 @@ class SentencePieceTokenizer(Tokenizer):
         sp = spm.SentencePieceProcessor()
         try:
             sp.LoadFromSerializedProto(data)
-        except RuntimeError as e:
+        except (RuntimeError, UnicodeDecodeError) as e:  # the latter: its error text garbled
+            why = "garbled"
+            if isinstance(e, RuntimeError):  # "INTERNAL: src/file.cc(109) [what failed] why"
+                why = re.sub(r"^\w+: \S+\(\d+\) ", "", " ".join(str(e).split()))[:100]
             raise TokenizerError(
-                f"{path} is not a valid sentencepiece model ({str(e).strip()[:80]}); give a .model "
-                "file written by sentencepiece, or train one (build(..., vocab_size=N))") from None
+                f"{path} is not a valid sentencepiece model ({why}): it is truncated or damaged; "
+                "give a .model file written by sentencepiece (copy it again), or train one "
+                "(build(..., vocab_size=N))") from None
         self.model_path = path
         self._data = data
         self._bpe: BPEEncoder | None | bool = False  # False: not looked for yet
@@ -160,11 +167,15 @@ class SentencePieceTokenizer(Tokenizer):
         return [a.view(np.uint32) for a in out]
 
     def bpe_encoder(self) -> BPEEncoder | None:
-        """This model's fast BPE encoder, made on first use; None if it has none."""
+        """This model's fast BPE encoder, made on first use; None if it has
+        none (then one warning line says why)."""
         if self._bpe is False:
             with self._bpe_lock:
                 if self._bpe is False:
-                    self._bpe = BPEEncoder.of(self._data, self._sp)
+                    self._bpe, why = BPEEncoder.of(self._data, self._sp)
+                    if self._bpe is None:
+                        log.warning("%s: %s, so sentencepiece's own (slower) encoder is used",
+                                    self.model_path, why)
         return self._bpe
 
     def decode(self, ids) -> str:

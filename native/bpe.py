@@ -59,9 +59,16 @@ def _utf8_len(cp):
 
 
 @jit(inline="always")
-def _unknown(cp, byte_id, out, at):
-    """Write the byte pieces of unknown character cp's UTF-8 bytes to out[at:];
-    returns the new at."""
+def _unknown(cp, byte_id, unk, first, out, at):
+    """Write the byte pieces of unknown character cp's UTF-8 bytes to out[at:]
+    or, with ``unk`` >= 0 (no byte pieces), the unknown id, once for a run of
+    unknown characters as sentencepiece merges them (the document's ids
+    start at out[first]); returns the new at."""
+    if unk >= 0:
+        if at > first and out[at - 1] == unk:
+            return at
+        out[at] = unk
+        return at + 1
     size = _utf8_len(cp)
     if size == 1:
         out[at] = byte_id[cp]
@@ -174,7 +181,7 @@ def _pair(sid, frz, pkeys, pvals, pshift, nv, left, right):
 
 
 @jit(inline="always")
-def _word(s, m, char_id, frozen, pkeys, pvals, pshift, nv, scores, byte_id,
+def _word(s, m, char_id, frozen, pkeys, pvals, pshift, nv, scores, byte_id, unk, first,
           sid, frz, clen, prv, nxt, hs, hl, hr, hz, hm, out, at):
     """BPE of the word s[:m]; ids written to out[at:]; returns the new at."""
     for k in range(m):
@@ -211,19 +218,21 @@ def _word(s, m, char_id, frozen, pkeys, pvals, pshift, nv, scores, byte_id,
             out[at] = sid[k]
             at += 1
         else:
-            at = _unknown(s[k], byte_id, out, at)
+            at = _unknown(s[k], byte_id, unk, first, out, at)
         k = nxt[k]
     return at
 
 
 @jit
 def encode(cps, bounds, dummy, char_id, frozen, pkeys, pvals, pshift, nv, scores,
-           inner_keys, inner_shift, byte_id):
+           inner_keys, inner_shift, byte_id, unk):
     """Ids of each document cps[bounds[d]:bounds[d+1]]: (ids, starts,
     counts), document d's ids being ids[starts[d]:starts[d] + counts[d]].
     ``char_id``/``frozen``: per code point, its one-character piece (-1 if
     none) and whether it is a user-defined symbol; ``pairs`` (``pkeys``,
-    ``pvals``, ``pshift``) and ``inner`` hash tables as described above.
+    ``pvals``, ``pshift``) and ``inner`` hash tables as described above;
+    an unknown character is written as byte pieces (``byte_id``) or, if
+    ``unk`` >= 0, as that id.
     Scratch memory is sized by the longest word, not document."""
     nd = bounds.shape[0] - 1
     starts = np.zeros(nd + 1, dtype=np.int64)
@@ -235,14 +244,14 @@ def encode(cps, bounds, dummy, char_id, frozen, pkeys, pvals, pshift, nv, scores
     hs = np.empty(3 * n, dtype=np.float32)  # the heap: score, left, right, size, merged id
     heap = np.empty((4, 3 * n), dtype=np.int64)
     _encode(cps, bounds, dummy, frozen, char_id, pkeys, pvals, pshift, nv, scores, inner_keys,
-            inner_shift, byte_id, starts, out, counts, ints[0], ints[1], frz, ints[2], ints[3],
-            ints[4], hs, heap[0], heap[1], heap[2], heap[3])
+            inner_shift, byte_id, unk, starts, out, counts, ints[0], ints[1], frz, ints[2],
+            ints[3], ints[4], hs, heap[0], heap[1], heap[2], heap[3])
     return out, starts, counts
 
 
 @lean
 def _encode(cps, bounds, dummy, frozen, char_id, pkeys, pvals, pshift, nv, scores, inner_keys,
-            inner_shift, byte_id, starts, out, counts, s, sid, frz, clen, prv, nxt,
+            inner_shift, byte_id, unk, starts, out, counts, s, sid, frz, clen, prv, nxt,
             hs, hl, hr, hz, hm):
     for d in range(bounds.shape[0] - 1):
         at = starts[d]
@@ -251,11 +260,11 @@ def _encode(cps, bounds, dummy, frozen, char_id, pkeys, pvals, pshift, nv, score
             cp = _char(cps, bounds[d], dummy, i)
             if m and not _joined(s[m - 1], cp, frozen, inner_keys, inner_shift):
                 at = _word(s, m, char_id, frozen, pkeys, pvals, pshift, nv, scores, byte_id,
-                           sid, frz, clen, prv, nxt, hs, hl, hr, hz, hm, out, at)
+                           unk, starts[d], sid, frz, clen, prv, nxt, hs, hl, hr, hz, hm, out, at)
                 m = 0
             s[m] = cp
             m += 1
         if m:
             at = _word(s, m, char_id, frozen, pkeys, pvals, pshift, nv, scores, byte_id,
-                       sid, frz, clen, prv, nxt, hs, hl, hr, hz, hm, out, at)
+                       unk, starts[d], sid, frz, clen, prv, nxt, hs, hl, hr, hz, hm, out, at)
         counts[d] = at - starts[d]

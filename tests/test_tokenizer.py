@@ -174,6 +174,24 @@ def test_missing_and_bad_model(tmp_path):
         SentencePieceTokenizer(tmp_path / "absent.model")
 
 
+def test_truncated_and_garbled_model(model, tmp_path):
+    """One-line errors that name the file and the fix, wherever it is cut."""
+    data = model.read_bytes()
+    bad = tmp_path / "bad.model"
+    for cut in (1, 2, 10, len(data) // 3, len(data) // 2, len(data) - 1):
+        bad.write_bytes(data[:cut])
+        with pytest.raises(TokenizerError, match=r"bad\.model is not a valid sentencepiece model "
+                           r"\(.+\): it is truncated or damaged; give a \.model file") as e:
+            resolve_tokenizer(bad)
+        assert "\n" not in str(e.value)
+    # sentencepiece names a bad byte piece in an error text that is no longer UTF-8
+    assert data.count(b"<0x41>") == 1
+    bad.write_bytes(data.replace(b"<0x41>", b"<0x4\x97>"))
+    with pytest.raises(TokenizerError, match=r"bad\.model is not a valid sentencepiece model "
+                       r"\(garbled\): it is truncated or damaged"):
+        resolve_tokenizer(bad)
+
+
 def test_resolve_tokenizer(sp, model):
     assert resolve_tokenizer(sp) is sp
     assert isinstance(resolve_tokenizer("bytes"), ByteTokenizer)
