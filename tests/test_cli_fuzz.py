@@ -18,7 +18,7 @@ BAD_INTS = ["-1", "0", "99999999999999999999999", "-99999999999999999999999", "1
 BAD_SIZES = ["0", "-1", "infk", "nan", "1e3", "", "abc", "8X", "0.0001k", "99999999999999T"]
 TEXTS = ["", " ", "\x00", "é" * 50, "the", "\udcff"]
 COMMANDS = ["build", "index", "train-tokenizer", "info", "count", "prob", "ntd", "infgram",
-            "search", "doc", "verify", "demo"]
+            "search", "doc", "verify", "demo", "ppl", "serve"]
 TALLY = {}
 
 
@@ -61,7 +61,13 @@ def _fuzz_cases(d):
             (["index", idx, "--vocab-size", v], v != " 7"),
             (["index", idx, "--token-width", v], True),
             (["train-tokenizer", src, "-o", new(), "--json", "--vocab-size", v], True),
+            (["ppl", idx, src, "--kn", v], v != " 7"),
         ]
+    for v in ("-1", "abc", "", "1.5", "nan", "0x10", "-99999999999999999999999"):
+        # only bad values: a good one would start the server
+        cases += [(["serve", idx, "--port", v], True), (["serve", idx, "--max-docs", v], True),
+                  (["serve", idx, "--timeout", v if v != "1.5" else "0"], True)]
+    cases += [(["serve", missing], True), (["serve", idx, "--name", "x=" + missing], True)]
     for v in ("-1", "abc", "99999999999999999999999", "1.5"):  # fails before reading the stdlib
         cases.append((["demo", "-o", new(), "--quiet", "--vocab-size", v], True))
     for v in BAD_SIZES:
