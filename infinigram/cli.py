@@ -105,16 +105,21 @@ def _emit(as_json: bool, data, human: str) -> None:
     click.echo(json.dumps(_jsonable(data), allow_nan=False) if as_json else _bytes(human))
 
 
+def _id_list(option: str, value: str | None) -> list[int]:
+    """Token ids of an option given as '17 4 99' (or with commas)."""
+    try:
+        return [int(t) for t in (value or "").replace(",", " ").split()]
+    except ValueError:
+        raise click.BadParameter(f"{option} {value!r} must be integers separated by spaces "
+                                 "or commas") from None
+
+
 def _open_query(argv, ids):
     """(engine, query) of a query command's ``INDEX... [TEXT]`` arguments:
     every argument names an index directory, except the last one, which is
     the text unless --ids gives the query as token ids."""
     if ids is not None:
-        try:
-            query = [int(t) for t in ids.replace(",", " ").split()]
-        except ValueError:
-            raise click.BadParameter(f"--ids {ids!r} must be integers separated by spaces or commas")
-        return open_index(list(argv)), query
+        return open_index(list(argv)), _id_list("--ids", ids)
     if len(argv) < 2:
         raise click.UsageError("give INDEX... TEXT (one or more index directories, then the "
                                "text), or the query as --ids")
@@ -330,6 +335,41 @@ def search(argv, ids, limit, as_json):
     r = eng.search_docs(q, limit=limit)
     lines = [f"{r.count} occurrences in {r.n_docs} documents"]
     lines += [f"doc {h.doc_ix} at token {h.position}" for h in r.docs]
+    _emit(as_json, r, "\n".join(lines))
+
+
+@main.command()
+@query_args
+@ids_opt
+@json_opt
+@_command
+def creativity(argv, ids, as_json):
+    """Per token of TEXT: the length of the longest match starting there."""
+    eng, q = _open_query(argv, ids)
+    r = eng.creativity(q)
+    _emit(as_json, {"lengths": r}, " ".join(map(str, r.tolist())))
+
+
+@main.command()
+@query_args
+@ids_opt
+@click.option("--min-len", default=1, show_default=True, help="Shortest span to report.")
+@click.option("--max-count", type=int, help="Report only spans occurring at most this often.")
+@click.option("--delimiters", help="Token ids that end a span, e.g. '13 29'.")
+@click.option("--docs", default=10, show_default=True, help="Documents to list per span.")
+@json_opt
+@_command
+def attribute(argv, ids, min_len, max_count, delimiters, docs, as_json):
+    """The maximal spans of TEXT that occur verbatim in the index."""
+    eng, q = _open_query(argv, ids)
+    r = eng.attribute(q, min_len=min_len, max_count=max_count,
+                      delimiters=_id_list("--delimiters", delimiters), docs=docs)
+    lines = [f"{len(r.spans)} spans"]
+    for s in r.spans:
+        piece = r.ids[s.start:s.end]
+        text = eng.decode(piece) if eng.tokenizer is not None else " ".join(map(str, piece.tolist()))
+        where = ", ".join(f"doc {h.doc_ix} at {h.position}" for h in s.docs)
+        lines.append(f"[{s.start}, {s.end}) count {s.count}: {text!r}" + (f"; {where}" if where else ""))
     _emit(as_json, r, "\n".join(lines))
 
 

@@ -21,8 +21,10 @@ from .results import Document, DocHit, SearchResult
 
 
 class ShardDocuments:
-    """The document answers of one shard. Needs ``shard``, ``n`` and
-    ``positions(ids)`` (sorted token indexes of every occurrence)."""
+    """The document answers of one shard. Needs ``shard``, ``n``,
+    ``range(ids)`` (its suffix-array range), ``entry_positions(lo, hi)``
+    (token indexes of those entries) and ``positions(ids)`` (sorted token
+    indexes of every occurrence)."""
 
     @cached_property
     def doc_starts(self) -> np.ndarray:
@@ -41,6 +43,19 @@ class ShardDocuments:
         docs, first = np.unique(self.doc_of(pos), return_index=True)
         take = docs[:limit]
         return len(pos), len(docs), take, pos[first[:limit]] - self.doc_starts[take] - 1
+
+    def span_hits(self, ids: np.ndarray, starts: np.ndarray, ends: np.ndarray,
+                  limit: int) -> list[tuple[int, np.ndarray, np.ndarray]]:
+        """For each span ids[starts[j]:ends[j]]: (its occurrences here, the
+        local document and the token offset in it of its first ``limit``
+        suffix-array entries, in table order)."""
+        out = []
+        for a, b in zip(starts.tolist(), ends.tolist()):
+            lo, hi = self.range(ids[a:b])
+            pos = self.entry_positions(lo, min(hi, lo + limit))
+            docs = self.doc_of(pos)
+            out.append((hi - lo, docs, pos - self.doc_starts[docs] - 1))
+        return out
 
     def cnf_count(self, clauses: list, window: int) -> int:
         """``Engine.count_cnf`` over this shard (clauses of int64 id arrays)."""

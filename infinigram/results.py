@@ -78,7 +78,7 @@ class ScoreResult:
 @dataclasses.dataclass(frozen=True)
 class DocHit:
     """A document holding the n-gram: global index and the token offset of
-    the first match inside it."""
+    a match inside it (for ``search_docs``, the first match)."""
 
     doc_ix: int
     position: int
@@ -106,3 +106,28 @@ class Document:
     text: str | None
     metadata: dict | None
     source: dict | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class AttributionSpan:
+    """A maximal span ids[start:end] of an attributed input that occurs
+    verbatim in the corpus: its ``count`` occurrences and up to the
+    requested number of them as ``docs`` (suffix-array order, shard by shard)."""
+
+    start: int
+    end: int
+    count: int
+    docs: tuple[DocHit, ...]
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Attribution:
+    """``Engine.attribute``'s answer: the input's token ``ids`` and its
+    ``spans`` in ascending order of start (and of end)."""
+
+    ids: np.ndarray
+    spans: tuple[AttributionSpan, ...]

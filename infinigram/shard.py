@@ -14,7 +14,7 @@ import numpy as np
 
 from . import format as fmt
 from .documents import ShardDocuments
-from .native import batch, direct, infgram, search as ks, tally
+from .native import batch, direct, infgram, matching, search as ks, tally
 
 _EMPTY = np.zeros(0, dtype=np.int64)
 SCRATCH_MAX = 64 << 20
@@ -178,10 +178,17 @@ class ShardSearcher(ShardDocuments):
         """Per position: (L, total, count, first, last); see native.search.score."""
         return infgram.score(*self.sampled_args(), ids, max_context)
 
+    def matching_lengths(self, ids: np.ndarray) -> np.ndarray:
+        """Per start i: length of the longest prefix of ids[i:] in this shard."""
+        return matching.matching_lengths(*self.sampled_args(), ids)
+
+    def entry_positions(self, lo: int, hi: int) -> np.ndarray:
+        """Token indexes where the suffixes of entries [lo, hi) start, in table order."""
+        return ks.positions(self._tokens, self._table, self._pointer, lo, hi)
+
     def positions(self, ids: np.ndarray) -> np.ndarray:
         """Sorted token indexes of every occurrence of ``ids``."""
-        lo, hi = self.range(ids)
-        return np.sort(ks.positions(self._tokens, self._table, self._pointer, lo, hi))
+        return np.sort(self.entry_positions(*self.range(ids)))
 
     # ---- whole per-shard answers: what an engine fans out to every shard --
     def prompt_range(self, ids: np.ndarray) -> tuple[int, int]:

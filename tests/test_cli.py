@@ -54,6 +54,25 @@ def test_search_and_doc(index):
     assert DOCS[2] in run("doc", index, 2).output
 
 
+def test_creativity_and_attribute(index):
+    r = json.loads(run("creativity", index, "a cat sat", "--json").output)
+    assert r["lengths"] == [2, 8, 7, 6, 5, 4, 3, 2, 1]  # "a ", " cat sat", ...
+    r = json.loads(run("creativity", index, "--ids", "99 120", "--json").output)
+    assert r["lengths"] == [1, 0]
+    r = json.loads(run("attribute", index, "the dog sat", "--min-len", 4, "--docs", 1,
+                       "--json").output)
+    assert [(s["start"], s["end"], s["count"]) for s in r["spans"]] == [(0, 4, 3), (3, 11, 1)]
+    assert r["spans"][1]["docs"] == [{"doc_ix": 2, "position": 1}]
+    r = json.loads(run("attribute", index, "the cat", "--delimiters", ord(" "), "--json").output)
+    assert [(s["start"], s["end"]) for s in r["spans"]] == [(0, 4), (4, 7)]
+    human = run("attribute", index, "a dog sat").output
+    assert human.splitlines()[0] == "1 spans" and "'a dog sat'" in human
+    for bad in (["--min-len", 0], ["--max-count", 0], ["--delimiters", "x"]):
+        res = run("attribute", index, "cat", *bad)
+        assert res.exit_code in (1, 2) and res.output.startswith("error: "), (bad, res.output)
+        assert len(res.output.strip().splitlines()) == 1
+
+
 def test_info_and_verify(index):
     assert "documents" in run("info", index).output
     res = run("verify", index)
@@ -122,6 +141,8 @@ JSON_KEYS = {  # command -> (argv after the command, with {idx}/{copy}/{src}/{ou
     "search": ("{idx} cat", {"count", "n_docs", "docs"}),
     "doc": ("{idx} 0", {"doc_ix", "tokens", "text", "metadata", "source"}),
     "verify": ("{idx}", {"path", "checked", "problems"}),
+    "creativity": ("{idx} cat", {"lengths"}),
+    "attribute": ("{idx} cat", {"ids", "spans"}),
 }
 
 

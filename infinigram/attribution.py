@@ -1,0 +1,73 @@
+"""Which parts of a text occur verbatim in the corpus: ``creativity`` (the
+longest match at every start) and ``attribute`` (the maximal matching
+spans, with their counts and documents).
+
+:class:`AttributionQueries` validates them and combines the shards'
+answers for :class:`~infinigram.engine.Engine`, through its ``_fan``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import args
+from .results import Attribution, AttributionSpan, DocHit
+
+
+class AttributionQueries:
+    """The attribution queries of an engine. Needs ``_ids``, ``_fan``,
+    ``_doc_base``, ``_vocab`` and ``separator``."""
+
+    def creativity(self, q) -> np.ndarray:
+        """int64 array, one entry per token of ``q``: entry i is the length
+        of the longest prefix of q[i:] that occurs in the corpus (0 when
+        q[i] does not occur). infini-gram's ``creativity`` returns
+        ``rs[i] = i + creativity[i]`` (see the README for where it differs)."""
+        return self._matching(self._ids(q))
+
+    def _matching(self, ids: np.ndarray) -> np.ndarray:
+        """``creativity`` of validated ids: the longest match over all shards."""
+        parts = self._fan("matching_lengths", ids)
+        return np.max(parts, axis=0) if parts else np.zeros(len(ids), dtype=np.int64)
+
+    def attribute(self, q, min_len: int = 1, max_count: int | None = None,
+                  delimiters=(), docs: int = 10) -> Attribution:
+        """The maximal spans of ``q`` that occur verbatim in the corpus.
+
+        The span at start i is the longest match there (``creativity``),
+        cut after the first of ``delimiters`` (token ids) that it holds
+        before its last token; a span contained in an earlier one is
+        dropped; the rest are kept when at least ``min_len`` tokens long
+        and occurring at most ``max_count`` times (None: no bound). Each
+        comes with its count and the documents (global index, token offset)
+        of its first ``docs`` occurrences in suffix-array order.
+        infini-gram's ``attribute(ids, delim_ids, min_len, max_cnt, False)``
+        finds the same spans (see the README for where it differs)."""
+        ids = self._ids(q)
+        min_len = args.integer("min_len", min_len, low=1)
+        max_count = args.optional_integer("max_count", max_count, low=1)
+        limit = args.integer("docs", docs)
+        delims = args.ids(delimiters, self._vocab, separator=self.separator, what="delimiters")
+        n = len(ids)
+        starts = np.arange(n, dtype=np.int64)
+        ends = starts + self._matching(ids)
+        if len(delims):
+            at = np.flatnonzero(np.isin(ids, delims))
+            after = np.append(at, n)[np.searchsorted(at, starts)]  # first delimiter at or after i
+            ends = np.minimum(ends, after + 1)
+        long_enough = ends - starts >= min_len
+        starts, ends = starts[long_enough], ends[long_enough]
+        before = np.maximum.accumulate(np.concatenate([[0], ends]))[:-1]
+        fresh = ends > before  # not contained in an earlier span
+        starts, ends = starts[fresh], ends[fresh]
+        counts = np.zeros(len(starts), dtype=np.int64)
+        hits: list[list[DocHit]] = [[] for _ in starts]
+        for found, base in zip(self._fan("span_hits", ids, starts, ends, limit), self._doc_base):
+            for j, (c, local, offsets) in enumerate(found):
+                counts[j] += c
+                take = limit - len(hits[j])
+                hits[j] += (DocHit(int(base + d), int(o))
+                            for d, o in zip(local[:take].tolist(), offsets[:take].tolist()))
+        keep = counts <= (max_count if max_count is not None else args.INT64_MAX)
+        spans = tuple(AttributionSpan(int(a), int(b), int(c), tuple(h))
+                      for a, b, c, h, k in zip(starts, ends, counts, hits, keep) if k)
+        return Attribution(ids, spans)
