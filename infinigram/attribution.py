@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import args
-from .results import Attribution, AttributionSpan, DocHit
+from .results import Attribution, AttributionSpan
 
 
 class AttributionQueries:
@@ -39,7 +39,8 @@ class AttributionQueries:
         dropped; the rest are kept when at least ``min_len`` tokens long
         and occurring at most ``max_count`` times (None: no bound). Each
         comes with its count and the documents (global index, token offset)
-        of its first ``docs`` occurrences in suffix-array order.
+        of its first ``docs`` occurrences in suffix-array order, shard by
+        shard.
         infini-gram's ``attribute(ids, delim_ids, min_len, max_cnt, False)``
         finds the same spans (see the README for where it differs)."""
         ids = self._ids(q)
@@ -60,14 +61,22 @@ class AttributionQueries:
         fresh = ends > before  # not contained in an earlier span
         starts, ends = starts[fresh], ends[fresh]
         counts = np.zeros(len(starts), dtype=np.int64)
-        hits: list[list[DocHit]] = [[] for _ in starts]
-        for found, base in zip(self._fan("span_hits", ids, starts, ends, limit), self._doc_base):
-            for j, (c, local, offsets) in enumerate(found):
-                counts[j] += c
-                take = limit - len(hits[j])
-                hits[j] += (DocHit(int(base + d), int(o))
-                            for d, o in zip(local[:take].tolist(), offsets[:take].tolist()))
+        docs: list[list[np.ndarray]] = [[] for _ in starts]
+        offsets: list[list[np.ndarray]] = [[] for _ in starts]
+        for (c, local, off), base in zip(self._fan("span_hits", ids, starts, ends, limit),
+                                         self._doc_base):
+            counts += c
+            for j in range(len(starts)):
+                docs[j].append(local[j] + base)
+                offsets[j].append(off[j])
         keep = counts <= (max_count if max_count is not None else args.INT64_MAX)
-        spans = tuple(AttributionSpan(int(a), int(b), int(c), tuple(h))
-                      for a, b, c, h, k in zip(starts, ends, counts, hits, keep) if k)
+        spans = tuple(AttributionSpan(int(starts[j]), int(ends[j]), int(counts[j]),
+                                      _first(docs[j], limit), _first(offsets[j], limit))
+                      for j in np.flatnonzero(keep))
         return Attribution(ids, spans)
+
+
+def _first(parts: list[np.ndarray], limit: int) -> np.ndarray:
+    """The first ``limit`` entries of the concatenated ``parts`` (int64)."""
+    out = parts[0] if len(parts) == 1 else np.concatenate(parts)
+    return out[:limit].astype(np.int64, copy=False)

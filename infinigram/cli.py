@@ -368,7 +368,8 @@ def attribute(argv, ids, min_len, max_count, delimiters, docs, as_json):
     for s in r.spans:
         piece = r.ids[s.start:s.end]
         text = eng.decode(piece) if eng.tokenizer is not None else " ".join(map(str, piece.tolist()))
-        where = ", ".join(f"doc {h.doc_ix} at {h.position}" for h in s.docs)
+        where = ", ".join(f"doc {d} at {p}" for d, p in zip(s.doc_ixs.tolist(),
+                                                           s.positions.tolist()))
         lines.append(f"[{s.start}, {s.end}) count {s.count}: {text!r}" + (f"; {where}" if where else ""))
     _emit(as_json, r, "\n".join(lines))
 

@@ -78,7 +78,7 @@ class ScoreResult:
 @dataclasses.dataclass(frozen=True)
 class DocHit:
     """A document holding the n-gram: global index and the token offset of
-    a match inside it (for ``search_docs``, the first match)."""
+    the first match inside it."""
 
     doc_ix: int
     position: int
@@ -108,16 +108,19 @@ class Document:
     source: dict | None = None
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class AttributionSpan:
     """A maximal span ids[start:end] of an attributed input that occurs
-    verbatim in the corpus: its ``count`` occurrences and up to the
-    requested number of them as ``docs`` (suffix-array order, shard by shard)."""
+    verbatim in the corpus, ``count`` times; up to the requested number of
+    those occurrences (suffix-array order, shard by shard) as global
+    document numbers ``doc_ixs`` and token offsets in them ``positions``
+    (int64 arrays)."""
 
     start: int
     end: int
     count: int
-    docs: tuple[DocHit, ...]
+    doc_ixs: np.ndarray
+    positions: np.ndarray
 
     @property
     def length(self) -> int:

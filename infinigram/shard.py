@@ -182,13 +182,16 @@ class ShardSearcher(ShardDocuments):
         """Per start i: length of the longest prefix of ids[i:] in this shard."""
         return matching.matching_lengths(*self.sampled_args(), ids)
 
-    def entry_positions(self, lo: int, hi: int) -> np.ndarray:
-        """Token indexes where the suffixes of entries [lo, hi) start, in table order."""
-        return ks.positions(self._tokens, self._table, self._pointer, lo, hi)
+    def locate(self, lo: int, hi: int, *index) -> tuple[np.ndarray, np.ndarray]:
+        """(local document, token offset) of the suffixes of entries [lo, hi),
+        in table order, through the document ``index`` of ``native.matching.locate``."""
+        return self._call(matching.locate, self._tokens, self._table, self._pointer, lo, hi,
+                          *index)
 
     def positions(self, ids: np.ndarray) -> np.ndarray:
         """Sorted token indexes of every occurrence of ``ids``."""
-        return np.sort(self.entry_positions(*self.range(ids)))
+        lo, hi = self.range(ids)
+        return np.sort(ks.positions(self._tokens, self._table, self._pointer, lo, hi))
 
     # ---- whole per-shard answers: what an engine fans out to every shard --
     def prompt_range(self, ids: np.ndarray) -> tuple[int, int]:

@@ -4,7 +4,7 @@ import numpy as np
 
 from . import jit
 from .keys import byte_key, packing, width_of
-from .search import search_span
+from .search import search_span, suffix
 from .tally import next_group
 
 
@@ -43,3 +43,21 @@ def matching_lengths(tokens, table, pointer, bucket, sample, step, ids):
             m += 1
         out[i] = m
     return out
+
+
+@jit
+def locate(tokens, table, pointer, lo, hi, starts, first, shift):
+    """(local document, token offset in it) of the suffixes of entries
+    [lo, hi): ``starts`` holds each document's separator index (ascending),
+    first[b] the document holding token index b << shift."""
+    docs = np.empty(hi - lo, dtype=np.int64)
+    offsets = np.empty(hi - lo, dtype=np.int64)
+    last = starts.shape[0] - 1
+    for i in range(lo, hi):
+        p = suffix(tokens, table, pointer, i)
+        d = first[p >> shift]
+        while d < last and starts[d + 1] <= p:
+            d += 1
+        docs[i - lo] = d
+        offsets[i - lo] = p - starts[d] - 1
+    return docs, offsets

@@ -144,13 +144,14 @@ def naive_occurrences(shards, query) -> list:
     return sorted(out)
 
 
-def naive_attribute(shards, query, min_len=1, max_count=None, delimiters=()) -> list:
+def naive_attribute(shards, query, min_len=1, max_count=None, delimiters=(), lengths=None) -> list:
     """(start, end, count) of infini-gram's attribution spans, by its own
     rule: at each start the longest match, cut after its first delimiter
     (unless that is its last token), kept when long enough, counted at most
-    ``max_count`` times and ending after every span kept before it."""
+    ``max_count`` times and ending after every span kept before it.
+    ``lengths``: ``naive_creativity(shards, query)``, if already known."""
     spans, last = [], 0
-    for i, m in enumerate(naive_creativity(shards, query)):
+    for i, m in enumerate(naive_creativity(shards, query) if lengths is None else lengths):
         for pos in range(i, i + m - 1):
             if query[pos] in delimiters:
                 m = pos + 1 - i

@@ -62,7 +62,7 @@ def test_creativity_and_attribute(index):
     r = json.loads(run("attribute", index, "the dog sat", "--min-len", 4, "--docs", 1,
                        "--json").output)
     assert [(s["start"], s["end"], s["count"]) for s in r["spans"]] == [(0, 4, 3), (3, 11, 1)]
-    assert r["spans"][1]["docs"] == [{"doc_ix": 2, "position": 1}]
+    assert (r["spans"][1]["doc_ixs"], r["spans"][1]["positions"]) == ([2], [1])
     r = json.loads(run("attribute", index, "the cat", "--delimiters", ord(" "), "--json").output)
     assert [(s["start"], s["end"]) for s in r["spans"]] == [(0, 4), (4, 7)]
     human = run("attribute", index, "a dog sat").output
