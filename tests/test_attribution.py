@@ -144,3 +144,15 @@ def test_same_answers_as_infinigram(tmp_path):
                     base = sum(eng.shards[k].n_docs for k in range(d["s"]))
                     hits.append((base + local, (d["ptr"] - int(starts[d["s"]][local])) // 2 - 1))
                 assert list(zip(g.doc_ixs.tolist(), g.positions.tolist())) == hits
+
+
+def test_where_infinigram_differs(tmp_path):
+    """A text whose suffix sorts before every suffix of the corpus: infini-gram
+    inspects no neighbour (its unsigned rank - 1 wraps) and reports 0; the
+    longest match is 1 token."""
+    ig = pytest.importorskip("infini_gram.engine")
+    path = make_index(tmp_path, [[0, 1], [2]], width=2, vocab_size=fmt.separator(2))
+    theirs = ig.InfiniGramEngine(index_dir=str(path), eos_token_id=65534, vocab_size=65535,
+                                 token_dtype="u16")
+    assert theirs.creativity([0, 0])["rs"] == [0, 2]  # rs[i] = i + length: [1, 2] is right
+    assert engine.open(path).creativity([0, 0]).tolist() == [1, 1]
