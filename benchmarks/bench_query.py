@@ -132,6 +132,24 @@ def heldout_prompts(docs, k: int, rng) -> list[tuple[list[int], int]]:
     return out
 
 
+def mixed_texts(tokens: np.ndarray, k: int, rng, length: int = 500,
+                piece: int = 50) -> list[list[int]]:
+    """k held-out-like texts of ``length`` tokens: ``piece``-token runs of
+    the corpus alternating at random with runs of tokens drawn from random
+    corpus positions (each token occurs, longer n-grams seldom)."""
+    out = []
+    for _ in range(k):
+        text: list[int] = []
+        while len(text) < length:
+            if rng.random() < 0.5:
+                text += ngrams(tokens, piece, 1, rng)[0]
+            else:
+                drawn = tokens[rng.integers(1, tokens.size, size=2 * piece)]
+                text += drawn[drawn != c.SEP][:piece].tolist()
+        out.append(text[:length])
+    return out
+
+
 # ---------------------------------------------------------------- helpers
 
 def timed(results: dict, key: str, engines: dict, calls: dict, args_list,
@@ -175,9 +193,11 @@ def tg_dist(counts) -> dict:
 
 # ---------------------------------------------------------------- the benchmark
 
-def bench(d: Path, engines: dict, tokens: np.ndarray, held: list, k: int, rng) -> dict:
-    """Run every query stage; a stage that raises is recorded under res["errors"]
-    (the engine may be mid-change) and the others still run."""
+def bench(d: Path, engines: dict, tokens: np.ndarray, held: list, k: int, rng,
+          only=()) -> dict:
+    """Run every query stage (or those named in ``only``); a stage that
+    raises is recorded under res["errors"] (the engine may be mid-change)
+    and the others still run."""
     ours = engines["ours"]
     ig = engines.get("infini-gram")
     tg = engines.get("tokengrams")
@@ -350,10 +370,30 @@ def bench(d: Path, engines: dict, tokens: np.ndarray, held: list, k: int, rng) -
         res["score"] = score
         print(f"  score {score}", flush=True)
 
+    def stage_attribution():  # creativity and attribute of 500-token held-out-like texts
+        texts = [(t,) for t in mixed_texts(tokens, max(5, k // 200), rng)]
+        timed(res, "creativity 500 tokens", engines,
+              {"ours": ours.creativity, "infini-gram": ig and ig.creativity}, texts, warmup=2)
+        timed(res, "attribute 500 tokens", engines,
+              {"ours": lambda t: ours.attribute(t, max_count=BIG, docs=BIG),
+               "infini-gram": ig and (lambda t: ig.attribute(t, [], 1, BIG, False))},
+              texts, warmup=2)
+        if ig:
+            checks["creativity == infini-gram rs - start"] = agree(
+                [(np.arange(len(t)) + ours.creativity(t)).tolist() for t, in texts],
+                [ig.creativity(t)["rs"] for t, in texts])
+            checks["attribute spans (start, end, count) == infini-gram's"] = agree(
+                [[(s.start, s.end, s.count) for s in ours.attribute(t, max_count=BIG).spans]
+                 for t, in texts],
+                [[(s["l"], s["r"], s["count"]) for s in ig.attribute(t, [], 1, BIG, False)["spans"]]
+                 for t, in texts])
+
     stages = (("count", stage_count), ("count_many", stage_count_many), ("prob", stage_prob),
               ("ntd", stage_ntd), ("infgram", stage_infgram), ("search_docs", stage_search_docs),
-              ("score", stage_score))
+              ("score", stage_score), ("attribution", stage_attribution))
     for name, stage in stages:
+        if only and name not in only:
+            continue
         try:
             stage()
         except Exception as e:  # noqa: BLE001 - report and go on
@@ -548,6 +588,8 @@ def main(argv=None):
     ap.add_argument("--text-field", default="text")
     ap.add_argument("--queries", type=int, default=None, help="queries per row (default 2000)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--stage", action="append", default=[],
+                    help="Run only this stage (repeatable), print its results, write nothing.")
     rep.add_report_options(ap, "queries", "queries-stdlib")
     args = ap.parse_args(argv)
     if args.from_json:
@@ -573,7 +615,10 @@ def main(argv=None):
     engines = open_engines(d, model)
     tokens = np.memmap(d / "tokenized.0", dtype="<u2", mode="r")
     rng = np.random.default_rng(args.seed)
-    results = bench(d, engines, tokens, held, k, rng)
+    results = bench(d, engines, tokens, held, k, rng, only=args.stage)
+    if args.stage:
+        print(json.dumps(results, indent=1, default=str))
+        return
     data = {"machine": m, "corpus": name, "tokens": info["tokens"], "docs": info["docs"],
             "built_by": built_by, "k": k, "busy": args.busy or m["load_avg"][0] > 1.0,
             "results": results,
