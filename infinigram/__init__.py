@@ -35,8 +35,8 @@ _checkout_kernels()
 
 from .engine import Engine, open  # noqa: E402
 from .results import (Attribution, AttributionSpan, DocHit, Document,  # noqa: E402
-                      FindResult, InfGramProb, NextTokenDist, ProbResult, ScoreResult,
-                      SearchResult)
+                      FindResult, InfGramProb, NextTokenDist, Overlap, ProbResult,
+                      ScoreResult, SearchResult)
 from .errors import (ArgumentError, BuildError, CorpusError, IndexFormatError,  # noqa: E402
                      InfinigramError, QueryError, TokenizerError)
 from .verify import verify  # noqa: E402
@@ -54,5 +54,5 @@ def __getattr__(name):
 
 __all__ = ["build", "index_tables", "open", "verify", "Engine", "InfinigramError",
            "ArgumentError", "BuildError", "CorpusError", "IndexFormatError", "QueryError", "TokenizerError",
-           "Attribution", "AttributionSpan", "DocHit", "Document", "FindResult", "InfGramProb", "NextTokenDist", "ProbResult",
+           "Attribution", "AttributionSpan", "DocHit", "Document", "FindResult", "InfGramProb", "NextTokenDist", "Overlap", "ProbResult",
            "ScoreResult", "SearchResult"]

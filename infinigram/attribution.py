@@ -1,6 +1,7 @@
 """Which parts of a text occur verbatim in the corpus: ``creativity`` (the
-longest match at every start) and ``attribute`` (the maximal matching
-spans, with their counts and documents).
+longest match at every start), ``attribute`` (the maximal matching spans,
+with their counts and documents) and ``overlap`` (the share of a test
+set's n-grams found, as contamination reports give it).
 
 :class:`AttributionQueries` validates them and combines the shards'
 answers for :class:`~infinigram.engine.Engine`, through its ``_fan``.
@@ -10,7 +11,10 @@ from __future__ import annotations
 import numpy as np
 
 from . import args
-from .results import Attribution, AttributionSpan
+from .results import Attribution, AttributionSpan, Overlap
+
+OVERLAP_BATCH = 1 << 20
+"""Most n-grams counted in one ``count_many`` call (13 int64 ids each: 104 MiB)."""
 
 
 class AttributionQueries:
@@ -75,8 +79,39 @@ class AttributionQueries:
                       for j in np.flatnonzero(keep))
         return Attribution(ids, spans)
 
+    def overlap(self, docs, n: int = 13) -> Overlap:
+        """For each test document of ``docs`` (queries: text or token ids;
+        an empty one has no n-grams): how many of its ``n``-grams (one per
+        start, repeats included) occur in the corpus, counted in batches of
+        ``count_many`` over 2-D arrays of n-grams."""
+        n = args.integer("n", n, low=1)
+        seqs = [self._ids(d, empty_ok=True) for d in docs]
+        sizes = np.array([max(0, len(s) - n + 1) for s in seqs], dtype=np.int64)
+        hit = np.zeros(int(sizes.sum()), dtype=bool)
+        at = 0
+        for rows in _batches((np.lib.stride_tricks.sliding_window_view(s, n)
+                              for s in seqs if len(s) >= n), OVERLAP_BATCH):
+            hit[at:at + len(rows)] = self.count_many(rows) > 0
+            at += len(rows)
+        ends = np.concatenate([[0], np.cumsum(hit, dtype=np.int64)])[np.cumsum(sizes)]
+        return Overlap(n, sizes, np.diff(ends, prepend=0))
+
 
 def _first(parts: list[np.ndarray], limit: int) -> np.ndarray:
     """The first ``limit`` entries of the concatenated ``parts`` (int64)."""
     out = parts[0] if len(parts) == 1 else np.concatenate(parts)
     return out[:limit].astype(np.int64, copy=False)
+
+
+def _batches(arrays, rows: int):
+    """The rows of the 2-D ``arrays``, in order, as C-contiguous arrays of
+    about ``rows`` rows (more when one array alone holds more)."""
+    pending, size = [], 0
+    for a in arrays:
+        pending.append(a)
+        size += len(a)
+        if size >= rows:
+            yield np.concatenate(pending)
+            pending, size = [], 0
+    if pending:
+        yield np.concatenate(pending)

@@ -134,3 +134,31 @@ class Attribution:
 
     ids: np.ndarray
     spans: tuple[AttributionSpan, ...]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Overlap:
+    """``Engine.overlap``: per test document, its ``ngrams`` (n-grams,
+    max(0, tokens - n + 1)) and how many of them occur in the corpus
+    (``found``); int64 arrays."""
+
+    n: int
+    ngrams: np.ndarray
+    found: np.ndarray
+
+    @property
+    def fractions(self) -> np.ndarray:
+        """found / ngrams per document (nan for a document under n tokens)."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return self.found / self.ngrams
+
+    @property
+    def contaminated(self) -> np.ndarray:
+        """Per document: whether any of its n-grams occurs in the corpus."""
+        return self.found > 0
+
+    @property
+    def fraction(self) -> float:
+        """Share of all the test set's n-grams found (nan when it has none)."""
+        total = int(self.ngrams.sum())
+        return int(self.found.sum()) / total if total else float("nan")

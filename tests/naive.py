@@ -165,3 +165,15 @@ def naive_attribute(shards, query, min_len=1, max_count=None, delimiters=(), len
             last = i + m
             spans.append((i, i + m, c))
     return spans
+
+
+def naive_overlap(shards, docs, n) -> tuple[list, list]:
+    """Per document: its n-grams and how many of them are among the
+    shards' n-grams (every window of n tokens)."""
+    corpus = {tuple(t[i:i + n].tolist()) for t in shards for i in range(len(t) - n + 1)}
+    sizes, found = [], []
+    for d in docs:
+        grams = [tuple(int(x) for x in d[i:i + n]) for i in range(len(d) - n + 1)]
+        sizes.append(len(grams))
+        found.append(sum(g in corpus for g in grams))
+    return sizes, found

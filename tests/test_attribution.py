@@ -6,7 +6,8 @@ import infinigram.engine as engine
 from infinigram import format as fmt
 from infinigram.errors import QueryError
 from conftest import make_index
-from naive import naive_attribute, naive_creativity, naive_occurrences
+from infinigram import attribution
+from naive import naive_attribute, naive_creativity, naive_occurrences, naive_overlap
 from test_engine import ADVERSARIAL, ALPHABET, random_docs, shard_arrays
 
 WIDTHS = [1, 2, 4]
@@ -66,6 +67,27 @@ def test_creativity_and_attribute_match_brute_force(tmp_path, width, name):
                     assert len(hits) == min(1000, len(every)) and set(hits) <= set(every)
 
 
+@pytest.mark.parametrize("width", WIDTHS)
+@pytest.mark.parametrize("name", list(ADVERSARIAL) + ["random"])
+def test_overlap_matches_brute_force(tmp_path, width, name, monkeypatch):
+    """Per document and overall, also when the n-grams are counted in
+    batches smaller than a document."""
+    docs = _corpora(width)[name]
+    eng = _index(tmp_path, docs, width, 2)
+    toks = shard_arrays(eng)
+    tests = _inputs(docs, width, np.random.default_rng(3)) + [[], [ALPHABET[width][1]]]
+    for n in (1, 3, 13):
+        for batch in (attribution.OVERLAP_BATCH, 7):
+            monkeypatch.setattr(attribution, "OVERLAP_BATCH", batch)
+            r = eng.overlap(tests, n=n)
+            sizes, found = naive_overlap(toks, tests, n)
+            assert (r.n, r.ngrams.tolist(), r.found.tolist()) == (n, sizes, found)
+            assert r.contaminated.tolist() == [f > 0 for f in found]
+            assert r.fraction == pytest.approx(sum(found) / sum(sizes))
+            assert np.isnan(r.fractions[-2]) and r.fractions[0] == pytest.approx(found[0] / sizes[0])
+    assert np.isnan(eng.overlap([[]]).fraction) and len(eng.overlap([]).ngrams) == 0
+
+
 def test_attribute_document_sample(tmp_path):
     """``docs`` bounds the sample; each hit is a real occurrence, whose
     document holds the span at that offset."""
@@ -102,6 +124,8 @@ def test_long_repeats(tmp_path):
     (lambda e: e.creativity([]), "the query is empty"),
     (lambda e: e.creativity([1, 65535]), "document separator"),
     (lambda e: e.creativity([1, 99]), "id 99 at position 1 is outside the vocabulary"),
+    (lambda e: e.overlap([[1, 2]], n=0), "n=0 is out of range"),
+    (lambda e: e.overlap([[1, 2], [3, 10]]), "id 10 at position 1"),
 ])
 def test_bad_input(tmp_path, call, message):
     eng = engine.open(make_index(tmp_path, [[1, 2, 3]], vocab_size=10))
