@@ -375,6 +375,34 @@ def attribute(argv, ids, min_len, max_count, delimiters, docs, as_json):
 
 
 @main.command()
+@click.argument("argv", nargs=-1, required=True, metavar="INDEX... TEST_FILE")
+@click.option("--n", "n", default=13, show_default=True, help="n-gram length.")
+@click.option("--text-field", default="text", show_default=True, help="Field holding the text.")
+@json_opt
+@_command
+def overlap(argv, n, text_field, as_json):
+    """Share of each test document's n-grams found in the index (a
+    contamination check); TEST_FILE is a corpus file (.jsonl, .parquet, ...)."""
+    if len(argv) < 2:
+        raise click.UsageError("give INDEX... TEST_FILE (one or more index directories, then "
+                               "the test file)")
+    from .corpus import iter_batches
+    eng = open_index(list(argv[:-1]))
+    texts = [t for batch in iter_batches([argv[-1]], text_field) for t in batch.texts]
+    r = eng.overlap(texts, n=n)
+    docs = [{"ngrams": g, "found": f, "fraction": x, "any": a} for g, f, x, a in zip(
+        r.ngrams.tolist(), r.found.tolist(), r.fractions.tolist(), r.contaminated.tolist())]
+    data = {"n": r.n, "ngrams": int(r.ngrams.sum()), "found": int(r.found.sum()),
+            "fraction": r.fraction, "documents": len(docs),
+            "documents_with_any": int(r.contaminated.sum()), "per_document": docs}
+    human = [f"{data['found']} of {data['ngrams']} {n}-grams found ({r.fraction:.4%}); "
+             f"{data['documents_with_any']} of {len(docs)} documents have one"]
+    human += [f"doc {i}: {d['found']}/{d['ngrams']}" + (" *" if d["any"] else "")
+              for i, d in enumerate(docs)]
+    _emit(as_json, data, "\n".join(human))
+
+
+@main.command()
 @click.argument("argv", nargs=-1, required=True, metavar="INDEX... DOC_IX")
 @click.option("--around", type=int, help="Token position to centre a window on.")
 @click.option("--window", type=int, help="Tokens each side of --around.")

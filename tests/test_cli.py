@@ -73,6 +73,23 @@ def test_creativity_and_attribute(index):
         assert len(res.output.strip().splitlines()) == 1
 
 
+def test_overlap(index, tmp_path):
+    test = tmp_path / "test.jsonl"
+    test.write_text("".join(json.dumps({"body": t}) + "\n" for t in ["a cat ran", "zz", "xyzw"]))
+    r = json.loads(run("overlap", index, test, "--n", 3, "--text-field", "body", "--json").output)
+    # of the 7 trigrams of "a cat ran", all but "a c" occur
+    assert [(d["ngrams"], d["found"], d["any"]) for d in r["per_document"]] == \
+        [(7, 6, True), (0, 0, False), (2, 0, False)]
+    assert (r["ngrams"], r["found"], r["documents_with_any"]) == (9, 6, 1)
+    assert r["fraction"] == 6 / 9 and r["per_document"][1]["fraction"] is None
+    assert run("overlap", index, test, "--n", 3, "--text-field", "body").output.startswith(
+        "6 of 9 3-grams found")
+    for bad in ([tmp_path / "missing.jsonl"], [test, "--n", 0]):
+        res = run("overlap", index, *bad)
+        assert res.exit_code == 1 and res.output.startswith("error: "), (bad, res.output)
+        assert len(res.output.strip().splitlines()) == 1
+
+
 def test_info_and_verify(index):
     assert "documents" in run("info", index).output
     res = run("verify", index)
@@ -143,6 +160,8 @@ JSON_KEYS = {  # command -> (argv after the command, with {idx}/{copy}/{src}/{ou
     "verify": ("{idx}", {"path", "checked", "problems"}),
     "creativity": ("{idx} cat", {"lengths"}),
     "attribute": ("{idx} cat", {"ids", "spans"}),
+    "overlap": ("{idx} {src} --n 3", {"n", "ngrams", "found", "fraction", "documents",
+                                      "documents_with_any", "per_document"}),
 }
 
 
