@@ -370,6 +370,25 @@ def bench(d: Path, engines: dict, tokens: np.ndarray, held: list, k: int, rng,
         res["score"] = score
         print(f"  score {score}", flush=True)
 
+    def stage_overlap():  # n-grams/s of overlap: held-out documents and as many copied ones
+        cuts = np.flatnonzero(tokens == c.SEP)
+        picks = rng.integers(0, cuts.size - 1, size=len(held))
+        tests = list(held) + [np.asarray(tokens[cuts[i] + 1:cuts[i + 1]]) for i in picks]
+        ours.overlap(tests[:10])
+        reps, t = 0, 0.0
+        while t < 1.0 or reps < 3:
+            t0 = time.perf_counter()
+            r = ours.overlap(tests, n=13)
+            t += time.perf_counter() - t0
+            reps += 1
+        res["overlap n=13"] = {"documents": len(tests), "ngrams": int(r.ngrams.sum()),
+                               "ngrams_per_s": reps * int(r.ngrams.sum()) / t,
+                               "held-out fraction": float(r.found[:len(held)].sum()
+                                                          / max(1, r.ngrams[:len(held)].sum()))}
+        checks["overlap of copied documents == 1"] = float(r.found[len(held):].sum()
+                                                           == r.ngrams[len(held):].sum())
+        print(f"  overlap n=13 {res['overlap n=13']}", flush=True)
+
     def stage_attribution():  # creativity and attribute of 500-token held-out-like texts
         texts = [(t,) for t in mixed_texts(tokens, max(5, k // 200), rng)]
         timed(res, "creativity 500 tokens", engines,
@@ -390,7 +409,8 @@ def bench(d: Path, engines: dict, tokens: np.ndarray, held: list, k: int, rng,
 
     stages = (("count", stage_count), ("count_many", stage_count_many), ("prob", stage_prob),
               ("ntd", stage_ntd), ("infgram", stage_infgram), ("search_docs", stage_search_docs),
-              ("score", stage_score), ("attribution", stage_attribution))
+              ("score", stage_score), ("attribution", stage_attribution),
+              ("overlap", stage_overlap))
     for name, stage in stages:
         if only and name not in only:
             continue
