@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import args
+from .errors import QueryError
 from .results import Attribution, AttributionSpan, Overlap
 
 OVERLAP_BATCH = 1 << 16
@@ -35,21 +36,26 @@ class AttributionQueries:
         return np.max(parts, axis=0) if parts else np.zeros(len(ids), dtype=np.int64)
 
     def attribute(self, q, min_len: int = 1, max_count: int | None = None,
-                  delimiters=(), docs: int = 10) -> Attribution:
+                  delimiters=(), whole_words: bool = False, docs: int = 10) -> Attribution:
         """The maximal spans of ``q`` that occur verbatim in the corpus.
 
         The span at start i is the longest match there (``creativity``),
         cut after the first of ``delimiters`` (token ids) that it holds
-        before its last token; a span contained in an earlier one is
-        dropped; the rest are kept when at least ``min_len`` tokens long
+        before its last token; with ``whole_words`` (a sentencepiece
+        index), only spans that start at a word's first token (a piece
+        beginning with '▁'), shortened until the next token begins a word
+        or the text ends; a span contained in an earlier one is dropped; the rest are kept when at least ``min_len`` tokens long
         and occurring at most ``max_count`` times (None: no bound). Each
         comes with its count and the documents (global index, token offset)
         of its first ``docs`` occurrences in suffix-array order, shard by
         shard.
-        infini-gram's ``attribute(ids, delim_ids, min_len, max_cnt, False)``
-        finds the same spans (see the README for where it differs)."""
+        infini-gram's ``attribute(ids, delim_ids, min_len, max_cnt,
+        enforce_bow)`` finds the same spans (see the README for where it
+        differs)."""
         ids = self._ids(q)
         min_len = args.integer("min_len", min_len, low=1)
+        if not isinstance(whole_words, bool):
+            raise QueryError(f"whole_words={whole_words!r:.40} must be True or False")
         max_count = args.optional_integer("max_count", max_count, low=1)
         limit = args.integer("docs", docs)
         delims = args.ids(delimiters, self._vocab, separator=self.separator, what="delimiters")
@@ -60,7 +66,13 @@ class AttributionQueries:
             at = np.flatnonzero(np.isin(ids, delims))
             after = np.append(at, n)[np.searchsorted(at, starts)]  # first delimiter at or after i
             ends = np.minimum(ends, after + 1)
-        long_enough = ends - starts >= min_len
+        long_enough = np.ones(n, dtype=bool)
+        if whole_words:
+            word = self._word_starts()[ids]
+            can_end = np.where(np.append(word, True), np.arange(n + 1), -1)
+            ends = np.maximum.accumulate(can_end)[ends]  # the last word start (or end) <= end
+            long_enough = word
+        long_enough &= ends - starts >= min_len
         starts, ends = starts[long_enough], ends[long_enough]
         before = np.maximum.accumulate(np.concatenate([[0], ends]))[:-1]
         fresh = ends > before  # not contained in an earlier span
@@ -79,6 +91,18 @@ class AttributionQueries:
                                       _first(docs[j], limit), _first(offsets[j], limit))
                       for j in np.flatnonzero(keep))
         return Attribution(ids, spans)
+
+    def _word_starts(self) -> np.ndarray:
+        """``Tokenizer.word_starts`` of the index's sentencepiece tokenizer."""
+        tok = self.tokenizer
+        if tok is None or tok.kind != "sentencepiece":
+            raise QueryError(
+                f"whole_words=True needs a sentencepiece tokenizer (its pieces mark word "
+                f"starts with '▁'); this index's is {tok.kind if tok else 'none'!r}: "
+                "pass whole_words=False")
+        if getattr(self, "_words", None) is None:
+            self._words = tok.word_starts()
+        return self._words
 
     def overlap(self, docs, n: int = 13) -> Overlap:
         """For each test document of ``docs`` (queries: text or token ids;

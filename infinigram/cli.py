@@ -356,14 +356,16 @@ def creativity(argv, ids, as_json):
 @click.option("--min-len", default=1, show_default=True, help="Shortest span to report.")
 @click.option("--max-count", type=int, help="Report only spans occurring at most this often.")
 @click.option("--delimiters", help="Token ids that end a span, e.g. '13 29'.")
+@click.option("--whole-words", is_flag=True, help="Spans on word boundaries (sentencepiece).")
 @click.option("--docs", default=10, show_default=True, help="Documents to list per span.")
 @json_opt
 @_command
-def attribute(argv, ids, min_len, max_count, delimiters, docs, as_json):
+def attribute(argv, ids, min_len, max_count, delimiters, whole_words, docs, as_json):
     """The maximal spans of TEXT that occur verbatim in the index."""
     eng, q = _open_query(argv, ids)
     r = eng.attribute(q, min_len=min_len, max_count=max_count,
-                      delimiters=_id_list("--delimiters", delimiters), docs=docs)
+                      delimiters=_id_list("--delimiters", delimiters),
+                      whole_words=whole_words, docs=docs)
     lines = [f"{len(r.spans)} spans"]
     for s in r.spans:
         piece = r.ids[s.start:s.end]

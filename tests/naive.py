@@ -144,18 +144,25 @@ def naive_occurrences(shards, query) -> list:
     return sorted(out)
 
 
-def naive_attribute(shards, query, min_len=1, max_count=None, delimiters=(), lengths=None) -> list:
+def naive_attribute(shards, query, min_len=1, max_count=None, delimiters=(), lengths=None,
+                    bow=None) -> list:
     """(start, end, count) of infini-gram's attribution spans, by its own
     rule: at each start the longest match, cut after its first delimiter
     (unless that is its last token), kept when long enough, counted at most
     ``max_count`` times and ending after every span kept before it.
-    ``lengths``: ``naive_creativity(shards, query)``, if already known."""
+    ``lengths``: ``naive_creativity(shards, query)``, if already known.
+    With ``bow`` (the ids that begin a word): only starts at such ids, each
+    span shortened until the token after it is one (or the query ends)."""
     spans, last = [], 0
     for i, m in enumerate(naive_creativity(shards, query) if lengths is None else lengths):
+        if bow is not None and query[i] not in bow:
+            continue
         for pos in range(i, i + m - 1):
             if query[pos] in delimiters:
                 m = pos + 1 - i
                 break
+        while bow is not None and m > 0 and i + m < len(query) and query[i + m] not in bow:
+            m -= 1
         if m < min_len:
             continue
         c = naive_count(shards, query[i:i + m])

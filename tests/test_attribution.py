@@ -125,6 +125,7 @@ def test_long_repeats(tmp_path):
     (lambda e: e.creativity([1, 65535]), "document separator"),
     (lambda e: e.creativity([1, 99]), "id 99 at position 1 is outside the vocabulary"),
     (lambda e: e.overlap([[1, 2]], n=0), "n=0 is out of range"),
+    (lambda e: e.attribute([1], whole_words=1), "whole_words=1 must be True or False"),
     (lambda e: e.overlap([[1, 2], [3, 10]]), "id 10 at position 1"),
 ])
 def test_bad_input(tmp_path, call, message):
@@ -180,3 +181,44 @@ def test_where_infinigram_differs(tmp_path):
                                  token_dtype="u16")
     assert theirs.creativity([0, 0])["rs"] == [0, 2]  # rs[i] = i + length: [1, 2] is right
     assert engine.open(path).creativity([0, 0]).tolist() == [1, 1]
+
+
+def test_whole_words(tmp_path):
+    """whole_words on a sentencepiece index: spans start at a word's first
+    piece and end before the next word's (brute force), as infini-gram's
+    enforce_bow with the same word-start ids; an index without
+    sentencepiece refuses it."""
+    from infinigram.tokenizer import SentencePieceTokenizer, train_sentencepiece
+    rng = np.random.default_rng(4)
+    words = ["cat", "sat", "on", "the", "mat", "dog", "ran", "away", "quickly", "home"]
+    text = [" ".join(rng.choice(words, size=int(rng.integers(3, 40)))) for _ in range(60)]
+    model = tmp_path / "tok.model"
+    train_sentencepiece(text, 300, model, threads=1)
+    tok = SentencePieceTokenizer(model, threads=1)
+    docs = [tok.encode(t).tolist() for t in text]
+    path = make_index(tmp_path, docs, width=2, shards=2, tokenizer=str(model))
+    eng = engine.open(path)
+    bow = set(np.flatnonzero(tok.word_starts()).tolist())
+    assert bow and all(tok._sp.id_to_piece(i).startswith("\u2581") for i in bow)
+    toks = shard_arrays(eng)
+    queries = [" ".join(rng.choice(words, size=12)) for _ in range(5)] + [text[0] + " dog sat"]
+    spans = [[(s.start, s.end) for s in eng.attribute(q, whole_words=w).spans]
+             for q in queries for w in (False, True)]
+    assert spans[0::2] != spans[1::2]  # word boundaries change the answer
+    for q in queries:
+        ids = eng.tokenize(q).tolist()
+        for min_len, delims in [(1, ()), (3, (ids[2],))]:
+            got = eng.attribute(q, min_len=min_len, delimiters=delims, whole_words=True)
+            assert [(s.start, s.end, s.count) for s in got.spans] == \
+                naive_attribute(toks, ids, min_len, None, delims, bow=bow)
+    ig = pytest.importorskip("infini_gram.engine")
+    (tmp_path / "bow.txt").write_text("".join(f"{i}\n" for i in sorted(bow)))
+    theirs = ig.InfiniGramEngine(index_dir=str(path), eos_token_id=65534, vocab_size=65535,
+                                 token_dtype="u16", bow_ids_path=str(tmp_path / "bow.txt"))
+    for q in queries:
+        ids = eng.tokenize(q).tolist()
+        want = theirs.attribute(ids, [], 1, 10**9, True)["spans"]
+        got = eng.attribute(ids, whole_words=True).spans
+        assert [(s.start, s.end, s.count) for s in got] == [(s["l"], s["r"], s["count"]) for s in want]
+    with pytest.raises(QueryError, match="whole_words=True needs a sentencepiece tokenizer"):
+        engine.open(make_index(tmp_path, [[1, 2]])).attribute([1, 2], whole_words=True)

@@ -67,7 +67,7 @@ def test_creativity_and_attribute(index):
     assert [(s["start"], s["end"]) for s in r["spans"]] == [(0, 4), (4, 7)]
     human = run("attribute", index, "a dog sat").output
     assert human.splitlines()[0] == "1 spans" and "'a dog sat'" in human
-    for bad in (["--min-len", 0], ["--max-count", 0], ["--delimiters", "x"]):
+    for bad in (["--min-len", 0], ["--max-count", 0], ["--delimiters", "x"], ["--whole-words"]):
         res = run("attribute", index, "cat", *bad)
         assert res.exit_code in (1, 2) and res.output.startswith("error: "), (bad, res.output)
         assert len(res.output.strip().splitlines()) == 1
