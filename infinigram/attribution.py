@@ -21,7 +21,7 @@ OVERLAP_BATCH = 1 << 16
 
 class AttributionQueries:
     """The attribution queries of an engine. Needs ``_ids``, ``_fan``,
-    ``_doc_base``, ``_vocab`` and ``separator``."""
+    ``_doc_base``, ``_vocab``, ``separator``, ``tokenizer`` and ``count_many``."""
 
     def creativity(self, q) -> np.ndarray:
         """int64 array, one entry per token of ``q``: entry i is the length
@@ -44,12 +44,12 @@ class AttributionQueries:
         before its last token; with ``whole_words`` (a sentencepiece
         index), only spans that start at a word's first token (a piece
         beginning with '▁'), shortened until the next token begins a word
-        or the text ends; a span contained in an earlier one is dropped; the rest are kept when at least ``min_len`` tokens long
-        and occurring at most ``max_count`` times (None: no bound). Each
-        comes with its count and the documents (global index, token offset)
-        of its first ``docs`` occurrences in suffix-array order, shard by
-        shard.
-        infini-gram's ``attribute(ids, delim_ids, min_len, max_cnt,
+        or the text ends. A span contained in an earlier one is dropped;
+        the rest are kept when at least ``min_len`` tokens long and
+        occurring at most ``max_count`` times (None: no bound). Each comes
+        with its count and the documents (global index, token offset) of
+        its first ``docs`` occurrences in suffix-array order, shard by
+        shard. infini-gram's ``attribute(ids, delim_ids, min_len, max_cnt,
         enforce_bow)`` finds the same spans (see the README for where it
         differs)."""
         ids = self._ids(q)
@@ -78,17 +78,18 @@ class AttributionQueries:
         fresh = ends > before  # not contained in an earlier span
         starts, ends = starts[fresh], ends[fresh]
         counts = np.zeros(len(starts), dtype=np.int64)
-        docs: list[list[np.ndarray]] = [[] for _ in starts]
-        offsets: list[list[np.ndarray]] = [[] for _ in starts]
+        doc_parts: list[list[np.ndarray]] = [[] for _ in starts]
+        offset_parts: list[list[np.ndarray]] = [[] for _ in starts]
         for (c, local, off), base in zip(self._fan("span_hits", ids, starts, ends, limit),
                                          self._doc_base):
             counts += c
             for j in range(len(starts)):
-                docs[j].append(local[j] + base)
-                offsets[j].append(off[j])
+                doc_parts[j].append(local[j] + base)
+                offset_parts[j].append(off[j])
         keep = counts <= (max_count if max_count is not None else args.INT64_MAX)
         spans = tuple(AttributionSpan(int(starts[j]), int(ends[j]), int(counts[j]),
-                                      _first(docs[j], limit), _first(offsets[j], limit))
+                                      _first(doc_parts[j], limit),
+                                      _first(offset_parts[j], limit))
                       for j in np.flatnonzero(keep))
         return Attribution(ids, spans)
 
