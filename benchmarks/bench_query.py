@@ -132,6 +132,24 @@ def heldout_prompts(docs, k: int, rng) -> list[tuple[list[int], int]]:
     return out
 
 
+def mixed_texts(tokens: np.ndarray, k: int, rng, length: int = 500,
+                piece: int = 50) -> list[list[int]]:
+    """k held-out-like texts of ``length`` tokens: ``piece``-token runs of
+    the corpus alternating at random with runs of tokens drawn from random
+    corpus positions (each token occurs, longer n-grams seldom)."""
+    out = []
+    for _ in range(k):
+        text: list[int] = []
+        while len(text) < length:
+            if rng.random() < 0.5:
+                text += ngrams(tokens, piece, 1, rng)[0]
+            else:
+                drawn = tokens[rng.integers(1, tokens.size, size=2 * piece)]
+                text += drawn[drawn != c.SEP][:piece].tolist()
+        out.append(text[:length])
+    return out
+
+
 # ---------------------------------------------------------------- helpers
 
 def timed(results: dict, key: str, engines: dict, calls: dict, args_list,
@@ -175,9 +193,11 @@ def tg_dist(counts) -> dict:
 
 # ---------------------------------------------------------------- the benchmark
 
-def bench(d: Path, engines: dict, tokens: np.ndarray, held: list, k: int, rng) -> dict:
-    """Run every query stage; a stage that raises is recorded under res["errors"]
-    (the engine may be mid-change) and the others still run."""
+def bench(d: Path, engines: dict, tokens: np.ndarray, held: list, k: int, rng,
+          only=()) -> dict:
+    """Run every query stage (or those named in ``only``); a stage that
+    raises is recorded under res["errors"] (the engine may be mid-change)
+    and the others still run."""
     ours = engines["ours"]
     ig = engines.get("infini-gram")
     tg = engines.get("tokengrams")
@@ -356,10 +376,54 @@ def bench(d: Path, engines: dict, tokens: np.ndarray, held: list, k: int, rng) -
         res["score"] = score
         print(f"  score {score}", flush=True)
 
+    def stage_overlap():  # n-grams/s of overlap: held-out documents and as many copied ones
+        cuts = np.flatnonzero(tokens == c.SEP)
+        picks = rng.integers(0, cuts.size - 1, size=len(held))
+        tests = list(held) + [np.asarray(tokens[cuts[i] + 1:cuts[i + 1]]) for i in picks]
+        ours.overlap(tests[:10])
+        reps, t = 0, 0.0
+        while t < 1.0 or reps < 3:
+            t0 = time.perf_counter()
+            r = ours.overlap(tests, n=13)
+            t += time.perf_counter() - t0
+            reps += 1
+        res["overlap n=13"] = {"documents": len(tests), "ngrams": int(r.ngrams.sum()),
+                               "ngrams_per_s": reps * int(r.ngrams.sum()) / t,
+                               "held-out fraction": float(r.found[:len(held)].sum()
+                                                          / max(1, r.ngrams[:len(held)].sum()))}
+        checks["overlap of copied documents == 1"] = float(r.found[len(held):].sum()
+                                                           == r.ngrams[len(held):].sum())
+        print(f"  overlap n=13 {res['overlap n=13']}", flush=True)
+
+    def stage_attribution():  # creativity and attribute of 500-token held-out-like texts
+        texts = [(t,) for t in mixed_texts(tokens, max(5, k // 200), rng)]
+        timed(res, "creativity 500 tokens", engines,
+              {"ours": ours.creativity, "infini-gram": ig and ig.creativity}, texts, warmup=2)
+        timed(res, "attribute 500 tokens", engines,
+              {"ours": lambda t: ours.attribute(t, max_count=BIG, docs=BIG),
+               "infini-gram": ig and (lambda t: ig.attribute(t, [], 1, BIG, False))},
+              texts, warmup=2)
+        if ig:
+            checks["creativity == infini-gram rs - start"] = agree(
+                [(np.arange(len(t)) + ours.creativity(t)).tolist() for t, in texts],
+                [ig.creativity(t)["rs"] for t, in texts])
+            checks["attribute spans (start, end, count) == infini-gram's"] = agree(
+                [[(s.start, s.end, s.count) for s in ours.attribute(t, max_count=BIG).spans]
+                 for t, in texts],
+                [[(s["l"], s["r"], s["count"]) for s in ig.attribute(t, [], 1, BIG, False)["spans"]]
+                 for t, in texts])
+
+    def stage_kn():  # Kneser-Ney against tokengrams
+        if tg:
+            res["kn"] = kneser_ney(d, rng)
+
     stages = (("count", stage_count), ("count_many", stage_count_many), ("prob", stage_prob),
               ("ntd", stage_ntd), ("infgram", stage_infgram), ("search_docs", stage_search_docs),
-              ("score", stage_score))
+              ("score", stage_score), ("attribution", stage_attribution),
+              ("overlap", stage_overlap), ("kn", stage_kn))
     for name, stage in stages:
+        if only and name not in only:
+            continue
         try:
             stage()
         except Exception as e:  # noqa: BLE001 - report and go on
@@ -641,7 +705,7 @@ def report(data: dict, heading: str = "## Queries") -> str:
     elif ms:
         lines.append(f"open, 1,000 shards: failed: `{ms['error'][-300:]}`")
     lines.append("")
-    kn = data.get("kn")
+    kn = r.get("kn")
     if kn:
         lines.append(rep.md_table(
             [f"Kneser-Ney n={kn['n']}, {kn['prompts']:,} prompts", "ours prompts/s",
@@ -700,9 +764,9 @@ def targets(data: dict) -> list[str]:
             ratio = row["infini-gram"]["ratio_vs_ours"]
             out.append(f"{key.split()[0]} <= 1/20 of infini-gram's latency: 1/{ratio:.1f} "
                        f"(infini-gram default max_support): {rep.met(ratio >= 20)}")
-    one = data.get("kn", {}).get("one document")
+    one = r.get("kn", {}).get("one document")
     if one:
-        out.append(f"Kneser-Ney n={data['kn']['n']} >= 10x tokengrams' throughput, equal within "
+        out.append(f"Kneser-Ney n={r['kn']['n']} >= 10x tokengrams' throughput, equal within "
                    f"1e-9 (one document): {one['speedup']:.1f}x, max difference "
                    f"{one['max_abs_diff']:.3g} — "
                    f"{rep.met(one['speedup'] >= 10 and one['max_abs_diff'] <= 1e-9)}")
@@ -729,16 +793,12 @@ def main(argv=None):
     ap.add_argument("--text-field", default="text")
     ap.add_argument("--queries", type=int, default=None, help="queries per row (default 2000)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--kn-only", type=Path, metavar="INDEX",
-                    help="run only the Kneser-Ney stage on INDEX (holding tokengrams.idx) "
-                         "and print its JSON")
+    ap.add_argument("--stage", action="append", default=[],
+                    help="Run only this stage (repeatable), print its results, write nothing.")
     rep.add_report_options(ap, "queries", "queries-stdlib")
     args = ap.parse_args(argv)
     if args.from_json:
         return write_report(json.loads(args.from_json.read_text()), args)
-    if args.kn_only:
-        return print(json.dumps(kneser_ney(args.kn_only, np.random.default_rng(args.seed),
-                                           args.queries or 1000)))
     n = cor.parse_count(args.tokens or ("2M" if args.quick else "15M"))
     k = args.queries or (300 if args.quick else 2000)
     timeout = 120 if args.quick else 900
@@ -760,15 +820,16 @@ def main(argv=None):
     engines = open_engines(d, model)
     tokens = np.memmap(d / "tokenized.0", dtype="<u2", mode="r")
     rng = np.random.default_rng(args.seed)
-    results = bench(d, engines, tokens, held, k, rng)
+    results = bench(d, engines, tokens, held, k, rng, only=args.stage)
+    if args.stage:
+        print(json.dumps(results, indent=1, default=str))
+        return
     data = {"machine": m, "corpus": name, "tokens": info["tokens"], "docs": info["docs"],
             "built_by": built_by, "k": k, "busy": args.busy or m["load_avg"][0] > 1.0,
             "results": results,
             "command": " ".join(["python benchmarks/bench_query.py"] + (argv or sys.argv[1:]))}
     data["startup"] = startup(d, ngrams(tokens, 3, 1, rng)[0], timeout)
     data["many_shards"] = many_shards(rng, timeout)
-    if "tokengrams" in engines:
-        data["kn"] = kneser_ney(d, rng)
     data["machine"]["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
     path = rep.save_json(f"query-{name}.json", data)
     write_report(data, args)

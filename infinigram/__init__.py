@@ -34,8 +34,9 @@ def _checkout_kernels() -> None:
 _checkout_kernels()
 
 from .engine import Engine, open  # noqa: E402
-from .results import (DocHit, Document, FindResult, InfGramProb,  # noqa: E402
-                      NextTokenDist, ProbResult, ScoreResult, SearchResult)
+from .results import (Attribution, AttributionSpan, DocHit, Document,  # noqa: E402
+                      FindResult, InfGramProb, NextTokenDist, Overlap, ProbResult,
+                      ScoreResult, SearchResult)
 from .errors import (ArgumentError, BuildError, CorpusError, IndexFormatError,  # noqa: E402
                      InfinigramError, QueryError, TokenizerError)
 from .verify import verify  # noqa: E402
@@ -53,5 +54,5 @@ def __getattr__(name):
 
 __all__ = ["build", "index_tables", "open", "verify", "Engine", "InfinigramError",
            "ArgumentError", "BuildError", "CorpusError", "IndexFormatError", "QueryError", "TokenizerError",
-           "DocHit", "Document", "FindResult", "InfGramProb", "NextTokenDist", "ProbResult",
+           "Attribution", "AttributionSpan", "DocHit", "Document", "FindResult", "InfGramProb", "NextTokenDist", "Overlap", "ProbResult",
            "ScoreResult", "SearchResult"]

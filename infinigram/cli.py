@@ -92,16 +92,21 @@ def _emit(as_json: bool, data, human: str) -> None:
     click.echo(json.dumps(jsonable(data), allow_nan=False) if as_json else _bytes(human))
 
 
+def _id_list(option: str, value: str | None) -> list[int]:
+    """Token ids of an option given as '17 4 99' (or with commas)."""
+    try:
+        return [int(t) for t in (value or "").replace(",", " ").split()]
+    except ValueError:
+        raise click.BadParameter(f"{option} {value!r} must be integers separated by spaces "
+                                 "or commas") from None
+
+
 def _open_query(argv, ids):
     """(engine, query) of a query command's ``INDEX... [TEXT]`` arguments:
     every argument names an index directory, except the last one, which is
     the text unless --ids gives the query as token ids."""
     if ids is not None:
-        try:
-            query = [int(t) for t in ids.replace(",", " ").split()]
-        except ValueError:
-            raise click.BadParameter(f"--ids {ids!r} must be integers separated by spaces or commas")
-        return open_index(list(argv)), query
+        return open_index(list(argv)), _id_list("--ids", ids)
     if len(argv) < 2:
         raise click.UsageError("give INDEX... TEXT (one or more index directories, then the "
                                "text), or the query as --ids")
@@ -344,6 +349,72 @@ def search(argv, ids, limit, as_json):
     lines = [f"{r.count} occurrences in {r.n_docs} documents"]
     lines += [f"doc {h.doc_ix} at token {h.position}" for h in r.docs]
     _emit(as_json, r, "\n".join(lines))
+
+
+@main.command()
+@query_args
+@ids_opt
+@json_opt
+@_command
+def creativity(argv, ids, as_json):
+    """Per token of TEXT: the length of the longest match starting there."""
+    eng, q = _open_query(argv, ids)
+    r = eng.creativity(q)
+    _emit(as_json, {"lengths": r}, " ".join(map(str, r.tolist())))
+
+
+@main.command()
+@query_args
+@ids_opt
+@click.option("--min-len", default=1, show_default=True, help="Shortest span to report.")
+@click.option("--max-count", type=int, help="Report only spans occurring at most this often.")
+@click.option("--delimiters", help="Token ids that end a span, e.g. '13 29'.")
+@click.option("--whole-words", is_flag=True, help="Spans on word boundaries (sentencepiece).")
+@click.option("--docs", default=10, show_default=True, help="Documents to list per span.")
+@json_opt
+@_command
+def attribute(argv, ids, min_len, max_count, delimiters, whole_words, docs, as_json):
+    """The maximal spans of TEXT that occur verbatim in the index."""
+    eng, q = _open_query(argv, ids)
+    r = eng.attribute(q, min_len=min_len, max_count=max_count,
+                      delimiters=_id_list("--delimiters", delimiters),
+                      whole_words=whole_words, docs=docs)
+    lines = [f"{len(r.spans)} spans"]
+    for s in r.spans:
+        piece = r.ids[s.start:s.end]
+        text = eng.decode(piece) if eng.tokenizer is not None else " ".join(map(str, piece.tolist()))
+        where = ", ".join(f"doc {d} at {p}" for d, p in zip(s.doc_ixs.tolist(),
+                                                           s.positions.tolist()))
+        lines.append(f"[{s.start}, {s.end}) count {s.count}: {text!r}" + (f"; {where}" if where else ""))
+    _emit(as_json, r, "\n".join(lines))
+
+
+@main.command()
+@click.argument("argv", nargs=-1, required=True, metavar="INDEX... TEST_FILE")
+@click.option("--n", "n", default=13, show_default=True, help="n-gram length.")
+@click.option("--text-field", default="text", show_default=True, help="Field holding the text.")
+@json_opt
+@_command
+def overlap(argv, n, text_field, as_json):
+    """Share of each test document's n-grams found in the index (a
+    contamination check); TEST_FILE is a corpus file (.jsonl, .parquet, ...)."""
+    if len(argv) < 2:
+        raise click.UsageError("give INDEX... TEST_FILE (one or more index directories, then "
+                               "the test file)")
+    from .corpus import iter_batches
+    eng = open_index(list(argv[:-1]))
+    texts = [t for batch in iter_batches([argv[-1]], text_field) for t in batch.texts]
+    r = eng.overlap(texts, n=n)
+    docs = [{"ngrams": g, "found": f, "fraction": x, "any": a} for g, f, x, a in zip(
+        r.ngrams.tolist(), r.found.tolist(), r.fractions.tolist(), r.contaminated.tolist())]
+    data = {"n": r.n, "ngrams": int(r.ngrams.sum()), "found": int(r.found.sum()),
+            "fraction": r.fraction, "documents": len(docs),
+            "documents_with_any": int(r.contaminated.sum()), "per_document": docs}
+    human = [f"{data['found']} of {data['ngrams']} {n}-grams found ({r.fraction:.4%}); "
+             f"{data['documents_with_any']} of {len(docs)} documents have one"]
+    human += [f"doc {i}: {d['found']}/{d['ngrams']}" + (" *" if d["any"] else "")
+              for i, d in enumerate(docs)]
+    _emit(as_json, data, "\n".join(human))
 
 
 @main.command()

@@ -19,10 +19,15 @@ from . import args, corpus, format as fmt
 from .errors import IndexFormatError, QueryError
 from .results import Document, DocHit, SearchResult
 
+DOC_SHIFT = 10
+"""Tokens per block (log2) of the table that starts a document lookup."""
+
 
 class ShardDocuments:
-    """The document answers of one shard. Needs ``shard``, ``n`` and
-    ``positions(ids)`` (sorted token indexes of every occurrence)."""
+    """The document answers of one shard. Needs ``shard``, ``n``,
+    ``range(ids)`` (its suffix-array range), ``locate`` (the kernel
+    ``native.matching.locate`` on the shard) and ``positions(ids)`` (sorted
+    token indexes of every occurrence)."""
 
     @cached_property
     def doc_starts(self) -> np.ndarray:
@@ -45,6 +50,28 @@ class ShardDocuments:
         docs, first = np.unique(self.doc_of(pos), return_index=True)
         take = docs[:limit]
         return len(pos), len(docs), take, pos[first[:limit]] - self.doc_starts[take] - 1
+
+    @cached_property
+    def _doc_index(self) -> np.ndarray:
+        """The document holding token index b << DOC_SHIFT, for every b."""
+        blocks = np.arange(0, self.n + 1, 1 << DOC_SHIFT, dtype=np.int64)
+        return np.maximum(self.doc_of(blocks), 0)
+
+    def span_hits(self, ids: np.ndarray, starts: np.ndarray, ends: np.ndarray,
+                  limit: int) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
+        """For the spans ids[starts[j]:ends[j]]: their occurrences here, and
+        the local documents and token offsets in them of the first ``limit``
+        suffix-array entries of each, in table order."""
+        counts = np.zeros(len(starts), dtype=np.int64)
+        docs, offsets = [], []
+        for j, (a, b) in enumerate(zip(starts.tolist(), ends.tolist())):
+            lo, hi = self.range(ids[a:b])
+            d, o = self.locate(lo, min(hi, lo + limit), self.doc_starts, self._doc_index,
+                               DOC_SHIFT)
+            counts[j] = hi - lo
+            docs.append(d)
+            offsets.append(o)
+        return counts, docs, offsets
 
     def cnf_count(self, clauses: list, window: int) -> int:
         """``Engine.count_cnf`` over this shard (clauses of int64 id arrays)."""

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from . import args, format as fmt, smoothing
+from .attribution import AttributionQueries
 from .documents import DocumentQueries
 from .errors import ArgumentError, IndexFormatError, QueryError, TokenizerError
 from .native import batch
@@ -113,7 +114,7 @@ def _check_combinable(a: "Engine", b: "Engine") -> None:
     raise IndexFormatError(f"indexes {a.path} and {b.path} cannot be combined: {problem}; {fix}")
 
 
-class Engine(DocumentQueries):
+class Engine(DocumentQueries, AttributionQueries):
     """An opened index. Queries take text (str, or UTF-8 bytes) tokenized
     with the index's tokenizer, a list of ints, or a 1-D integer array."""
 

@@ -109,6 +109,62 @@ class Document:
     source: dict | None = None
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class AttributionSpan:
+    """A maximal span ids[start:end] of an attributed input that occurs
+    verbatim in the corpus, ``count`` times; up to the requested number of
+    those occurrences (suffix-array order, shard by shard) as global
+    document numbers ``doc_ixs`` and token offsets in them ``positions``
+    (int64 arrays)."""
+
+    start: int
+    end: int
+    count: int
+    doc_ixs: np.ndarray
+    positions: np.ndarray
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Attribution:
+    """``Engine.attribute``'s answer: the input's token ``ids`` and its
+    ``spans`` in ascending order of start (and of end)."""
+
+    ids: np.ndarray
+    spans: tuple[AttributionSpan, ...]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Overlap:
+    """``Engine.overlap``: per test document, its ``ngrams`` (n-grams,
+    max(0, tokens - n + 1)) and how many of them occur in the corpus
+    (``found``); int64 arrays."""
+
+    n: int
+    ngrams: np.ndarray
+    found: np.ndarray
+
+    @property
+    def fractions(self) -> np.ndarray:
+        """found / ngrams per document (nan for a document under n tokens)."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return self.found / self.ngrams
+
+    @property
+    def contaminated(self) -> np.ndarray:
+        """Per document: whether any of its n-grams occurs in the corpus."""
+        return self.found > 0
+
+    @property
+    def fraction(self) -> float:
+        """Share of all the test set's n-grams found (nan when it has none)."""
+        total = int(self.ngrams.sum())
+        return int(self.found.sum()) / total if total else float("nan")
+
+
 def jsonable(x):
     """JSON-ready data: dataclasses as objects, arrays as lists, NaN and ±inf as null."""
     if dataclasses.is_dataclass(x):

@@ -14,7 +14,7 @@ import numpy as np
 
 from . import format as fmt
 from .documents import ShardDocuments
-from .native import batch, direct, infgram, search as ks, smoothing, tally
+from .native import batch, direct, infgram, matching, search as ks, smoothing, tally
 
 _EMPTY = np.zeros(0, dtype=np.int64)
 SCRATCH_MAX = 64 << 20
@@ -181,6 +181,16 @@ class ShardSearcher(ShardDocuments):
     def score(self, ids: np.ndarray, max_context: int):
         """Per position: (L, total, count, first, last); see native.search.score."""
         return infgram.score(*self.sampled_args(), ids, max_context)
+
+    def matching_lengths(self, ids: np.ndarray) -> np.ndarray:
+        """Per start i: length of the longest prefix of ids[i:] in this shard."""
+        return matching.matching_lengths(*self.sampled_args(), ids)
+
+    def locate(self, lo: int, hi: int, *index) -> tuple[np.ndarray, np.ndarray]:
+        """(local document, token offset) of the suffixes of entries [lo, hi),
+        in table order, through the document ``index`` of ``native.matching.locate``."""
+        return self._call(matching.locate, self._tokens, self._table, self._pointer, lo, hi,
+                          *index)
 
     def positions(self, ids: np.ndarray) -> np.ndarray:
         """Sorted token indexes of every occurrence of ``ids``."""

@@ -181,6 +181,12 @@ class SentencePieceTokenizer(Tokenizer):
     def decode(self, ids) -> str:
         return self._sp.decode(_ids(ids, self.vocab_size))
 
+    def word_starts(self) -> np.ndarray:
+        """bool per id: the piece begins a word (starts with '▁'), as
+        infini-gram's ``bow_ids`` of a sentencepiece tokenizer."""
+        return np.array([self._sp.id_to_piece(i).startswith("\u2581")
+                         for i in range(self.vocab_size)], dtype=bool)
+
     def spec(self) -> dict:
         return {"kind": self.kind, "file": TOKENIZER_FILE, "sha256": self.sha256}
 

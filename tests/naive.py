@@ -110,3 +110,77 @@ def naive_count_cnf(docs, cnf, window: int) -> int:
             if all(any(abs(q - p) <= window for q in s) for s in sets[1:]):
                 total += 1
     return total
+
+
+def naive_creativity(shards, query) -> list:
+    """Per start i: the longest prefix of query[i:] occurring in some shard
+    (the occurrences of query[i], kept while the next token agrees)."""
+    out = []
+    for i in range(len(query)):
+        best = 0
+        for t in shards:
+            t = np.asarray(t, dtype=np.int64)
+            at, m = np.flatnonzero(t == query[i]), 0
+            while len(at):
+                m += 1
+                if i + m == len(query):
+                    break
+                at = at[at + m < len(t)]
+                at = at[t[at + m] == query[i + m]]
+            best = max(best, m)
+        out.append(best)
+    return out
+
+
+def naive_occurrences(shards, query) -> list:
+    """(global document, token offset in it) of every occurrence of ``query``."""
+    out, base = [], 0
+    for t in shards:
+        seps = np.flatnonzero(t == (1 << (8 * t.dtype.itemsize)) - 1)
+        p = naive_positions(t, query)
+        d = np.searchsorted(seps, p, side="right") - 1
+        out += zip((base + d).tolist(), (p - seps[d] - 1).tolist())
+        base += len(seps)
+    return sorted(out)
+
+
+def naive_attribute(shards, query, min_len=1, max_count=None, delimiters=(), lengths=None,
+                    bow=None) -> list:
+    """(start, end, count) of infini-gram's attribution spans, by its own
+    rule: at each start the longest match, cut after its first delimiter
+    (unless that is its last token), kept when long enough, counted at most
+    ``max_count`` times and ending after every span kept before it.
+    ``lengths``: ``naive_creativity(shards, query)``, if already known.
+    With ``bow`` (the ids that begin a word): only starts at such ids, each
+    span shortened until the token after it is one (or the query ends)."""
+    spans, last = [], 0
+    for i, m in enumerate(naive_creativity(shards, query) if lengths is None else lengths):
+        if bow is not None and query[i] not in bow:
+            continue
+        for pos in range(i, i + m - 1):
+            if query[pos] in delimiters:
+                m = pos + 1 - i
+                break
+        while bow is not None and m > 0 and i + m < len(query) and query[i + m] not in bow:
+            m -= 1
+        if m < min_len:
+            continue
+        c = naive_count(shards, query[i:i + m])
+        if max_count is not None and c > max_count:
+            continue
+        if i + m > last:
+            last = i + m
+            spans.append((i, i + m, c))
+    return spans
+
+
+def naive_overlap(shards, docs, n) -> tuple[list, list]:
+    """Per document: its n-grams and how many of them are among the
+    shards' n-grams (every window of n tokens)."""
+    corpus = {tuple(t[i:i + n].tolist()) for t in shards for i in range(len(t) - n + 1)}
+    sizes, found = [], []
+    for d in docs:
+        grams = [tuple(int(x) for x in d[i:i + n]) for i in range(len(d) - n + 1)]
+        sizes.append(len(grams))
+        found.append(sum(g in corpus for g in grams))
+    return sizes, found

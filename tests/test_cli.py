@@ -54,6 +54,42 @@ def test_search_and_doc(index):
     assert DOCS[2] in run("doc", index, 2).output
 
 
+def test_creativity_and_attribute(index):
+    r = json.loads(run("creativity", index, "a cat sat", "--json").output)
+    assert r["lengths"] == [2, 8, 7, 6, 5, 4, 3, 2, 1]  # "a ", " cat sat", ...
+    r = json.loads(run("creativity", index, "--ids", "99 120", "--json").output)
+    assert r["lengths"] == [1, 0]
+    r = json.loads(run("attribute", index, "the dog sat", "--min-len", 4, "--docs", 1,
+                       "--json").output)
+    assert [(s["start"], s["end"], s["count"]) for s in r["spans"]] == [(0, 4, 3), (3, 11, 1)]
+    assert (r["spans"][1]["doc_ixs"], r["spans"][1]["positions"]) == ([2], [1])
+    r = json.loads(run("attribute", index, "the cat", "--delimiters", ord(" "), "--json").output)
+    assert [(s["start"], s["end"]) for s in r["spans"]] == [(0, 4), (4, 7)]
+    human = run("attribute", index, "a dog sat").output
+    assert human.splitlines()[0] == "1 spans" and "'a dog sat'" in human
+    for bad in (["--min-len", 0], ["--max-count", 0], ["--delimiters", "x"], ["--whole-words"]):
+        res = run("attribute", index, "cat", *bad)
+        assert res.exit_code in (1, 2) and res.output.startswith("error: "), (bad, res.output)
+        assert len(res.output.strip().splitlines()) == 1
+
+
+def test_overlap(index, tmp_path):
+    test = tmp_path / "test.jsonl"
+    test.write_text("".join(json.dumps({"body": t}) + "\n" for t in ["a cat ran", "zz", "xyzw"]))
+    r = json.loads(run("overlap", index, test, "--n", 3, "--text-field", "body", "--json").output)
+    # of the 7 trigrams of "a cat ran", all but "a c" occur
+    assert [(d["ngrams"], d["found"], d["any"]) for d in r["per_document"]] == \
+        [(7, 6, True), (0, 0, False), (2, 0, False)]
+    assert (r["ngrams"], r["found"], r["documents_with_any"]) == (9, 6, 1)
+    assert r["fraction"] == 6 / 9 and r["per_document"][1]["fraction"] is None
+    assert run("overlap", index, test, "--n", 3, "--text-field", "body").output.startswith(
+        "6 of 9 3-grams found")
+    for bad in ([tmp_path / "missing.jsonl"], [test, "--n", 0]):
+        res = run("overlap", index, *bad)
+        assert res.exit_code == 1 and res.output.startswith("error: "), (bad, res.output)
+        assert len(res.output.strip().splitlines()) == 1
+
+
 def test_info_and_verify(index):
     assert "documents" in run("info", index).output
     res = run("verify", index)
@@ -124,6 +160,10 @@ JSON_KEYS = {  # command -> (argv after the command, with {idx}/{copy}/{src}/{ou
     "verify": ("{idx}", {"path", "checked", "problems"}),
     "ppl": ("{idx} {src} --kn 3", {"tokens", "infgram_ppl", "infgram_zero_tokens",
                                    "uniform_weight", "kn_order", "kn_ppl"}),
+    "creativity": ("{idx} cat", {"lengths"}),
+    "attribute": ("{idx} cat", {"ids", "spans"}),
+    "overlap": ("{idx} {src} --n 3", {"n", "ngrams", "found", "fraction", "documents",
+                                      "documents_with_any", "per_document"}),
 }
 
 

@@ -56,6 +56,12 @@ def test_ray_engine_answers_as_the_local_engine(tmp_path):
         assert eng.search_docs(q, limit=7) == local.search_docs(q, limit=7)
     seq = [1, 2, 3, 1, 2, 5, 0, 0, 4]
     np.testing.assert_array_equal(eng.score(seq).probs, local.score(seq).probs)
+    assert eng.creativity(seq).tolist() == local.creativity(seq).tolist()
+    spans = [[(s.start, s.end, s.count, s.doc_ixs.tolist(), s.positions.tolist()) for s in
+              e.attribute(seq, delimiters=[5], docs=3).spans] for e in (eng, local)]
+    assert spans[0] == spans[1] and spans[0]
+    a, b = eng.overlap([seq, seq[:2]], n=2), local.overlap([seq, seq[:2]], n=2)
+    assert (a.ngrams.tolist(), a.found.tolist()) == (b.ngrams.tolist(), b.found.tolist())
     for ix in (0, 24, 25, len(docs) - 1):
         d = eng.get_doc(ix)
         assert d.tokens.tolist() == docs[ix] and d.metadata == {"i": ix}
