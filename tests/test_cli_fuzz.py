@@ -18,7 +18,8 @@ BAD_INTS = ["-1", "0", "99999999999999999999999", "-99999999999999999999999", "1
 BAD_SIZES = ["0", "-1", "infk", "nan", "1e3", "", "abc", "8X", "0.0001k", "99999999999999T"]
 TEXTS = ["", " ", "\x00", "é" * 50, "the", "\udcff"]
 COMMANDS = ["build", "index", "train-tokenizer", "info", "count", "prob", "ntd", "infgram",
-            "search", "doc", "verify", "demo", "ppl", "serve"]
+            "search", "doc", "verify", "demo", "ppl", "serve", "creativity", "attribute",
+            "overlap"]
 TALLY = {}
 
 
@@ -62,6 +63,10 @@ def _fuzz_cases(d):
             (["index", idx, "--token-width", v], True),
             (["train-tokenizer", src, "-o", new(), "--json", "--vocab-size", v], True),
             (["ppl", idx, src, "--kn", v], v != " 7"),
+            (["attribute", idx, "the", "--min-len", v], v != " 7"),
+            (["attribute", idx, "the", "--max-count", v], v != " 7"),
+            (["attribute", idx, "the", "--docs", v], v not in ("0", " 7")),
+            (["overlap", idx, src, "--n", v], v != " 7"),
         ]
     for v in ("-1", "abc", "", "1.5", "nan", "0x10", "-99999999999999999999999"):
         # only bad values: a good one would start the server
@@ -77,7 +82,9 @@ def _fuzz_cases(d):
                    True)]
     for t in TEXTS:
         cases += [(["count", idx, t], t in ("", "\udcff")), (["ntd", idx, t], t == "\udcff"),
-                  (["search", idx, t], t in ("", "\udcff"))]
+                  (["search", idx, t], t in ("", "\udcff")),
+                  (["creativity", idx, t], t in ("", "\udcff")),
+                  (["attribute", idx, t], t in ("", "\udcff"))]
     for t in TEXTS[:2] + TEXTS[3:]:  # a real argv cannot hold NUL (click.Path fails on it)
         cases += [(["info", t], True),
                   (["verify", t], True), (["count", t, "x"], True),
