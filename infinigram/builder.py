@@ -32,8 +32,9 @@ def build(inputs, output, *, tokenizer=None, vocab_size: int | None = None,
           train_sample_bytes: int = 16 << 20, quiet: bool = False, ray=None) -> Path:
     """Build an index of ``inputs`` (files or directories) at ``output``.
 
-    Exactly one of ``tokenizer`` (a sentencepiece ``.model`` path, ``"bytes"``
-    or a Tokenizer) and ``vocab_size`` (train a sentencepiece model of that
+    Exactly one of ``tokenizer`` (a sentencepiece ``.model`` path, a Hugging
+    Face ``tokenizer.json`` or a directory holding one, ``"bytes"`` or a
+    Tokenizer; the token width follows its vocabulary: u32 above 65,535) and ``vocab_size`` (train a sentencepiece model of that
     vocabulary size on a sample of the corpus) is given. ``shard_tokens``
     bounds a shard's size; ``max_memory`` (bytes, or a size such as ``"8G"``)
     bounds the suffix sort, which then sorts in parts merged from disk
@@ -74,8 +75,7 @@ def build(inputs, output, *, tokenizer=None, vocab_size: int | None = None,
                                   sample_bytes=train_sample_bytes, threads=threads, quiet=quiet)
         else:
             tok = tk.resolve_tokenizer(tokenizer)
-            if tok.kind == "sentencepiece":
-                shutil.copyfile(tok.model_path, work / fmt.TOKENIZER_FILE)
+            _copy_tokenizer(tok, work)
         width = fmt.token_width(tok.vocab_size)
         if ray is not None and ray is not False:
             from . import cluster
@@ -156,12 +156,8 @@ def index_tables(directory, *, token_width: int | None = None, vocab_size: int |
         build_table(directory, s, token_width, max_memory, progress, threads)
     if manifest is None:
         tok = tk.resolve_tokenizer(tokenizer) if tokenizer is not None else None
-        if tok is not None and tok.kind == "sentencepiece":
-            target = directory / fmt.TOKENIZER_FILE
-            if Path(tok.model_path).resolve() != target.resolve():
-                tmp = fmt.temp_path(target)
-                shutil.copyfile(tok.model_path, tmp)
-                fmt.commit(tmp, target)
+        if tok is not None:
+            _copy_tokenizer(tok, directory)
         spec = tok.spec() if tok is not None else {"kind": "none"}
         if vocab_size is None:
             vocab_size = tok.vocab_size if tok is not None else max(top + 1, 1)
@@ -176,6 +172,17 @@ def index_tables(directory, *, token_width: int | None = None, vocab_size: int |
     counts = [(_n_tokens(directory, s, token_width), _n_docs(directory, s)) for s in shards]
     _finish(directory, token_width, vocab_size, spec, counts, settings, progress, known)
     return built
+
+
+def _copy_tokenizer(tok: tk.Tokenizer, directory: Path) -> None:
+    """Copy the tokenizer's file (if it has one) into ``directory`` atomically."""
+    if tok.file is None:
+        return
+    target = directory / tok.file
+    if Path(tok.source).resolve() != target.resolve():
+        tmp = fmt.temp_path(target)
+        shutil.copyfile(tok.source, tmp)
+        fmt.commit(tmp, target)
 
 
 _CHANGED = "pass --tokens-changed (tokens_changed=True) if the tokens were replaced on purpose"

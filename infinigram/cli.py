@@ -150,8 +150,9 @@ def main():
 @main.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option("-o", "--output", required=True, type=click.Path(), help="New index directory.")
-@click.option("--tokenizer", "model", type=click.Path(dir_okay=False),
-              help="A sentencepiece .model file (e.g. Llama-2 tokenizer.model).")
+@click.option("--tokenizer", "model", type=click.Path(),
+              help="A sentencepiece .model file (e.g. Llama-2 tokenizer.model), or a Hugging "
+              "Face tokenizer.json or a directory holding one.")
 @click.option("--train-tokenizer", "vocab_size", type=int, metavar="VOCAB_SIZE",
               help="Train a sentencepiece model of VOCAB_SIZE pieces on a sample of the corpus.")
 @click.option("--bytes", "use_bytes", is_flag=True, help="Index UTF-8 bytes (no tokenizer).")
@@ -189,7 +190,8 @@ def build(inputs, output, model, vocab_size, use_bytes, text_field, text_suffixe
 @click.option("--token-width", type=click.Choice(["1", "2", "4"]),
               help="Bytes per token (needed when DIR has no manifest).")
 @click.option("--vocab-size", type=int, help="Vocabulary size (default: largest id + 1).")
-@click.option("--tokenizer", "model", help="'bytes' or a sentencepiece .model file.")
+@click.option("--tokenizer", "model", help="'bytes', a sentencepiece .model file, or a "
+              "Hugging Face tokenizer.json (or its directory).")
 @click.option("--max-memory", type=_size, help="Memory budget for sorting, e.g. 8G.")
 @threads_opt
 @click.option("--tokens-changed", is_flag=True, help="The token files were replaced on "
