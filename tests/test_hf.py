@@ -139,3 +139,24 @@ def test_a_vocabulary_above_65535_builds_u32(tmp_path):
         assert eng.tokenize(q).tolist() == ids
         assert eng.count(q) == naive_count(tokens, ids), q
     assert eng.tokenizer.decode([65536, 3]) == "w65536 w3"
+
+
+def test_pre_tokenized_ids_with_their_tokenizer(tok_json, tmp_path):
+    """Ids made by a tokenizer, indexed with it: text queries work; an id
+    beyond its vocabulary is refused with the document and the fix."""
+    tok = HFTokenizer(tok_json)
+    docs = [tok.encode(t) for t in SAMPLE]
+    flat = np.concatenate([np.append(d, 2**32 - 1) for d in docs]).astype(np.uint32)
+    flat.tofile(tmp_path / "ids.u32")
+    idx = ig.build([tmp_path / "ids.u32"], tmp_path / "idx", tokenizer=tok_json, quiet=True)
+    m = fmt.read_manifest(idx)
+    assert (m.token_width, m.vocab_size, m.tokenizer["kind"]) == (2, 600, "hf")
+    eng = ig.open(idx)
+    tokens = [np.asarray(s.tokens) for s in eng.shards]
+    assert eng.count("return") == naive_count(tokens, tok.encode("return")) > 0
+    assert eng.get_doc(1).text == SAMPLE[1]
+    flat[5] = 600
+    flat.tofile(tmp_path / "bad.u32")
+    with pytest.raises(ig.CorpusError, match=r"bad\.u32 document 0: token id 600 is not below the "
+                       r"tokenizer's vocabulary size 600; give the tokenizer the ids were made"):
+        ig.build([tmp_path / "bad.u32"], tmp_path / "idx2", tokenizer=tok_json, quiet=True)
