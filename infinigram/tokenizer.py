@@ -36,6 +36,10 @@ class Tokenizer:
     """Name of the tokenizer's file inside an index (None: it has none)."""
     source: Path | None = None
     """Where that file is read from (copied into the index by a build)."""
+    unit_chars = 1 << 16
+    """:func:`encode_stream` hands workers units of documents of about this much text."""
+    stream_workers: int | None = None
+    """Workers of :func:`encode_stream` (None: its ``threads``)."""
 
     def encode(self, text: str) -> np.ndarray:
         """Token ids (uint32) of ``text``, no BOS/EOS."""
@@ -188,6 +192,8 @@ class HFTokenizer(Tokenizer):
     documents stands in for them."""
 
     kind = "hf"
+    unit_chars = 1 << 20  # each call runs on every core: big units, two workers,
+    stream_workers = 2    # one encodes while the other holds the GIL (input, ids out)
 
     def __init__(self, path: str | os.PathLike):
         path = Path(path)
@@ -367,7 +373,6 @@ class _Failure:
 
 
 _END = object()
-_UNIT_CHARS = 1 << 16  # documents per work unit: about this much text
 
 
 class _Job:
@@ -384,14 +389,14 @@ class _Job:
             self.done.set()
 
 
-def _units(texts: list[str]) -> list[list[int]]:
+def _units(texts: list[str], unit_chars: int) -> list[list[int]]:
     """Document indexes grouped into work units, longest documents first, so
     the last units to finish are small (the workers end a batch together)."""
     units, unit, size = [], [], 0
     for i in sorted(range(len(texts)), key=lambda i: -len(texts[i])):
         unit.append(i)
         size += len(texts[i])
-        if size >= _UNIT_CHARS:
+        if size >= unit_chars:
             units.append(unit)
             unit, size = [], 0
     if unit:
@@ -413,7 +418,7 @@ def encode_stream(batches: Iterable[DocBatch], tokenizer: Tokenizer, threads: in
     the caller, so memory stays bounded. An error in reading or encoding is
     raised here, after the batches before it.
     """
-    workers_n = max(1, threads or os.cpu_count() or 1)
+    workers_n = tokenizer.stream_workers or max(1, threads or os.cpu_count() or 1)
     stop = threading.Event()
     jobs: queue.Queue = queue.Queue(max(1, prefetch))
     work: queue.Queue = queue.Queue()
@@ -430,7 +435,7 @@ def encode_stream(batches: Iterable[DocBatch], tokenizer: Tokenizer, threads: in
     def read() -> None:
         try:
             for batch in batches:
-                units = _units(batch.texts)
+                units = _units(batch.texts, tokenizer.unit_chars)
                 job = _Job(batch, len(units))
                 if not put(jobs, job):
                     return

@@ -217,3 +217,6 @@ def test_mixed_and_misused_inputs(tmp_path):
     res = CliRunner().invoke(main, ["build", str(tmp_path / "a.npy"), "-o", str(tmp_path / "i"),
                                     "--train-tokenizer", "300"])
     assert res.exit_code == 1 and "leave out vocab_size= (--train-tokenizer)" in res.output
+    with pytest.raises(ig.BuildError, match=r"indexed as given, locally: .* ray= \(--ray\)"):
+        ig.build([tmp_path / "a.npy"], tmp_path / "i", ray=True, quiet=True)
+    assert not (tmp_path / "i").exists()
