@@ -383,6 +383,34 @@ def bench_tokenize_hf(src: Path, runs: int, max_bytes: int, threads: int = 2) ->
     return out
 
 
+def bench_u32_build(n: int, runs: int) -> dict:
+    """A u32 build vs the u16 build of the same ~n zipf ids (from one .npy,
+    pre-tokenized input, token_width 4 vs 2), in-process, alternating, after
+    a warm-up build of each width; checks both hold the same documents."""
+    import infinigram as ig
+    tmp = Path(tempfile.mkdtemp(prefix="u32-", dir=c.OUT))
+    try:
+        ids = cor.zipf_tokens(n)
+        np.save(tmp / "ids.npy", ids)
+        np.save(tmp / "warm.npy", ids[:20000])
+        for w in (2, 4):
+            ig.build([tmp / "warm.npy"], tmp / f"warm{w}", token_width=w, quiet=True)
+        times: dict = {2: [], 4: []}
+        for r in range(runs):
+            for w in (2, 4):
+                t0 = time.perf_counter()
+                ig.build([tmp / "ids.npy"], tmp / f"idx{w}-{r}", token_width=w, quiet=True)
+                times[w].append(time.perf_counter() - t0)
+        a, b = ig.open(tmp / "idx2-0"), ig.open(tmp / "idx4-0")
+        same = (a.n_docs, a.n_tokens) == (b.n_docs, b.n_tokens) and \
+            a.get_doc(a.n_docs - 1).tokens.tolist() == b.get_doc(b.n_docs - 1).tokens.tolist()
+        return {"ids": int(a.n_tokens), "docs": a.n_docs, "same_docs": same,
+                "u16_s": times[2], "u32_s": times[4],
+                "ratio": rep.median(times[4]) / rep.median(times[2])}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 # ---------------------------------------------------------------- report
 
 def report(data: dict, heading: str = "## Build") -> str:
@@ -619,6 +647,8 @@ def main(argv=None):
             data["tokenize_hf"] = bench_tokenize_hf(src, args.runs, args.tokenize_bytes)
             print(f"tokenize (Hugging Face): {data['tokenize_hf']}", flush=True)
         rep.save_json(f"build-{n}-{'-'.join(names)}.json", data)
+    data["u32_build"] = bench_u32_build(n, args.runs)
+    print(f"u32 build vs u16: {data['u32_build']}", flush=True)
     data["machine"]["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
     path = rep.save_json(f"build-{n}-{'-'.join(names)}.json", data)
     write_report(data, args, n)
