@@ -183,9 +183,13 @@ def build(inputs, output, model, vocab_size, use_bytes, text_field, text_suffixe
     .jsonl.zst, .parquet, .arrow, .txt; token ids from .npy, .u16, .u32,
     .bin or --ids-field). Text needs one of --tokenizer, --train-tokenizer,
     --bytes; token ids take --tokenizer (the one they came from) or none."""
-    if sum(x is not None and x is not False for x in (model, vocab_size, use_bytes)) > 1:
-        raise click.UsageError("give at most one of --tokenizer, --train-tokenizer, --bytes")
     from .builder import build as build_index
+    from .corpus import list_files, pretokenized
+    given = sum(x is not None and x is not False for x in (model, vocab_size, use_bytes))
+    if given > 1 or (given == 0 and not pretokenized(list_files(list(inputs), text_suffixes),
+                                                     ids_field)):
+        raise click.UsageError("give exactly one of --tokenizer, --train-tokenizer, --bytes "
+                               "(token ids: --tokenizer or none)")
     path = build_index(list(inputs), output, tokenizer="bytes" if use_bytes else model,
                          vocab_size=vocab_size, text_field=text_field,
                          ids_field=ids_field, ids_separator=ids_separator,

@@ -122,8 +122,8 @@ def arrow_ids(column, path: Path, field: str, first: int) -> list[np.ndarray]:
     lengths = pc.fill_null(pc.list_value_length(column), 0).to_numpy(zero_copy_only=False)
     values = pc.list_flatten(column).to_numpy(zero_copy_only=False)
     if values.dtype.kind not in "iu":
-        raise corpus._error(f"{path} record {first}: column {field!r} holds null ids; "
-                            "every id must be an integer")
+        raise corpus._error(f"{path}: column {field!r} holds a null id (in the records from "
+                            f"{first} on); every id must be an integer: drop or replace it")
     return np.split(values.astype(np.int64, copy=False), np.cumsum(lengths)[:-1])
 
 

@@ -191,6 +191,9 @@ def test_ids_field_of_the_wrong_type(tmp_path):
     (tmp_path / "c.jsonl").write_text('{"ids": [1, 2]}\n{"ids": "3 4"}\n')
     assert "c.jsonl line 2: field 'ids' holds '3 4', not a list of integer token ids" in \
         _error(tmp_path, tmp_path / "c.jsonl", ids_field="ids")
+    pq.write_table(pa.table({"ids": [[1, 2], [3, None]]}), tmp_path / "n.parquet")
+    assert "column 'ids' holds a null id (in the records from 0 on)" in \
+        _error(tmp_path, tmp_path / "n.parquet", ids_field="ids")
     np.save(tmp_path / "x.npy", np.zeros((2, 3), np.float32))
     assert "holds a 2-D float32 array; token ids must be a 1-D integer array" in \
         _error(tmp_path, tmp_path / "x.npy")
