@@ -38,8 +38,9 @@ def build(inputs, output, *, tokenizer=None, vocab_size: int | None = None,
 
     Exactly one of ``tokenizer`` (a sentencepiece ``.model`` path, a Hugging
     Face ``tokenizer.json`` or a directory holding one, ``"bytes"`` or a
-    Tokenizer; the token width follows its vocabulary: u32 above 65,535) and ``vocab_size`` (train a sentencepiece model of that
-    vocabulary size on a sample of the corpus) is given. ``shard_tokens``
+    Tokenizer; the token width follows its vocabulary: u32 above 65,535)
+    and ``vocab_size`` (train a sentencepiece model of that vocabulary size
+    on a sample of the corpus) is given. ``shard_tokens``
     bounds a shard's size; ``max_memory`` (bytes, or a size such as ``"8G"``)
     bounds the suffix sort, which then sorts in parts merged from disk
     (None: no bound). Files ending in one of ``text_suffixes`` (e.g.
@@ -81,7 +82,7 @@ def build(inputs, output, *, tokenizer=None, vocab_size: int | None = None,
     if pretok and (vocab_size is not None or (ray is not None and ray is not False)):
         raise BuildError("pre-tokenized input is indexed as given, locally: leave out "
                          "vocab_size= (--train-tokenizer) and ray= (--ray)")
-    if not pretok and (tokenizer is None) == (vocab_size is None):
+    if not pretok and (tokenizer is None or tokenizer == "none") == (vocab_size is None):
         raise BuildError("give exactly one of tokenizer= (a .model path, a tokenizer.json or "
                          "'bytes') and vocab_size= (a vocabulary size to train)")
     progress = Progress(quiet)
