@@ -274,13 +274,7 @@ def bench_tokenize(src: Path, runs: int, max_bytes: int, model: Path | None = No
     import sentencepiece as spm
     files = [src / "text.jsonl"]
     model = model or src / "tokenizer.model"
-    batches, seen = [], 0
-    for b in corpus.iter_batches(files, "text"):
-        batches.append(b)
-        seen += b.nbytes
-        if seen >= max_bytes:
-            break
-    nbytes = sum(len(t.encode("utf-8")) for b in batches for t in b.texts)
+    batches, nbytes = first_batches(files, max_bytes)
     sp = spm.SentencePieceProcessor(model_file=str(model))
 
     def plain():
@@ -318,6 +312,105 @@ def bench_tokenize(src: Path, runs: int, max_bytes: int, model: Path | None = No
     out["speedup"] = out["ours_mb_s"] / out["plain_mb_s"]
     out["speedup_from_file"] = out["ours_from_file_mb_s"] / out["plain_mb_s"]
     return out
+
+
+def first_batches(files, max_bytes: int):
+    """The builder's batches holding the first ``max_bytes`` of text, and their UTF-8 size."""
+    from infinigram import corpus
+    batches, seen = [], 0
+    for b in corpus.iter_batches(files, "text"):
+        batches.append(b)
+        seen += b.nbytes
+        if seen >= max_bytes:
+            break
+    return batches, sum(len(t.encode("utf-8")) for b in batches for t in b.texts)
+
+
+def hf_tokenizer(src: Path, vocab: int = 8000, sample_bytes: int = 4 << 20) -> Path:
+    """A byte-level BPE tokenizer.json (GPT-2's kind) trained by the
+    ``tokenizers`` library on the first ``sample_bytes`` of ``src``'s text;
+    made once and kept beside it."""
+    path = src / "tokenizer.json"
+    if not path.exists():
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+        batches, _ = first_batches([src / "text.jsonl"], sample_bytes)
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        tok.train_from_iterator((t for b in batches for t in b.texts), trainers.BpeTrainer(
+            vocab_size=vocab, show_progress=False,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+        tok.save(str(path))
+    return path
+
+
+def bench_tokenize_hf(src: Path, runs: int, max_bytes: int, threads: int = 2) -> dict:
+    """Hugging Face tokenization into token arrays: ours (encode_stream over
+    HFTokenizer, ``threads`` workers) vs a plain ``Tokenizer.encode_batch``
+    loop (add_special_tokens=False, its Rust pool on every core) with
+    conversion to numpy, over the same batches (the builder's batch size)
+    holding the first ``max_bytes`` of text; ``plain_fast``: the same loop
+    with ``encode_batch_fast`` (no offsets), to show what the pipeline adds."""
+    try:
+        from tokenizers import Tokenizer
+        from infinigram import tokenizer as tk
+    except ImportError as e:
+        return {"error": f"not available: {e}"}
+    path = hf_tokenizer(src)
+    batches, nbytes = first_batches([src / "text.jsonl"], max_bytes)
+
+    def plain(fast=False):
+        tok = Tokenizer.from_file(str(path))
+        encode = tok.encode_batch_fast if fast else tok.encode_batch
+        return [[np.asarray(e.ids, dtype=np.uint32)
+                 for e in encode(b.texts, add_special_tokens=False)] for b in batches]
+
+    def ours():
+        tok = tk.resolve_tokenizer(str(path))
+        return [enc for _, enc in tk.encode_stream(iter(batches), tok, threads)]
+
+    same = all(len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
+               for a, b in zip(plain(), ours()))
+    times = {"plain": [], "plain_fast": [], "ours": []}
+    for _ in range(runs):
+        for k, fn in (("plain", plain), ("plain_fast", lambda: plain(True)), ("ours", ours)):
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    out = {"corpus": src.name, "text_bytes": nbytes, "batches": len(batches), "same_ids": same,
+           "threads": threads, "times": times}
+    for k, v in times.items():
+        out[f"{k}_mb_s"] = nbytes / rep.median(v) / 1e6
+    out["speedup"] = out["ours_mb_s"] / out["plain_mb_s"]
+    return out
+
+
+def bench_u32_build(n: int, runs: int) -> dict:
+    """A u32 build vs the u16 build of the same ~n zipf ids (from one .npy,
+    pre-tokenized input, token_width 4 vs 2), in-process, alternating, after
+    a warm-up build of each width; checks both hold the same documents."""
+    import infinigram as ig
+    tmp = Path(tempfile.mkdtemp(prefix="u32-", dir=c.OUT))
+    try:
+        ids = cor.zipf_tokens(n)
+        np.save(tmp / "ids.npy", ids)
+        np.save(tmp / "warm.npy", ids[:20000])
+        for w in (2, 4):
+            ig.build([tmp / "warm.npy"], tmp / f"warm{w}", token_width=w, quiet=True)
+        times: dict = {2: [], 4: []}
+        for r in range(runs):
+            for w in (2, 4):
+                t0 = time.perf_counter()
+                ig.build([tmp / "ids.npy"], tmp / f"idx{w}-{r}", token_width=w, quiet=True)
+                times[w].append(time.perf_counter() - t0)
+        a, b = ig.open(tmp / "idx2-0"), ig.open(tmp / "idx4-0")
+        same = (a.n_docs, a.n_tokens) == (b.n_docs, b.n_tokens) and \
+            a.get_doc(a.n_docs - 1).tokens.tolist() == b.get_doc(b.n_docs - 1).tokens.tolist()
+        return {"ids": int(a.n_tokens), "docs": a.n_docs, "same_docs": same,
+                "u16_s": times[2], "u32_s": times[4],
+                "ratio": rep.median(times[4]) / rep.median(times[2])}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- report
@@ -564,7 +657,11 @@ def main(argv=None):
             data["tokenize_nmt_nfkc"] = bench_tokenize(src, args.runs, args.tokenize_bytes,
                                                        cor.normalized_model(src))
             print(f"tokenize (nmt_nfkc): {data['tokenize_nmt_nfkc']}", flush=True)
+            data["tokenize_hf"] = bench_tokenize_hf(src, args.runs, args.tokenize_bytes)
+            print(f"tokenize (Hugging Face): {data['tokenize_hf']}", flush=True)
         rep.save_json(f"build-{n}-{'-'.join(names)}.json", data)
+    data["u32_build"] = bench_u32_build(n, args.runs)
+    print(f"u32 build vs u16: {data['u32_build']}", flush=True)
     data["machine"]["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
     path = rep.save_json(f"build-{n}-{'-'.join(names)}.json", data)
     write_report(data, args, n)

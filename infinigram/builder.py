@@ -9,6 +9,7 @@ files (each written under a temporary name, the manifest last).
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
 import shutil
@@ -19,8 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__, args, corpus, format as fmt, storage, tokenizer as tk
-from .errors import ArgumentError, BuildError, IndexFormatError
+from .errors import ArgumentError, BuildError, CorpusError, IndexFormatError
 from .native import cover, merge, pool, ptrs, sort
+from .pretokenized import IdsInput
 from .progress import Progress
 
 _BUILDING_RE = re.compile(r"^\.(?P<name>.+)\.building-(?P<pid>\d+)$")
@@ -29,12 +31,16 @@ _BUILDING_RE = re.compile(r"^\.(?P<name>.+)\.building-(?P<pid>\d+)$")
 def build(inputs, output, *, tokenizer=None, vocab_size: int | None = None,
           text_field: str = "text", text_suffixes=(), shard_tokens: int = fmt.DEFAULT_SHARD_TOKENS,
           max_memory: int | None = None, threads: int | None = None,
-          train_sample_bytes: int = 16 << 20, quiet: bool = False, ray=None) -> Path:
+          train_sample_bytes: int = 16 << 20, quiet: bool = False, ray=None,
+          ids_field: str | None = None, ids_separator: int | None = None,
+          token_width: int | None = None) -> Path:
     """Build an index of ``inputs`` (files or directories) at ``output``.
 
-    Exactly one of ``tokenizer`` (a sentencepiece ``.model`` path, ``"bytes"``
-    or a Tokenizer) and ``vocab_size`` (train a sentencepiece model of that
-    vocabulary size on a sample of the corpus) is given. ``shard_tokens``
+    Exactly one of ``tokenizer`` (a sentencepiece ``.model`` path, a Hugging
+    Face ``tokenizer.json`` or a directory holding one, ``"bytes"`` or a
+    Tokenizer; the token width follows its vocabulary: u32 above 65,535)
+    and ``vocab_size`` (train a sentencepiece model of that vocabulary size
+    on a sample of the corpus) is given. ``shard_tokens``
     bounds a shard's size; ``max_memory`` (bytes, or a size such as ``"8G"``)
     bounds the suffix sort, which then sorts in parts merged from disk
     (None: no bound). Files ending in one of ``text_suffixes`` (e.g.
@@ -42,14 +48,24 @@ def build(inputs, output, *, tokenizer=None, vocab_size: int | None = None,
     (default: every core this process may use) tokenize and sort. With
     ``ray`` (True, or a cluster address) tokenizing and sorting run as Ray
     tasks instead (:mod:`infinigram.cluster`; ``output`` must be on a file
-    system every node shares); the index is the same bytes. Returns the
-    output path.
+    system every node shares); the index is the same bytes.
+
+    Pre-tokenized input (:mod:`infinigram.pretokenized`: ``ids_field``
+    names an id-list field, or the inputs are .npy/.u16/.u32/.bin files,
+    split at ``ids_separator``) is indexed as given, locally; ``tokenizer``
+    is then optional (the one the ids came from, for text queries). The
+    token width is ``token_width`` if given, else the tokenizer's, else the
+    one the largest id needs (a first pass finds it). Returns the output
+    path.
     """
     output = args.path("output", output)
     threads = args.threads(threads)
-    if (tokenizer is None) == (vocab_size is None):
-        raise BuildError("give exactly one of tokenizer= (a .model path or 'bytes') and "
-                         "vocab_size= (a vocabulary size to train)")
+    token_width = args.optional_integer("token_width", token_width, low=1, high=4,
+                                        error=ArgumentError)
+    if token_width is not None:
+        fmt.token_dtype(token_width)
+    ids = IdsInput(ids_field, args.optional_integer(
+        "ids_separator", ids_separator, low=-(1 << 63), error=ArgumentError), token_width)
     vocab_size = args.optional_integer("vocab_size", vocab_size, low=1, high=tk.MAX_VOCAB,
                                         error=ArgumentError)
     shard_tokens = args.integer("shard_tokens", shard_tokens, low=1, error=ArgumentError)
@@ -62,6 +78,13 @@ def build(inputs, output, *, tokenizer=None, vocab_size: int | None = None,
         raise BuildError(errno.EEXIST, f"output {output} already exists; choose another "
                          "output directory or delete it first")
     files = corpus.list_files(inputs, text_suffixes)
+    pretok = corpus.pretokenized(files, ids_field)
+    if pretok and (vocab_size is not None or (ray is not None and ray is not False)):
+        raise BuildError("pre-tokenized input is indexed as given, locally: leave out "
+                         "vocab_size= (--train-tokenizer) and ray= (--ray)")
+    if not pretok and (tokenizer is None or tokenizer == "none") == (vocab_size is None):
+        raise BuildError("give exactly one of tokenizer= (a .model path, a tokenizer.json or "
+                         "'bytes') and vocab_size= (a vocabulary size to train)")
     progress = Progress(quiet)
     output.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_builds(output)
@@ -74,17 +97,18 @@ def build(inputs, output, *, tokenizer=None, vocab_size: int | None = None,
                                   sample_bytes=train_sample_bytes, threads=threads, quiet=quiet)
         else:
             tok = tk.resolve_tokenizer(tokenizer)
-            if tok.kind == "sentencepiece":
-                shutil.copyfile(tok.model_path, work / fmt.TOKENIZER_FILE)
-        width = fmt.token_width(tok.vocab_size)
+            _copy_tokenizer(tok, work)
+        width = _width(token_width, tok, files, ids)
+        check = _IdCheck(width, tok.vocab_size) if pretok else None
         if ray is not None and ray is not False:
             from . import cluster
             counts = cluster.build_shards(ray, files, work, tok, width, text_field, text_suffixes,
                                           shard_tokens, max_memory, threads, progress)
         else:
-            batches = corpus.iter_batches(files, text_field, text_suffixes=text_suffixes)
-            counts = _write_tokens(batches, corpus.total_bytes(files), tok, width, shard_tokens,
-                                   threads, work, progress)
+            batches = corpus.iter_batches(files, text_field, text_suffixes=text_suffixes, ids=ids)
+            counts = _write_tokens(check(batches) if check else batches,
+                                   corpus.total_bytes(files), None if check else tok, width,
+                                   shard_tokens, threads, work, progress)
             for s in range(len(counts)):
                 build_table(work, s, width, max_memory, progress, threads)
         if not counts:
@@ -93,9 +117,70 @@ def build(inputs, output, *, tokenizer=None, vocab_size: int | None = None,
                     "text_suffixes": list(text_suffixes),
                     "shard_tokens": shard_tokens, "max_memory": max_memory,
                     "tokenizer": str(tokenizer) if vocab_size is None else f"trained:{vocab_size}"}
-        _finish(work, width, tok.vocab_size, tok.spec(), counts, settings, progress)
+        if pretok:
+            settings.update(ids_field=ids_field, ids_separator=ids_separator,
+                            token_width=token_width)
+        vocab = tok.vocab_size if tok.vocab_size is not None else max(check.top + 1, 1)
+        _finish(work, width, vocab, tok.spec(), counts, settings, progress)
         os.rename(work, output)
     return output
+
+
+def _width(token_width: int | None, tok: tk.Tokenizer, files, ids: IdsInput) -> int:
+    """The index's token width: as given (and wide enough for the
+    tokenizer), else the tokenizer's, else the largest id's (a pass over
+    the pre-tokenized input)."""
+    if tok.vocab_size is not None:
+        need = fmt.token_width(tok.vocab_size)
+        if token_width is not None and token_width < need:
+            raise ArgumentError(f"token width {token_width} is too narrow for the tokenizer's "
+                                f"{tok.vocab_size} ids; give {need} or more, or leave it out")
+        return token_width or need
+    if token_width is not None:
+        return token_width
+    check = _IdCheck(4, None)
+    for _ in check(corpus.iter_batches(files, ids=ids)):
+        pass
+    return fmt.token_width(check.top + 1) if check.top >= 0 else 1
+
+
+class _IdCheck:
+    """Passes batches of pre-tokenized documents through, refusing an id
+    that is negative, not below the tokenizer's vocabulary, or does not fit
+    the token width (the separator excluded); ``top`` is the largest id seen."""
+
+    def __init__(self, width: int, vocab: int | None):
+        self.width, self.vocab, self.top = width, vocab, -1
+        self.limit = min(fmt.separator(width), vocab if vocab is not None else fmt.separator(width))
+
+    def __call__(self, batches):
+        for batch in batches:
+            if batch.ids:
+                flat = np.concatenate(batch.ids)
+                bad = np.flatnonzero((flat < 0) | (flat >= self.limit))
+                if len(bad):
+                    self._refuse(batch, int(flat[bad[0]]), int(bad[0]))
+                if len(flat):
+                    self.top = max(self.top, int(flat.max()))
+            yield batch
+
+    def _refuse(self, batch, value: int, at: int) -> None:
+        doc = int(np.searchsorted(np.cumsum([len(a) for a in batch.ids]), at, side="right"))
+        _, source = corpus.split_metadata(json.loads(batch.metadata[doc]))
+        where = f"{source['path']} document {source['linenum']}"
+        if value < 0:
+            why = "is negative; token ids are integers from 0"
+        elif self.vocab is not None and value >= self.vocab:
+            why = (f"is not below the tokenizer's vocabulary size {self.vocab}; give the "
+                   "tokenizer the ids were made with, or none")
+        elif self.width < 4:
+            why = (f"does not fit token width {self.width} (ids must be below "
+                   f"{fmt.separator(self.width)}, its separator); pass --token-width 4 "
+                   "(token_width=4), or leave the width out to fit the ids")
+        else:
+            why = (f"does not fit token width 4 (ids must be below {fmt.separator(4)}, its "
+                   "separator); remap the ids")
+        raise CorpusError(f"{where}: token id {value} {why}")
 
 
 def index_tables(directory, *, token_width: int | None = None, vocab_size: int | None = None,
@@ -156,12 +241,8 @@ def index_tables(directory, *, token_width: int | None = None, vocab_size: int |
         build_table(directory, s, token_width, max_memory, progress, threads)
     if manifest is None:
         tok = tk.resolve_tokenizer(tokenizer) if tokenizer is not None else None
-        if tok is not None and tok.kind == "sentencepiece":
-            target = directory / fmt.TOKENIZER_FILE
-            if Path(tok.model_path).resolve() != target.resolve():
-                tmp = fmt.temp_path(target)
-                shutil.copyfile(tok.model_path, tmp)
-                fmt.commit(tmp, target)
+        if tok is not None:
+            _copy_tokenizer(tok, directory)
         spec = tok.spec() if tok is not None else {"kind": "none"}
         if vocab_size is None:
             vocab_size = tok.vocab_size if tok is not None else max(top + 1, 1)
@@ -176,6 +257,17 @@ def index_tables(directory, *, token_width: int | None = None, vocab_size: int |
     counts = [(_n_tokens(directory, s, token_width), _n_docs(directory, s)) for s in shards]
     _finish(directory, token_width, vocab_size, spec, counts, settings, progress, known)
     return built
+
+
+def _copy_tokenizer(tok: tk.Tokenizer, directory: Path) -> None:
+    """Copy the tokenizer's file (if it has one) into ``directory`` atomically."""
+    if tok.file is None:
+        return
+    target = directory / tok.file
+    if Path(tok.source).resolve() != target.resolve():
+        tmp = fmt.temp_path(target)
+        shutil.copyfile(tok.source, tmp)
+        fmt.commit(tmp, target)
 
 
 _CHANGED = "pass --tokens-changed (tokens_changed=True) if the tokens were replaced on purpose"
@@ -400,11 +492,14 @@ class _ShardWriter:
 
 
 def _write_tokens(batches, total, tok, width, shard_tokens, threads, work, progress):
-    progress.start("tokenize")
+    """Write the batches' documents into shards, encoded by ``tok`` (None:
+    the batches hold ids); returns each shard's (tokens, documents)."""
+    progress.start("tokenize" if tok is not None else "write ids")
     tokens = 0
     writer = _ShardWriter(work, width, shard_tokens)
     try:
-        stream = tk.encode_stream(batches, tok, threads)
+        stream = tk.encode_stream(batches, tok, threads) if tok is not None else \
+            ((b, b.ids) for b in batches)
         for batch, encoded in stream:
             for ids, meta in zip(encoded, batch.metadata):
                 writer.add(ids, meta)

@@ -142,14 +142,21 @@ def main():
 @main.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option("-o", "--output", required=True, type=click.Path(), help="New index directory.")
-@click.option("--tokenizer", "model", type=click.Path(dir_okay=False),
-              help="A sentencepiece .model file (e.g. Llama-2 tokenizer.model).")
+@click.option("--tokenizer", "model", type=click.Path(),
+              help="A sentencepiece .model file (e.g. Llama-2 tokenizer.model), or a Hugging "
+              "Face tokenizer.json or a directory holding one.")
 @click.option("--train-tokenizer", "vocab_size", type=int, metavar="VOCAB_SIZE",
               help="Train a sentencepiece model of VOCAB_SIZE pieces on a sample of the corpus.")
 @click.option("--bytes", "use_bytes", is_flag=True, help="Index UTF-8 bytes (no tokenizer).")
 @click.option("--text-field", default="text", show_default=True, help="Field holding the text.")
 @click.option("--text-suffix", "text_suffixes", multiple=True, metavar="SUFFIX",
               help="Also read files ending in SUFFIX (e.g. .py) as one plain-text document.")
+@click.option("--ids-field", metavar="NAME", help="Pre-tokenized input: the field (Parquet, "
+              "Arrow, JSON Lines) holding each document's token ids.")
+@click.option("--ids-separator", type=int, metavar="ID", help="The id between documents of "
+              ".npy/.u16/.u32/.bin files (default: the file's all-ones value).")
+@click.option("--token-width", type=click.Choice(["1", "2", "4"]), help="Bytes per token of "
+              "the index (default: what the vocabulary needs); also of .bin input files.")
 @click.option("--shard-tokens", type=int, default=DEFAULT_SHARD_TOKENS,
               show_default=True, help="Most tokens per shard.")
 @click.option("--max-memory", type=_size, help="Memory budget for sorting, e.g. 8G; larger "
@@ -161,15 +168,24 @@ def main():
 @click.option("--quiet", is_flag=True, help="No progress lines.")
 @json_opt
 @_command
-def build(inputs, output, model, vocab_size, use_bytes, text_field, text_suffixes, shard_tokens, max_memory,
-          threads, ray_address, quiet, as_json):
+def build(inputs, output, model, vocab_size, use_bytes, text_field, text_suffixes, ids_field,
+          ids_separator, token_width, shard_tokens, max_memory, threads, ray_address, quiet,
+          as_json):
     """Build an index of INPUTS (files or directories of .jsonl, .jsonl.gz,
-    .jsonl.zst, .parquet, .arrow, .txt)."""
-    if sum(x is not None and x is not False for x in (model, vocab_size, use_bytes)) != 1:
-        raise click.UsageError("give exactly one of --tokenizer, --train-tokenizer, --bytes")
+    .jsonl.zst, .parquet, .arrow, .txt; token ids from .npy, .u16, .u32,
+    .bin or --ids-field). Text needs one of --tokenizer, --train-tokenizer,
+    --bytes; token ids take --tokenizer (the one they came from) or none."""
     from .builder import build as build_index
+    from .corpus import list_files, pretokenized
+    given = sum(x is not None and x is not False for x in (model, vocab_size, use_bytes))
+    if given > 1 or (given == 0 and not pretokenized(list_files(list(inputs), text_suffixes),
+                                                     ids_field)):
+        raise click.UsageError("give exactly one of --tokenizer, --train-tokenizer, --bytes "
+                               "(token ids: --tokenizer or none)")
     path = build_index(list(inputs), output, tokenizer="bytes" if use_bytes else model,
                          vocab_size=vocab_size, text_field=text_field,
+                         ids_field=ids_field, ids_separator=ids_separator,
+                         token_width=token_width and int(token_width),
                          text_suffixes=text_suffixes, shard_tokens=shard_tokens,
                          max_memory=max_memory, threads=threads, quiet=quiet,
                          ray=ray_address or (ray_address == "" or None))
@@ -181,7 +197,8 @@ def build(inputs, output, model, vocab_size, use_bytes, text_field, text_suffixe
 @click.option("--token-width", type=click.Choice(["1", "2", "4"]),
               help="Bytes per token (needed when DIR has no manifest).")
 @click.option("--vocab-size", type=int, help="Vocabulary size (default: largest id + 1).")
-@click.option("--tokenizer", "model", help="'bytes' or a sentencepiece .model file.")
+@click.option("--tokenizer", "model", help="'bytes', a sentencepiece .model file, or a "
+              "Hugging Face tokenizer.json (or its directory).")
 @click.option("--max-memory", type=_size, help="Memory budget for sorting, e.g. 8G.")
 @threads_opt
 @click.option("--tokens-changed", is_flag=True, help="The token files were replaced on "

@@ -264,7 +264,7 @@ def build_shards(address, files, work: Path, tok, width: int, text_field: str, t
     output range of the merge. Returns each shard's (tokens, documents)."""
     from . import builder
     ray = connect(address)
-    model = str(work / fmt.TOKENIZER_FILE) if tok.kind == "sentencepiece" else tok.kind
+    model = str(work / tok.file) if tok.file else tok.kind
     tokenize = ray.remote(max_retries=RETRIES)(_tokenize_group)
     sort = ray.remote(max_retries=RETRIES)(_sort_shard)
     groups = _groups(files, GROUP_BYTES)

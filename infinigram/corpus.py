@@ -3,7 +3,10 @@
 Supported files, by suffix: ``.jsonl``/``.json`` (JSON Lines, one object per
 line), the same compressed ``.gz`` or ``.zst``, ``.parquet``, ``.arrow`` /
 ``.feather`` (Arrow IPC file or stream) and ``.txt`` (the whole file is one
-document). Reading streams: memory holds about one batch, whatever the
+document); token ids (:mod:`infinigram.pretokenized`) from ``.npy``,
+``.u16``, ``.u32``, ``.bin`` files or an id-list field of the others. A
+directory saved by Hugging Face ``datasets`` (``save_to_disk``) is read as
+the Arrow files its ``state.json`` lists, in order. Reading streams: memory holds about one batch, whatever the
 corpus size.
 
 pyarrow does the I/O (files, gzip/zstd decompression, Parquet, Arrow IPC); it
@@ -31,7 +34,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".jsonl.zst", ".json.zst",
-            ".parquet", ".arrow", ".feather", ".txt")
+            ".parquet", ".arrow", ".feather", ".txt", ".npy", ".u16", ".u32", ".bin")
 """File name endings iter_batches reads (matched case-insensitively)."""
 
 DEFAULT_BATCH_BYTES = 8 << 20
@@ -46,6 +49,9 @@ PATH, LINENUM, METADATA = "path", "linenum", "metadata"
 """Keys of a metadata line: the source file, the line or row in it, and the
 document's own fields."""
 _ENVELOPE = {PATH, LINENUM, METADATA}
+_OFFSETS = ".offsets.npy"
+_HF_DATASET = ("dataset_info.json", "state.json")
+"""Files of a directory written by Hugging Face ``datasets``' save_to_disk."""
 
 
 @dataclasses.dataclass
@@ -62,9 +68,11 @@ class DocBatch:
     metadata: list[str]
     nbytes: int = 0
     done_bytes: int = 0
+    ids: list | None = None
+    """Pre-tokenized input: one int64 id array per document (``texts`` empty)."""
 
     def __len__(self) -> int:
-        return len(self.texts)
+        return len(self.metadata)
 
 
 def _error(message: str) -> CorpusError:
@@ -75,6 +83,8 @@ def _error(message: str) -> CorpusError:
 
 def _kind(path: Path, text_suffixes: tuple[str, ...] = ()) -> str | None:
     name = path.name.lower()
+    if name.endswith(_OFFSETS):
+        return None  # read with the array file beside it
     if text_suffixes and name.endswith(tuple(s.lower() for s in text_suffixes)):
         return "txt"
     for suffix in SUFFIXES:
@@ -106,6 +116,9 @@ def list_files(paths: str | os.PathLike | Iterable[str | os.PathLike],
                          "the corpus files or directories instead")
         if p.is_dir():
             files.extend(_search(p, text_suffixes))
+        elif p.name.lower().endswith(_OFFSETS):
+            raise _error(f"{p} holds document offsets; name the .npy or raw token file "
+                         "beside it, which is read with it")
         elif p.is_file():
             if _kind(p, text_suffixes) is None:
                 raise _error(
@@ -134,9 +147,30 @@ def _search(root: Path, text_suffixes: tuple[str, ...]) -> list[Path]:
                   file=sys.stderr)
             subdirs.clear()
             continue
+        if all(n in names for n in _HF_DATASET):
+            found += _dataset_files(directory)
+            subdirs.clear()
+            continue
         found += [directory / n for n in names
                   if _kind(directory / n, text_suffixes) and (directory / n).is_file()]
     return sorted(found)
+
+
+def _dataset_files(directory: Path) -> list[Path]:
+    """The data files of a ``save_to_disk`` directory, in its order."""
+    state = directory / "state.json"
+    try:
+        names = [d["filename"] for d in json.loads(state.read_text("utf-8"))["_data_files"]]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise _error(f"{state} does not list the dataset's files ({e!r:.80}); re-save the "
+                     "dataset with save_to_disk") from None
+    return [directory / n for n in names]
+
+
+def pretokenized(files: Iterable[Path], ids_field: str | None) -> bool:
+    """Whether ``files`` hold token ids (an ids field, or .npy/raw files)."""
+    from .pretokenized import ARRAY_KINDS
+    return ids_field is not None or any(_kind(f) in ARRAY_KINDS for f in files)
 
 
 def total_bytes(files: Iterable[str | os.PathLike]) -> int:
@@ -145,31 +179,60 @@ def total_bytes(files: Iterable[str | os.PathLike]) -> int:
 
 
 def iter_batches(paths, text_field: str = "text", batch_bytes: int = DEFAULT_BATCH_BYTES,
-                 text_suffixes: Iterable[str] = ()) -> Iterator[DocBatch]:
+                 text_suffixes: Iterable[str] = (), ids=None) -> Iterator[DocBatch]:
     """Stream the documents of ``paths`` (see :func:`list_files`) as batches
     of about ``batch_bytes`` of text (at most about twice that). Null text
-    reads as the empty document. Raises CorpusError naming the file and,
-    where it can, the line or record."""
+    reads as the empty document. With pre-tokenized input (``ids``, a
+    :class:`~infinigram.pretokenized.IdsInput` with an ids field, or
+    .npy/raw files) batches hold ``ids`` (about ``batch_bytes`` of int64)
+    instead. Raises CorpusError naming the file and, where it can, the line
+    or record."""
+    from .pretokenized import IdsInput
     batch_bytes = args.integer("batch_bytes", batch_bytes, low=1, error=CorpusError)
     text_suffixes = args.strings("text_suffixes", text_suffixes, error=CorpusError)
     files = list_files(paths, text_suffixes)
-    texts: list[str] = []
+    ids = ids or IdsInput()
+    as_ids = pretokenized(files, ids.field)
+    items: list = []
     metas: list[str] = []
     nbytes = finished = 0
     for path in files:
         size = os.path.getsize(path)
-        for chunk_texts, chunk_metas, pos in _read_file(path, text_field, batch_bytes,
-                                                              text_suffixes):
-            for text, meta in zip(chunk_texts, chunk_metas):
-                nbytes += _utf8_len(text, path, meta)
-            texts += chunk_texts
+        chunks = _read_ids(path, ids, batch_bytes) if as_ids else \
+            _read_file(path, text_field, batch_bytes, text_suffixes)
+        for chunk_items, chunk_metas, pos in chunks:
+            if as_ids:
+                nbytes += sum(a.nbytes for a in chunk_items)
+            else:
+                for text, meta in zip(chunk_items, chunk_metas):
+                    nbytes += _utf8_len(text, path, meta)
+            items += chunk_items
             metas += chunk_metas
             if nbytes >= batch_bytes:
-                yield DocBatch(texts, metas, nbytes, finished + min(pos, size))
-                texts, metas, nbytes = [], [], 0
+                yield _batch(as_ids, items, metas, nbytes, finished + min(pos, size))
+                items, metas, nbytes = [], [], 0
         finished += size
-    if texts:
-        yield DocBatch(texts, metas, nbytes, finished)
+    if metas:
+        yield _batch(as_ids, items, metas, nbytes, finished)
+
+
+def _batch(as_ids: bool, items: list, metas: list[str], nbytes: int, done: int) -> DocBatch:
+    if as_ids:
+        return DocBatch([], metas, nbytes, done, ids=items)
+    return DocBatch(items, metas, nbytes, done)
+
+
+def _read_ids(path: Path, ids, chunk: int):
+    """Yield (id arrays, metadata, bytes consumed) chunks of one file."""
+    from . import pretokenized as pt
+    kind = _kind(path)
+    if kind in pt.ARRAY_KINDS:
+        return pt.read_array(path, kind, ids, chunk)
+    if ids.field is None or kind == "txt":
+        raise _error(f"{path} holds text, not token ids; pre-tokenized input (.npy, .u16, "
+                     ".u32, .bin files) cannot be mixed with text files: give --ids-field "
+                     "to read ids from a field, or build the text separately")
+    return _read_file(path, ids.field, chunk, (), ids=True)
 
 
 def _utf8_len(text: str, path: Path, meta: str) -> int:
@@ -212,17 +275,19 @@ def split_metadata(record) -> tuple[object, dict | None]:
     return record, None
 
 
-def _read_file(path: Path, text_field: str, chunk: int, text_suffixes: tuple[str, ...]):
-    """Yield (texts, metadata, bytes of the file consumed) chunks of one file."""
+def _read_file(path: Path, text_field: str, chunk: int, text_suffixes: tuple[str, ...],
+               ids: bool = False):
+    """Yield (texts, metadata, bytes of the file consumed) chunks of one file
+    (with ``ids``: id arrays of the field ``text_field`` instead of texts)."""
     kind = _kind(path, text_suffixes)
     if kind == "txt":
         return _read_txt(path)
     if kind.startswith("jsonl"):
         return _read_jsonl(path, kind.partition(".")[2] or None, text_field,
-                           min(max(chunk, 1 << 16), 1 << 26))  # bigger reads gain nothing
+                           min(max(chunk, 1 << 16), 1 << 26), ids)  # bigger reads gain nothing
     if kind == "parquet":
-        return _read_parquet(path, text_field, chunk)
-    return _read_arrow(path, text_field, chunk)
+        return _read_parquet(path, text_field, chunk, ids)
+    return _read_arrow(path, text_field, chunk, ids)
 
 
 def _read_txt(path: Path):
@@ -257,8 +322,11 @@ def _refuse_binary(path: Path, head: bytes, expected: str) -> None:
                          f"to end in {suffix}")
 
 
-def _read_jsonl(path: Path, compression: str | None, text_field: str, chunk: int):
+def _read_jsonl(path: Path, compression: str | None, text_field: str, chunk: int,
+                ids: bool = False):
     import pyarrow as pa
+    from .pretokenized import json_ids
+    take = json_ids if ids else _take_text
     _check_magic(path, compression)
     raw = pa.OSFile(str(path))
     stream = pa.CompressedInputStream(raw, compression) if compression else raw
@@ -285,7 +353,7 @@ def _read_jsonl(path: Path, compression: str | None, text_field: str, chunk: int
                 if not line.strip():
                     continue
                 fields = _parse_line(line, path, line_no)
-                texts.append(_take_text(fields, text_field, path, f"line {line_no}"))
+                texts.append(take(fields, text_field, path, f"line {line_no}"))
                 metas.append(metadata_line(fields, path, line_no - 1))
             if texts:
                 yield texts, metas, raw.tell()
@@ -347,8 +415,19 @@ def _check_schema(schema: pa.Schema, text_field: str, path: Path) -> None:
             f"UTF-8 strings or {_TEXT_FIX}")
 
 
-def _arrow_chunk(batch: pa.RecordBatch | pa.Table, text_field: str, path: Path, first: int):
+def _arrow_chunk(batch: pa.RecordBatch | pa.Table, text_field: str, path: Path, first: int,
+                 ids: bool = False):
     column = batch.column(text_field)
+    if ids:
+        from .pretokenized import arrow_ids
+        texts = arrow_ids(column, path, text_field, first)
+    else:
+        texts = _arrow_texts(column, text_field, path, first)
+    rows = batch.drop_columns([text_field]).to_pylist()
+    return texts, [metadata_line(r, path, first + i) for i, r in enumerate(rows)]
+
+
+def _arrow_texts(column, text_field: str, path: Path, first: int) -> list[str]:
     try:
         texts = column.to_pylist()
     except UnicodeDecodeError:
@@ -356,9 +435,7 @@ def _arrow_chunk(batch: pa.RecordBatch | pa.Table, text_field: str, path: Path, 
         raise _error(
             f"{path} record {first + row}: column {text_field!r} is not valid UTF-8; "
             "re-write the file with UTF-8 strings") from None
-    texts = ["" if t is None else t for t in texts]
-    rows = batch.drop_columns([text_field]).to_pylist()
-    return texts, [metadata_line(r, path, first + i) for i, r in enumerate(rows)]
+    return ["" if t is None else t for t in texts]
 
 
 def _bad(scalar) -> bool:
@@ -373,7 +450,15 @@ def _rows_per_chunk(nbytes: int, rows: int, chunk: int) -> int:
     return max(1, min(rows, int(chunk * rows / max(nbytes, 1))))
 
 
-def _read_parquet(path: Path, text_field: str, chunk: int):
+def _check_columns(schema: pa.Schema, field: str, path: Path, ids: bool) -> None:
+    if ids:
+        from .pretokenized import check_ids_type
+        check_ids_type(schema, field, path)
+    else:
+        _check_schema(schema, field, path)
+
+
+def _read_parquet(path: Path, text_field: str, chunk: int, ids: bool = False):
     import pyarrow as pa
     import pyarrow.parquet as pq
     size = os.path.getsize(path)
@@ -388,14 +473,14 @@ def _read_parquet(path: Path, text_field: str, chunk: int):
         pf = pq.ParquetFile(path)
     except (OSError, pa.ArrowException) as e:
         raise _error(f"{path} is not a readable Parquet file ({e}); re-write it") from None
-    _check_schema(pf.schema_arrow, text_field, path)
+    _check_columns(pf.schema_arrow, text_field, path, ids)
     meta = pf.metadata
     text_bytes = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
     rows = _rows_per_chunk(text_bytes, meta.num_rows, chunk)
     done = 0
     try:
         for batch in pf.iter_batches(batch_size=rows):
-            texts, metas = _arrow_chunk(batch, text_field, path, done)
+            texts, metas = _arrow_chunk(batch, text_field, path, done, ids)
             done += batch.num_rows
             yield texts, metas, size * done // max(meta.num_rows, 1)
     except (OSError, pa.ArrowException) as e:
@@ -403,7 +488,7 @@ def _read_parquet(path: Path, text_field: str, chunk: int):
                           "truncated or corrupt, re-write it") from None
 
 
-def _read_arrow(path: Path, text_field: str, chunk: int):
+def _read_arrow(path: Path, text_field: str, chunk: int, ids: bool = False):
     import pyarrow as pa
     source = pa.memory_map(str(path))  # batches are zero-copy views of the map
     try:
@@ -415,10 +500,10 @@ def _read_arrow(path: Path, text_field: str, chunk: int):
     except (OSError, pa.ArrowException) as e:
         raise _error(f"{path} is neither an Arrow IPC file nor stream ({e}); rename "
                           "it to match its content, or re-write it with pyarrow") from None
-    _check_schema(table.schema, text_field, path)
+    _check_columns(table.schema, text_field, path, ids)
     size = os.path.getsize(path)
     rows = _rows_per_chunk(table.nbytes, table.num_rows, chunk)
     for start in range(0, table.num_rows, rows):
         piece = table.slice(start, rows)
-        texts, metas = _arrow_chunk(piece, text_field, path, start)
+        texts, metas = _arrow_chunk(piece, text_field, path, start, ids)
         yield texts, metas, size * (start + piece.num_rows) // table.num_rows

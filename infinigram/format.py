@@ -24,6 +24,9 @@ from .errors import IndexFormatError
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 TOKENIZER_FILE = "tokenizer.model"
+HF_TOKENIZER_FILE = "tokenizer.json"
+TOKENIZER_FILES = (TOKENIZER_FILE, HF_TOKENIZER_FILE)
+"""Names a build gives the sentencepiece model and the Hugging Face tokenizer."""
 DEFAULT_SHARD_TOKENS = 1 << 31
 """Most tokens a builder puts in one shard unless told otherwise."""
 SHARD_FILES = ("tokenized", "table", "offset", "metadata", "metaoff")
@@ -111,7 +114,7 @@ class Manifest:
 
     token_width: int
     vocab_size: int
-    tokenizer: dict  # {"kind": "bytes"} or {"kind": "sentencepiece", "file", "sha256"}
+    tokenizer: dict  # {"kind": "bytes" | "none"} or {"kind": "sentencepiece" | "hf", "file", "sha256"}
     shards: tuple[ShardInfo, ...]
     build: dict = dataclasses.field(default_factory=dict)
     version: int = FORMAT_VERSION
@@ -192,9 +195,10 @@ _JSON_NAMES = {dict: "object", str: "string", list: "list"}
 
 
 def _tokenizer_spec(spec, where: str, fix: str) -> dict:
-    if not isinstance(spec, dict) or spec.get("kind") not in ("bytes", "sentencepiece", "none"):
+    if not isinstance(spec, dict) or spec.get("kind") not in ("bytes", "sentencepiece", "hf",
+                                                              "none"):
         raise IndexFormatError(f"{where}: unknown tokenizer {shorten(spec)}; {fix}")
-    if spec["kind"] == "sentencepiece":
+    if has_file(spec):
         name = _field(spec, "file", str, where, fix)
         if name != os.path.basename(name) or name in ("", ".", ".."):
             raise IndexFormatError(f"{where}: tokenizer file {shorten(name)} is not a file "
@@ -203,6 +207,11 @@ def _tokenizer_spec(spec, where: str, fix: str) -> dict:
             raise IndexFormatError(f"{where}: tokenizer sha256 {shorten(spec['sha256'])} is "
                                    f"not 64 hex digits; {fix}")
     return dict(spec)
+
+
+def has_file(spec: dict) -> bool:
+    """Whether a tokenizer entry names a file of the index (and its sha256)."""
+    return spec.get("kind") in ("sentencepiece", "hf")
 
 
 def _shard_infos(shards, where: str, fix: str) -> tuple[ShardInfo, ...]:

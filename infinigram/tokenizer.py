@@ -1,6 +1,8 @@
-"""Tokenizers: UTF-8 bytes or sentencepiece, plus pipelined batch encoding.
+"""Tokenizers: UTF-8 bytes, sentencepiece or Hugging Face ``tokenizer.json``,
+plus pipelined batch encoding.
 
-Every tokenizer encodes without BOS/EOS and returns ``uint32`` ids.
+Every tokenizer encodes without BOS/EOS (or any other special token a
+Hugging Face post-processor would add) and returns ``uint32`` ids.
 ``encode_batch`` returns one array per text (what sentencepiece produces
 without a copy); the builder lays them out between separators itself.
 """
@@ -23,7 +25,7 @@ from . import args
 from .bpe import BPEEncoder
 from .corpus import DocBatch
 from .errors import TokenizerError
-from .format import TOKENIZER_FILE, commit, temp_path
+from .format import HF_TOKENIZER_FILE, TOKENIZER_FILE, commit, temp_path
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +33,16 @@ log = logging.getLogger(__name__)
 class Tokenizer:
     """What the builder and engine need of a tokenizer."""
 
-    kind: str  # "bytes" | "sentencepiece" | "none"
+    kind: str  # "bytes" | "sentencepiece" | "hf" | "none"
     vocab_size: int | None
+    file: str | None = None
+    """Name of the tokenizer's file inside an index (None: it has none)."""
+    source: Path | None = None
+    """Where that file is read from (copied into the index by a build)."""
+    unit_chars = 1 << 16
+    """:func:`encode_stream` hands workers units of documents of about this much text."""
+    stream_workers: int | None = None
+    """Workers of :func:`encode_stream` (None: its ``threads``)."""
 
     def encode(self, text: str) -> np.ndarray:
         """Token ids (uint32) of ``text``, no BOS/EOS."""
@@ -47,8 +57,10 @@ class Tokenizer:
         raise NotImplementedError
 
     def spec(self) -> dict:
-        """The manifest's "tokenizer" entry."""
-        return {"kind": self.kind}
+        """The manifest's "tokenizer" entry (with the file's name and sha256)."""
+        if self.file is None:
+            return {"kind": self.kind}
+        return {"kind": self.kind, "file": self.file, "sha256": self.sha256}
 
 
 def _utf8(text: str) -> bytes:
@@ -125,7 +137,8 @@ class SentencePieceTokenizer(Tokenizer):
                 f"{path} is not a valid sentencepiece model ({why}): it is truncated or damaged; "
                 "give a .model file written by sentencepiece (copy it again), or train one "
                 "(build(..., vocab_size=N))") from None
-        self.model_path = path
+        self.model_path = self.source = path
+        self.file = TOKENIZER_FILE
         self._data = data
         self._bpe: BPEEncoder | None | bool = False  # False: not looked for yet
         self.sha256 = hashlib.sha256(data).hexdigest()
@@ -187,8 +200,60 @@ class SentencePieceTokenizer(Tokenizer):
         return np.array([self._sp.id_to_piece(i).startswith("\u2581")
                          for i in range(self.vocab_size)], dtype=bool)
 
-    def spec(self) -> dict:
-        return {"kind": self.kind, "file": TOKENIZER_FILE, "sha256": self.sha256}
+
+class HFTokenizer(Tokenizer):
+    """A Hugging Face ``tokenizer.json`` (the ``tokenizers`` library, the
+    ``[hf]`` extra). ``encode_batch`` runs in Rust on every core (its rayon
+    pool; ``threads`` is not used) without offsets, and adds no special
+    tokens: documents get no BOS/EOS, the index's separator between
+    documents stands in for them."""
+
+    kind = "hf"
+    unit_chars = 1 << 20  # each call runs on every core: big units, two workers,
+    stream_workers = 2    # one encodes while the other holds the GIL (input, ids out)
+
+    def __init__(self, path: str | os.PathLike):
+        path = Path(path)
+        if path.is_dir():
+            path = path / HF_TOKENIZER_FILE
+        try:
+            from tokenizers import Tokenizer as RustTokenizer
+        except ImportError:
+            raise TokenizerError("reading a tokenizer.json needs the tokenizers library; "
+                                 "pip install 'infinigram[hf]'") from None
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise TokenizerError(f"cannot read Hugging Face tokenizer {path} ({e.strerror}); "
+                                 "give a tokenizer.json or a directory holding one") from None
+        try:
+            self._tok = RustTokenizer.from_str(data.decode("utf-8"))
+        except Exception as e:  # tokenizers raises bare Exceptions
+            raise TokenizerError(
+                f"{path} is not a valid Hugging Face tokenizer.json ({' '.join(str(e).split())[:100]}); "
+                "give the tokenizer.json saved with the model (Tokenizer.save)") from None
+        self.source, self.file = path, HF_TOKENIZER_FILE
+        self.sha256 = hashlib.sha256(data).hexdigest()
+        self.vocab_size = max(self._tok.get_vocab(with_added_tokens=True).values(), default=-1) + 1
+
+    def encode(self, text: str) -> np.ndarray:
+        return self.encode_batch([text])[0]
+
+    def encode_batch(self, texts: list[str], threads: int | None = None) -> list[np.ndarray]:
+        texts = list(texts)
+        try:
+            out = self._tok.encode_batch_fast(texts, add_special_tokens=False)
+        except TypeError:
+            for t in texts:
+                _utf8(t)  # names the offending text
+            raise
+        return [np.array(e.ids, dtype=np.uint32) for e in out]
+
+    def decode(self, ids) -> str:
+        return self._tok.decode(_ids(ids, self.vocab_size), skip_special_tokens=False)
+
+
+_FILE_KINDS = {"sentencepiece": SentencePieceTokenizer, "hf": HFTokenizer}
 
 
 def load_tokenizer(spec: dict, directory: str | os.PathLike) -> Tokenizer:
@@ -199,11 +264,11 @@ def load_tokenizer(spec: dict, directory: str | os.PathLike) -> Tokenizer:
         return ByteTokenizer()
     if kind == "none":
         return NoTokenizer()
-    if kind != "sentencepiece":
+    if kind not in _FILE_KINDS:
         raise TokenizerError(f"unknown tokenizer entry {spec!r}; expected kind 'bytes', "
-                             "'sentencepiece' or 'none': rebuild the index")
+                             "'sentencepiece', 'hf' or 'none': rebuild the index")
     path = Path(directory) / spec.get("file", TOKENIZER_FILE)
-    tok = SentencePieceTokenizer(path)
+    tok = _FILE_KINDS[kind](path)
     if tok.sha256 != spec.get("sha256"):
         raise TokenizerError(
             f"{path} has sha256 {tok.sha256}, the manifest records {spec.get('sha256')}: the "
@@ -214,7 +279,8 @@ def load_tokenizer(spec: dict, directory: str | os.PathLike) -> Tokenizer:
 
 def resolve_tokenizer(arg, threads: int | None = None) -> Tokenizer:
     """A Tokenizer from a user argument: a Tokenizer, "bytes", None/"none"
-    (ids only), or the path of a sentencepiece .model file."""
+    (ids only), the path of a sentencepiece .model file, or of a Hugging Face
+    tokenizer.json (any ``*.json`` file) or a directory holding one."""
     if isinstance(arg, Tokenizer):
         return arg
     if arg is None or arg == "none":
@@ -222,13 +288,18 @@ def resolve_tokenizer(arg, threads: int | None = None) -> Tokenizer:
     if arg == "bytes":
         return ByteTokenizer()
     if isinstance(arg, (str, os.PathLike)):
-        if not Path(arg).is_file():
+        path = Path(arg)
+        if (path / HF_TOKENIZER_FILE).is_file() or (path.is_file() and
+                                                    path.suffix.lower() == ".json"):
+            return HFTokenizer(path)
+        if not path.is_file():
             raise TokenizerError(
                 f"tokenizer {str(arg)!r} is neither 'bytes' nor an existing sentencepiece "
-                ".model file; check the path, or train one (build(..., vocab_size=N))")
+                ".model file, tokenizer.json or directory holding one; check the path, or train "
+                "one (build(..., vocab_size=N))")
         return SentencePieceTokenizer(arg, threads)
     raise TokenizerError(f"tokenizer {arg!r} is not understood; pass 'bytes', the path of a "
-                         "sentencepiece .model file, or a Tokenizer")
+                         "sentencepiece .model file or a tokenizer.json, or a Tokenizer")
 
 
 MAX_VOCAB = (1 << 31) - 1
@@ -319,7 +390,6 @@ class _Failure:
 
 
 _END = object()
-_UNIT_CHARS = 1 << 16  # documents per work unit: about this much text
 
 
 class _Job:
@@ -336,14 +406,14 @@ class _Job:
             self.done.set()
 
 
-def _units(texts: list[str]) -> list[list[int]]:
+def _units(texts: list[str], unit_chars: int) -> list[list[int]]:
     """Document indexes grouped into work units, longest documents first, so
     the last units to finish are small (the workers end a batch together)."""
     units, unit, size = [], [], 0
     for i in sorted(range(len(texts)), key=lambda i: -len(texts[i])):
         unit.append(i)
         size += len(texts[i])
-        if size >= _UNIT_CHARS:
+        if size >= unit_chars:
             units.append(unit)
             unit, size = [], 0
     if unit:
@@ -365,7 +435,7 @@ def encode_stream(batches: Iterable[DocBatch], tokenizer: Tokenizer, threads: in
     the caller, so memory stays bounded. An error in reading or encoding is
     raised here, after the batches before it.
     """
-    workers_n = max(1, threads or os.cpu_count() or 1)
+    workers_n = tokenizer.stream_workers or max(1, threads or os.cpu_count() or 1)
     stop = threading.Event()
     jobs: queue.Queue = queue.Queue(max(1, prefetch))
     work: queue.Queue = queue.Queue()
@@ -382,7 +452,7 @@ def encode_stream(batches: Iterable[DocBatch], tokenizer: Tokenizer, threads: in
     def read() -> None:
         try:
             for batch in batches:
-                units = _units(batch.texts)
+                units = _units(batch.texts, tokenizer.unit_chars)
                 job = _Job(batch, len(units))
                 if not put(jobs, job):
                     return

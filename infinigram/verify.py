@@ -36,8 +36,8 @@ def advice(path: Path, name: str) -> str:
     if name == fmt.MANIFEST:
         return (f"restore it from the build, or run `infinigram index {path}`, which checks "
                 "every file against it and rewrites it")
-    if name == fmt.TOKENIZER_FILE:
-        return "restore the model the index was built with, or rebuild the index from the corpus"
+    if name in fmt.TOKENIZER_FILES:
+        return "restore the tokenizer the index was built with, or rebuild the index from the corpus"
     return "its contents are corrupt: rebuild the index from the corpus with `infinigram build`"
 
 
@@ -59,7 +59,7 @@ def verify(path, checksums: bool = True) -> VerifyReport:
         problems.append(f"{fmt.MANIFEST} is not as infinigram writes it (edited, damaged, or "
                         f"written before manifests had a checksum); {advice(path, fmt.MANIFEST)}")
     records = {name: rec for info in manifest.shards for name, rec in info.files.items()}
-    if manifest.tokenizer["kind"] == "sentencepiece":
+    if fmt.has_file(manifest.tokenizer):
         records[manifest.tokenizer["file"]] = {"sha256": manifest.tokenizer["sha256"]}
     missing = [n for n in sorted(records) if not (path / n).is_file()]
     problems += [f"{n} is missing; {advice(path, n)}" for n in missing]

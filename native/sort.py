@@ -4,7 +4,9 @@ Suffixes are ordered by their little-endian bytes, a shorter suffix before
 its extensions (docs/FORMAT.md, "Suffix order"). For 2-byte tokens that is
 the order of the byte-swapped token values, which the kernels read on the
 fly; 4-byte tokens are first replaced by the rank of their byte-swapped
-value among the distinct ones (compacting the alphabet).
+value among the distinct ones (compacting the alphabet): through a table
+indexed by id when the ids are below max(2**22, n) (the vocabulary of a
+u32 tokenizer), by sorting the distinct values otherwise.
 
 The recursion of SA-IS runs as an explicit loop over levels: level ``L + 1``
 sorts the reduced string of level ``L``, which lives at the end of level
@@ -312,11 +314,69 @@ def alphabet(tokens: np.ndarray, parallel: bool = True) -> tuple[np.ndarray, int
         return tokens, 256
     if tokens.dtype.itemsize == 2:
         return tokens, 1 << 16
+    top, has_sep = _top_id(tokens) if tokens.shape[0] else (-1, False)
+    if 0 <= top < max(_LUT_MIN, tokens.shape[0]):
+        return _ranked_by_table(tokens, top, has_sep, parallel)
+    return _ranked_by_sort(tokens, parallel)
+
+
+def _ranked_by_sort(tokens, parallel: bool):
+    """:func:`alphabet` of any 4-byte tokens: each byte-swapped value
+    replaced by its index among the sorted distinct values."""
     keys = tokens.byteswap().astype(np.uint32, copy=False)
     distinct = np.unique(keys)
     _rank_inplace[parallel](keys, distinct)
     K = int(distinct.shape[0])
     return (keys.view(np.int32) if K <= INT32_MAX else keys.astype(np.int64)), K
+
+
+_LUT_MIN = 1 << 22
+"""Ids below this (or below the token count) are ranked through a table."""
+_SEP4 = 2**32 - 1
+
+
+@jit
+def _top_id(tokens):
+    """(largest id that is not the separator, -1 if none; whether the separator occurs)."""
+    top, has_sep = -1, False
+    for i in range(tokens.shape[0]):
+        v = np.int64(tokens[i])
+        if v == _SEP4:
+            has_sep = True
+        elif v > top:
+            top = v
+    return top, has_sep
+
+
+@twin
+def _mark_ids(tokens, seen):
+    for i in prange(tokens.shape[0]):
+        v = tokens[i]
+        if v != _SEP4:
+            seen[v] = 1
+
+
+@twin
+def _look_up(tokens, table, sep_rank, out):
+    for i in prange(tokens.shape[0]):
+        v = tokens[i]
+        out[i] = sep_rank if v == _SEP4 else table[v]
+
+
+def _ranked_by_table(tokens, top: int, has_sep: bool, parallel: bool):
+    """:func:`alphabet` of 4-byte tokens whose ids (the separator aside) are
+    below ``top + 1``: the ids present, ranked by their byte-swapped value,
+    through a table of ``top + 1`` entries (O(n + top), no sort of n keys).
+    The separator's byte-swapped value is the largest of all: it ranks last."""
+    seen = np.zeros(top + 1, np.uint8)
+    _mark_ids[parallel](tokens, seen)
+    present = np.flatnonzero(seen).astype(np.uint32)
+    table = np.empty(top + 1, np.int32)
+    table[present[np.argsort(present.byteswap(), kind="stable")]] = np.arange(
+        present.shape[0], dtype=np.int32)
+    out = np.empty(tokens.shape[0], np.int32)
+    _look_up[parallel](tokens, table, present.shape[0], out)
+    return out, present.shape[0] + int(has_sep)
 
 
 def check_tokens(tokens) -> np.ndarray:

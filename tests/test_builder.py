@@ -165,6 +165,8 @@ def test_exactly_one_tokenizer_choice(tmp_path, corpus):
         ig.build([corpus], tmp_path / "idx", quiet=True)
     with pytest.raises(BuildError, match="exactly one"):
         ig.build([corpus], tmp_path / "idx", tokenizer="bytes", vocab_size=100, quiet=True)
+    with pytest.raises(BuildError, match="exactly one"):  # text needs a tokenizer
+        ig.build([corpus], tmp_path / "idx", tokenizer="none", quiet=True)
 
 
 def test_corpus_error_leaves_nothing(tmp_path):

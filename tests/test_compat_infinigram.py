@@ -32,16 +32,17 @@ CORPORA = _corpora()
 
 
 def _write_shard(directory, tokens):
+    width = tokens.itemsize
     directory.mkdir()
     (directory / "tokenized.0").write_bytes(tokens.tobytes())
-    offsets = np.flatnonzero(tokens == fmt.separator(2)).astype("<u8") * 2
+    offsets = np.flatnonzero(tokens == fmt.separator(width)).astype("<u8") * width
     (directory / "offset.0").write_bytes(offsets.tobytes())
 
 
 def _our_table(tokens):
     pointer = fmt.pointer_width(tokens.nbytes)
     out = np.empty(len(tokens) * pointer, np.uint8)
-    pack_pointers(suffix_array(tokens), 2, pointer, out)
+    pack_pointers(suffix_array(tokens), tokens.itemsize, pointer, out)
     return out.tobytes()
 
 
@@ -85,3 +86,31 @@ def test_infinigram_engine_reads_our_table(tmp_path, name):
                         if t != fmt.separator(2)] or [1])
     for q in queries:
         assert engine.count(input_ids=q)["count"] == naive_count([tokens], q), q
+
+
+def test_infinigram_engine_reads_our_u32_table_and_we_read_its_layout(tmp_path):
+    """A u32 shard with ids above 65,535 (infini-gram's own u32 builder asks
+    for 32 GiB, so only we build one): its engine counts on our table as the
+    oracle does, and we open the same directory, manifest-less, with
+    token_width=4."""
+    import infinigram as ig
+    from infini_gram.engine import InfiniGramEngine
+
+    rng = np.random.default_rng(8)
+    alphabet = [0, 1, 255, 256, 65535, 65536, 65537, 16777216, 4294967294]
+    docs = [rng.choice(alphabet, rng.integers(0, 60)) for _ in range(200)]
+    tokens = with_separators(docs, 4)
+    index = tmp_path / "u32"
+    _write_shard(index, tokens)
+    (index / "table.0").write_bytes(_our_table(tokens))
+    theirs = InfiniGramEngine(index_dir=str(index), eos_token_id=0, vocab_size=2**32 - 1,
+                              token_dtype="u32")
+    ours = ig.open(index, token_width=4)
+    queries = [[65536], [65535, 65536], [4294967294], [16777216, 0], [1, 1, 1], [7]]
+    for _ in range(30):
+        i = int(rng.integers(0, len(tokens) - 5))
+        queries.append([int(t) for t in tokens[i:i + int(rng.integers(1, 6))]
+                        if t != fmt.separator(4)] or [1])
+    for q in queries:
+        expected = naive_count([tokens], q)
+        assert theirs.count(input_ids=q)["count"] == expected == ours.count(q), q

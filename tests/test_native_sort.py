@@ -11,7 +11,7 @@ from infinigram.native.merge import (PARALLEL_THREADS, PARALLEL_TOKENS, PART_TOK
                                      plan_parts, sort_part, splitters)
 from infinigram.native.ptrs import (FIRST_WAVE, pack_in_place, pack_pointers, pointer_at,
                                     unpack_pointers)
-from infinigram.native.sort import suffix_array
+from infinigram.native.sort import _ranked_by_sort, alphabet, suffix_array
 from naive import doubling_suffix_array, naive_suffix_array, with_separators
 
 WIDTHS = (1, 2, 4)
@@ -345,3 +345,18 @@ def test_pack_in_place_in_parallel_waves(dtype, pointer):
     rng = np.random.default_rng(pointer)
     sa = rng.integers(0, 1 << 23, 5 * FIRST_WAVE + 7).astype(dtype)
     np.testing.assert_array_equal(pack_in_place(sa.copy(), 2, pointer), packed(sa, 2, pointer))
+
+
+@pytest.mark.parametrize("top", [70_000, (1 << 22) - 1, 1 << 22, 2**32 - 2])
+def test_u32_ranks_by_table_equal_ranks_by_sort(top):
+    """Ids below 2**22 are ranked through a table, others by sorting: both
+    give the same alphabet, and the suffix array is the byte order's."""
+    rng = np.random.default_rng(top % 97)
+    ids = [0, 1, 255, 256, 65535, 65536, 65537, top] + [int(v) for v in rng.integers(0, top, 20)]
+    tokens = with_separators([rng.choice(ids, rng.integers(0, 40)) for _ in range(40)], 4)
+    for t in (tokens, tokens[tokens != fmt.separator(4)], tokens[1:2]):
+        for parallel in (False, True):
+            s, k = alphabet(t, parallel)
+            s2, k2 = _ranked_by_sort(t, parallel)
+            assert k == k2 and np.array_equal(s, s2), top
+    np.testing.assert_array_equal(suffix_array(tokens), naive_suffix_array(tokens))
