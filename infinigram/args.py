@@ -188,15 +188,13 @@ def _flat_arrays(arrays: list) -> np.ndarray | None:
 
 def _flat_lists(lists: list) -> np.ndarray | None:
     """Lists of Python ints concatenated as int64, or None when some element
-    is anything else: numpy infers another dtype for floats, strings and
+    is anything else: ``array('q')`` refuses floats, strings, sequences and
     ints beyond int64, and bools, which it takes as 0 and 1, are looked for
     among the elements below 2 alone."""
     items = list(itertools.chain.from_iterable(lists))
     try:
-        flat = np.array(items)
-    except ValueError:  # nested sequences of unequal lengths
-        return None
-    if flat.dtype != _INT64 or flat.ndim != 1:
+        flat = np.frombuffer(array("q", items), dtype=np.int64)
+    except (TypeError, OverflowError):
         return None
     small = np.flatnonzero(flat < 2)
     if small.size and not all(map(is_int, map(items.__getitem__, small.tolist()))):
