@@ -10,6 +10,7 @@ in worker threads, each bounded by :class:`Limits`; every error is a JSON
 models from the route functions' annotations.)
 """
 import json
+import os
 import time
 from importlib import resources
 from typing import Callable, Optional, Union
@@ -279,6 +280,11 @@ def warm(engines: dict) -> None:
                     fn(eng, limits, np.array(q, dtype=np.int64), **_params(fn, {}, limits))
 
 
+WORKERS = 2 * (os.cpu_count() or 1)
+"""Queries running at once on worker threads (the rest wait their turn):
+enough to keep every core busy, few enough that each thread's scratch
+memory (``shard.SCRATCH_MAX``) stays bounded."""
+
 INLINE = {"count", "prob", "infgram_prob", "find"}
 """Query types answered on the event loop itself: a few searches each (at
 most ``max_query_tokens`` long, well under a millisecond), cheaper than the
@@ -414,6 +420,7 @@ def make_app(engines: dict, limits: Limits = Limits()) -> FastAPI:
     app = FastAPI(title="infinigram", description="n-gram and ∞-gram queries over "
                   "suffix-array indexes (read-only).", version="1")
     page = resources.files(__package__).joinpath("static/index.html").read_text("utf-8")
+    workers = anyio.CapacityLimiter(WORKERS)
 
     async def answer(index: str, query_type: str, fields: dict) -> Response:
         eng = engines.get(index) if isinstance(index, str) else None
@@ -437,7 +444,8 @@ def make_app(engines: dict, limits: Limits = Limits()) -> FastAPI:
             return Response(work(), media_type="application/json")
         try:
             with anyio.fail_after(limits.timeout):
-                body = await anyio.to_thread.run_sync(work, abandon_on_cancel=True)
+                body = await anyio.to_thread.run_sync(work, abandon_on_cancel=True,
+                                                      limiter=workers)
         except TimeoutError:
             raise HTTPError(408, f"the query ran over the server's limit timeout={limits.timeout} "
                                  f"seconds ({flag('timeout')}); ask for less") from None
