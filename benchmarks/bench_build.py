@@ -488,6 +488,27 @@ def report(data: dict, heading: str = "## Build") -> str:
                       ("tokenize_nmt_nfkc", "a vocab-8000 BPE model normalizing with nmt_nfkc")):
         if data.get(key):
             lines += tokenize_section(data[key], what)
+    hf = data.get("tokenize_hf")
+    if hf and "error" not in hf:
+        lines += [f"### Tokenization ({hf['corpus']} text, a byte-level BPE tokenizer.json of "
+                  "vocab 8000, Hugging Face `tokenizers`)", "", rep.md_table(
+                      ["", "MB/s", "vs plain loop"],
+                      [["plain `Tokenizer.encode_batch` loop + numpy", hf["plain_mb_s"], "1x"],
+                       ["plain `encode_batch_fast` loop + numpy", hf["plain_fast_mb_s"],
+                        f"{hf['plain_fast_mb_s'] / hf['plain_mb_s']:.2f}x"],
+                       ["ours `encode_stream` (HFTokenizer)", hf["ours_mb_s"],
+                        f"{hf['speedup']:.2f}x"]]), "",
+                  f"The first {hf['text_bytes'] / 1e6:.1f} MB of text in {hf['batches']} "
+                  f"batches; medians of {len(hf['times']['ours'])} runs; ids identical to the "
+                  f"plain loop: {hf['same_ids']}.", ""]
+    u32 = data.get("u32_build")
+    if u32:
+        lines += ["### u32 build vs u16 build of the same ids", "",
+                  f"{u32['ids']:,} Zipfian ids in {u32['docs']:,} documents from one .npy file "
+                  f"(pre-tokenized input), `ig.build(..., token_width=4)` against `token_width=2`, "
+                  f"in-process, alternating: u16 {rep.median(u32['u16_s']):.2f} s, u32 "
+                  f"{rep.median(u32['u32_s']):.2f} s (medians of {len(u32['u16_s'])}), ratio "
+                  f"{u32['ratio']:.2f}; same documents: {u32['same_docs']}.", ""]
     lines += ["### Targets (issue 3)", ""] + [f"- {t}" for t in targets(data)]
     if not heading.startswith("## "):  # a nested block: push its sub-headings one level down
         lines = [lines[0]] + ["#" + x if x.startswith("### ") else x for x in lines[1:]]
@@ -594,6 +615,14 @@ def targets(data: dict) -> list[str]:
         out.append(f"Tokenization with an nmt_nfkc model >= 2x a plain encode(batch, "
                    f"num_threads=2) loop (issue 21): {tok['speedup']:.2f}x — "
                    f"{rep.met(tok['speedup'] >= 2)}")
+    hf = data.get("tokenize_hf")
+    if hf and "error" not in hf:
+        out.append(f"Hugging Face tokenization >= 1.5x a plain encode_batch loop (issue 17): "
+                   f"{hf['speedup']:.2f}x — {rep.met(hf['speedup'] >= 1.5)}")
+    u32 = data.get("u32_build")
+    if u32:
+        out.append(f"u32 build <= 1.3x the u16 build of the same ids (issue 17): "
+                   f"{u32['ratio']:.2f}x — {rep.met(u32['ratio'] <= 1.3)}")
     return out
 
 
