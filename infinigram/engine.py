@@ -28,7 +28,7 @@ from . import args, format as fmt, smoothing
 from .attribution import AttributionQueries
 from .documents import DocumentQueries
 from .errors import ArgumentError, IndexFormatError, QueryError, TokenizerError
-from .native import batch, pool
+from .native import batch
 from .results import FindResult, InfGramProb, NextTokenDist, ProbResult, ScoreResult
 from .shard import ShardSearcher
 
@@ -405,22 +405,10 @@ class Engine(DocumentQueries, AttributionQueries):
         return float(self.kn_dist(prompt, n)[self._next_id(next_id)])
 
     def kn_dist_many(self, prompts, n) -> np.ndarray:
-        """kn_dist of each prompt: a float64 array [len(prompts), vocab_size],
-        its rows filled on every core (the next-token tallies release the GIL)."""
-        prompts = _batch("kn_dist_many", prompts)
-        out = np.zeros((len(prompts), self._vocab), np.float64)
-        if not len(prompts):
-            return out
-        out[0] = self.kn_dist(prompts[0], n)  # the discounts and unigram level, once
-        threads = max(1, min(args.threads(None), len(prompts) - 1))
-        cuts = np.linspace(1, len(prompts), threads + 1).astype(np.int64)
-
-        def rows(lo: int, hi: int):
-            def fill(tick):
-                for j in range(lo, hi):
-                    out[j] = self.kn_dist(prompts[j], n)
-            return fill
-        pool.run([rows(int(a), int(b)) for a, b in zip(cuts[:-1], cuts[1:])], threads)
+        """kn_dist of each prompt: a float64 array [len(prompts), vocab_size]."""
+        out = np.zeros((len(_batch("kn_dist_many", prompts)), self._vocab), np.float64)
+        for row, p in zip(out, prompts):
+            row[:] = self.kn_dist(p, n)
         return out
 
     def kn_prob_many(self, prompts, next_ids, n) -> np.ndarray:
