@@ -138,7 +138,9 @@ def test_builds_report_each_phase_and_quiet_silences_them(tmp_path, capsys):
     for phase in ("[tokenize]", "[sort shard 0: rank sample]", "[sort shard 0: sort",
                   "[sort shard 0: merge]", "[checksum]"):
         assert phase in err, phase
-    assert "tok/s" in err and "ETA" in err and "B/s" in err
+    # rates always; an ETA only when a line falls mid-phase, which depends on timing here
+    # (test_parallel_sort checks it with interval=0)
+    assert "tok/s" in err and "B/s" in err
     ig.build([c], tmp_path / "b", tokenizer="bytes", max_memory=TINY_BUDGET, threads=2,
              quiet=True)
     assert capsys.readouterr().err == ""
