@@ -414,6 +414,9 @@ class Engine(DocumentQueries, AttributionQueries):
     def kn_prob_many(self, prompts, next_ids, n) -> np.ndarray:
         """kn_prob of each (prompt, next id) pair: a float64 array."""
         prompts = _batch("kn_prob_many", prompts)
+        if not isinstance(next_ids, (list, tuple, np.ndarray)):
+            raise QueryError(f"kn_prob_many next_ids={next_ids!r:.40} is not a list or array; "
+                             "pass one next id per prompt")
         if len(next_ids) != len(prompts):
             raise QueryError(f"kn_prob_many got {len(prompts)} prompts and {len(next_ids)} "
                              "next ids; pass one next id per prompt")
@@ -427,6 +430,9 @@ class Engine(DocumentQueries, AttributionQueries):
         The same ``seed`` (numpy ``default_rng``) gives the same tokens."""
         ids = self._ids(prompt, empty_ok=True)
         k = args.integer("k", k)
+        seed = args.optional_integer("seed", seed)
+        if not isinstance(smoothed, (bool, np.bool_)):
+            raise QueryError(f"smoothed={smoothed!r:.40} is not a bool; pass True or False")
         return smoothing.sample(self, ids, k, smoothing.order(n), bool(smoothed), seed)
 
     def score_many(self, seqs, max_context: int | None = None) -> list[ScoreResult]:

@@ -136,6 +136,13 @@ def test_kn_bad_input(tmp_path):
         eng.kn_dist([7], 2)
     with pytest.raises(QueryError, match="next ids"):
         eng.kn_prob_many([[1]], [1, 2], 2)
+    with pytest.raises(QueryError, match="next_ids="):
+        eng.kn_prob_many([[1]], 1, 2)
+    for bad in (-1, 1.5, "x", True):
+        with pytest.raises(QueryError, match="seed="):
+            eng.sample([1], 3, n=2, seed=bad)
+    with pytest.raises(QueryError, match="smoothed="):
+        eng.sample([1], 3, n=2, smoothed="no")
 
 
 def test_ppl_cli(tmp_path):
