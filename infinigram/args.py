@@ -57,6 +57,13 @@ def optional_integer(name: str, value, **bounds) -> int | None:
     return None if value is None else integer(name, value, **bounds)
 
 
+def flag(name: str, value, *, error: type[Exception] = QueryError) -> bool:
+    """``value`` as a bool (Python or numpy); ``error`` names it otherwise."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise error(f"{name}={value!r:.40} is not a bool; pass True or False")
+    return bool(value)
+
+
 def size_bytes(name: str, value, *, error: type[Exception] = ArgumentError) -> int:
     """A positive number of bytes from an int or a size string such as
     '512M', '2G', '1.5g', '100k', '64KiB' or '4096' (units are powers of 1024)."""

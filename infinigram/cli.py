@@ -253,25 +253,28 @@ def _info(paths, as_json):
 @click.argument("index", type=click.Path(file_okay=False))
 @click.argument("test_file", type=click.Path(dir_okay=False))
 @click.option("--kn", type=int, help="Also the perplexity under Kneser-Ney of order N.")
+@click.option("--modified", is_flag=True,
+              help="With --kn: modified Kneser-Ney (three discounts per order).")
 @click.option("--text-field", default="text", show_default=True, help="JSONL/parquet text field.")
 @json_opt
 @_command
-def ppl(index, test_file, kn, text_field, as_json):
+def ppl(index, test_file, kn, modified, text_field, as_json):
     """Perplexity of held-out text under the ∞-gram model (mixed with 1% of
     the uniform distribution, so unseen tokens cost a finite amount) and,
-    with --kn N, under Kneser-Ney of order N."""
+    with --kn N, under Kneser-Ney of order N (--modified: three discounts per order)."""
     from .corpus import iter_batches
     from .smoothing import order, perplexity
     eng = open_index(index)
     if kn is not None:
         order(kn)
     docs = (eng.tokenize(t) for b in iter_batches([test_file], text_field) for t in b.texts)
-    r = perplexity(eng, docs, kn)
+    r = perplexity(eng, docs, kn, modified)
     lines = [f"tokens           {r['tokens']}",
              f"infgram ppl      {r['infgram_ppl']:.6g} ({r['infgram_zero_tokens']} tokens at 0, "
              f"mixed with {r['uniform_weight']:g} uniform)"]
     if kn is not None:
-        lines.append(f"kn-{kn} ppl         {r['kn_ppl']:.6g}")
+        label = f"{'modified ' if modified else ''}kn-{kn} ppl"
+        lines.append(f"{label:<16} {r['kn_ppl']:.6g}")
     _emit(as_json, r, "\n".join(lines))
 
 

@@ -394,24 +394,25 @@ class Engine(DocumentQueries, AttributionQueries):
         return ScoreResult(probs, np.maximum(L, 0) + 1, total, cont, one)
 
     # ---- Kneser-Ney and sampling (infinigram.smoothing) --------------------
-    def kn_dist(self, prompt, n) -> np.ndarray:
+    def kn_dist(self, prompt, n, modified: bool = False) -> np.ndarray:
         """Interpolated Kneser-Ney P(. | the last n-1 tokens of ``prompt``):
-        a float64 array of ``vocab_size`` probabilities (see
-        :mod:`infinigram.smoothing` for the estimator)."""
-        return smoothing.model(self).dist(self._ids(prompt, empty_ok=True), smoothing.order(n))
+        a float64 array of ``vocab_size`` probabilities; ``modified``: three
+        discounts per order (see :mod:`infinigram.smoothing` for the estimators)."""
+        return smoothing.model(self).dist(self._ids(prompt, empty_ok=True), smoothing.order(n),
+                                          args.flag("modified", modified))
 
-    def kn_prob(self, prompt, next_id, n) -> float:
+    def kn_prob(self, prompt, next_id, n, modified: bool = False) -> float:
         """Interpolated Kneser-Ney P(next_id | the last n-1 tokens of ``prompt``)."""
-        return float(self.kn_dist(prompt, n)[self._next_id(next_id)])
+        return float(self.kn_dist(prompt, n, modified)[self._next_id(next_id)])
 
-    def kn_dist_many(self, prompts, n) -> np.ndarray:
+    def kn_dist_many(self, prompts, n, modified: bool = False) -> np.ndarray:
         """kn_dist of each prompt: a float64 array [len(prompts), vocab_size]."""
         out = np.zeros((len(_batch("kn_dist_many", prompts)), self._vocab), np.float64)
         for row, p in zip(out, prompts):
-            row[:] = self.kn_dist(p, n)
+            row[:] = self.kn_dist(p, n, modified)
         return out
 
-    def kn_prob_many(self, prompts, next_ids, n) -> np.ndarray:
+    def kn_prob_many(self, prompts, next_ids, n, modified: bool = False) -> np.ndarray:
         """kn_prob of each (prompt, next id) pair: a float64 array."""
         prompts = _batch("kn_prob_many", prompts)
         if not isinstance(next_ids, (list, tuple, np.ndarray)):
@@ -420,20 +421,22 @@ class Engine(DocumentQueries, AttributionQueries):
         if len(next_ids) != len(prompts):
             raise QueryError(f"kn_prob_many got {len(prompts)} prompts and {len(next_ids)} "
                              "next ids; pass one next id per prompt")
-        return np.array([self.kn_prob(p, t, n) for p, t in zip(prompts, next_ids)], np.float64)
+        return np.array([self.kn_prob(p, t, n, modified) for p, t in zip(prompts, next_ids)],
+                        np.float64)
 
-    def sample(self, prompt, k, n, smoothed: bool = True, seed=None) -> np.ndarray:
+    def sample(self, prompt, k, n, smoothed: bool = True, seed=None,
+               modified: bool = False) -> np.ndarray:
         """k token ids generated after ``prompt``, each drawn given the last
-        n-1 tokens so far: from ``kn_dist`` (``smoothed``), or from the exact
-        next-token counts of the longest suffix of those n-1 tokens that is
-        followed by a real token (unsmoothed; the empty suffix: unigram).
-        The same ``seed`` (numpy ``default_rng``) gives the same tokens."""
+        n-1 tokens so far: from ``kn_dist`` (``smoothed``; ``modified`` as
+        there), or from the exact next-token counts of the longest suffix of
+        those n-1 tokens that is followed by a real token (unsmoothed; the
+        empty suffix: unigram). The same ``seed`` (numpy ``default_rng``)
+        gives the same tokens."""
         ids = self._ids(prompt, empty_ok=True)
         k = args.integer("k", k)
         seed = args.optional_integer("seed", seed)
-        if not isinstance(smoothed, (bool, np.bool_)):
-            raise QueryError(f"smoothed={smoothed!r:.40} is not a bool; pass True or False")
-        return smoothing.sample(self, ids, k, smoothing.order(n), bool(smoothed), seed)
+        return smoothing.sample(self, ids, k, smoothing.order(n), args.flag("smoothed", smoothed),
+                                seed, args.flag("modified", modified))
 
     def score_many(self, seqs, max_context: int | None = None) -> list[ScoreResult]:
         """score() of each sequence."""

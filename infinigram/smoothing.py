@@ -15,6 +15,15 @@ from the empty context up:
   and twice (n2) in the whole corpus; 1 when either is 0.
 
 Raw counts at every order (no continuation counts), one discount per order.
+
+With ``modified=True`` each order has Chen and Goodman's three discounts
+instead (modified Kneser-Ney): D_k1 = 1 - 2Y n2/n1, D_k2 = 2 - 3Y n3/n2 and
+D_k3 = 3 - 4Y n4/n3, Y = D_k above and nj the distinct k-grams seen j times;
+a count c is discounted by D_k min(c, 3), and the weight of the lower order
+is (D_k1 N1(h) + D_k2 N2(h) + D_k3 N3+(h)) / c(h), Nj(h) the tokens seen j
+times (3 or more for N3+) after h. An order where some nj is 0 or some
+D_kj < 0 keeps its single D_k. The counts stay raw at every order, as above:
+continuation counts would take a scan of every occurrence of each context.
 Where we differ from tokengrams (tokengrams sees one token stream):
 
 * no n-gram crosses a document: counts, next tokens and count-of-counts
@@ -33,6 +42,7 @@ import numpy as np
 
 from . import args
 from .errors import QueryError
+from .native.smoothing import MOST
 
 EPS = 1e-9
 """Additive smoothing of the unigram base (tokengrams' value)."""
@@ -43,77 +53,100 @@ def order(n) -> int:
     return args.integer("n", n, low=1, error=QueryError)
 
 
-def count_of_counts(engine, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """(n1, n2): for k = 1..n (index k), how many distinct k-grams of real
-    tokens occur exactly once and twice over all shards of ``engine``."""
+def count_of_counts(engine, n: int) -> np.ndarray:
+    """``seen[c, k]``: for k = 1..n and c = 1..MOST, how many distinct
+    k-grams of real tokens occur exactly c times over all shards of ``engine``."""
     multi = len(engine.shards) > 1
     parts = engine._fan("kgram_counts", n, multi)
-    n1, n2 = np.zeros(n + 1, np.int64), np.zeros(n + 1, np.int64)
+    seen = np.zeros((MOST + 1, n + 1), np.int64)
     if not multi:
-        return (parts[0][0], parts[0][1]) if parts else (n1, n2)
-    for k in range(1, n + 1):  # a k-gram seen <= 2 times in all is seen <= 2 times in each shard
+        return parts[0][0] if parts else seen
+    for k in range(1, n + 1):  # a k-gram seen <= MOST times in all is so in each shard
         rows = [np.asarray(s.tokens)[where[o == k, None] + np.arange(k)]
-                for s, (_, _, where, o) in zip(engine.shards, parts)]
+                for s, (_, where, o) in zip(engine.shards, parts)]
         found = np.unique(np.concatenate(rows).astype(np.int64), axis=0)
         counts = engine.count_many(found) if len(found) else np.zeros(0, np.int64)
-        n1[k], n2[k] = (counts == 1).sum(), (counts == 2).sum()
-    return n1, n2
+        seen[1:, k] = np.bincount(counts, minlength=MOST + 1)[1:MOST + 1]
+    return seen
+
+
+def discounts(seen: np.ndarray, modified: bool) -> np.ndarray:
+    """``d[k, j]``: the discount of a k-gram seen j times (j = 3 for 3 or
+    more; row 0 and column 0 unused), from the counts of counts ``seen``.
+    One D_k per order, or with ``modified`` Chen and Goodman's three
+    (module doc)."""
+    n1, n2, n3, n4 = seen[1:5].astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        one = np.where((n1 > 0) & (n2 > 0), n1 / (n1 + 2.0 * n2), 1.0)
+        d = np.repeat(one[:, None], 4, axis=1)
+        if modified:
+            three = np.stack([1 - 2 * one * n2 / n1, 2 - 3 * one * n3 / n2,
+                              3 - 4 * one * n4 / n3], axis=1)
+            ok = (seen[1:5] > 0).all(axis=0) & (three >= 0).all(axis=1)
+            d[ok, 1:] = three[ok]
+    return d
 
 
 class KneserNey:
-    """The Kneser-Ney model of one engine: its discounts and unigram level,
-    computed on first use and kept (one per engine, see :func:`model`)."""
+    """The Kneser-Ney models of one engine: the counts of counts and each
+    unigram level, computed on first use and kept (one per engine, see
+    :func:`model`)."""
 
     def __init__(self, engine):
         self._engine = engine
         self._lock = threading.Lock()
-        self._deltas = np.zeros(1)
-        self._unigram: np.ndarray | None = None
+        self._seen = np.zeros((MOST + 1, 1), np.int64)
+        self._unigram: dict[bool, np.ndarray] = {}
 
-    def deltas(self, n: int) -> np.ndarray:
-        """D_k for k = 0..n (D_0 unused): the discount of each order."""
+    def deltas(self, n: int, modified: bool = False) -> np.ndarray:
+        """The discounts of orders 0..n (see :func:`discounts`)."""
         with self._lock:
-            if len(self._deltas) <= n:
-                n1, n2 = count_of_counts(self._engine, n)
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    d = np.where((n1 > 0) & (n2 > 0), n1 / (n1 + 2.0 * n2), 1.0)
-                self._deltas = d
-            return self._deltas
+            if self._seen.shape[1] <= n:
+                self._seen = count_of_counts(self._engine, n)
+            return discounts(self._seen, modified)
 
-    def unigram(self) -> np.ndarray:
+    def unigram(self, modified: bool = False) -> np.ndarray:
         """The order-1 distribution (dense, ``vocab_size`` probabilities)."""
-        if self._unigram is None:
+        if modified not in self._unigram:
             vocab = self._engine.vocab_size
             d = self._engine.ntd([])
             counts = np.zeros(vocab, np.float64)
             counts[d.ids] = d.counts
             base = (counts + EPS) / (float(d.prompt_count) + EPS * vocab)
-            self._unigram = _interpolate(base, d.ids, d.counts, self.deltas(1)[1])
-            self._unigram.setflags(write=False)
-        return self._unigram
+            p = _interpolate(base, d.ids, d.counts, self.deltas(1, modified)[1], modified)
+            p.setflags(write=False)
+            self._unigram[modified] = p
+        return self._unigram[modified]
 
-    def dist(self, ids: np.ndarray, n: int) -> np.ndarray:
+    def dist(self, ids: np.ndarray, n: int, modified: bool = False) -> np.ndarray:
         """P(. | the last n-1 of ``ids``) over the vocabulary (float64)."""
         context = ids[max(len(ids) - (n - 1), 0):] if n > 1 else ids[:0]
-        p = self.unigram()
-        deltas = self.deltas(len(context) + 1) if len(context) else None
+        p = lowest = self.unigram(modified)
+        deltas = self.deltas(len(context) + 1, modified) if len(context) else None
         for j in range(len(context) - 1, -1, -1):
             d = self._engine.ntd(context[j:])
             if not d.prompt_count:  # unseen: so is every longer context
                 break
-            p = _interpolate(p, d.ids, d.counts, deltas[len(context) - j + 1])
-        return p.copy() if p is self._unigram else p
+            p = _interpolate(p, d.ids, d.counts, deltas[len(context) - j + 1], modified)
+        return p.copy() if p is lowest else p
 
 
-def _interpolate(lower: np.ndarray, ids: np.ndarray, counts: np.ndarray, delta: float) -> np.ndarray:
-    """max(c - D, 0) / total + D * distinct / total * lower, in tokengrams'
-    order of operations (bit for bit the same sums)."""
+def _interpolate(lower: np.ndarray, ids: np.ndarray, counts: np.ndarray, d: np.ndarray,
+                 modified: bool) -> np.ndarray:
+    """max(c - D(c), 0) / total + (the mass taken) / total * lower, with
+    D(c) = d[min(c, 3)]; with one discount, in tokengrams' order of
+    operations (bit for bit the same sums)."""
     total = int(counts.sum())
     if not total:
         return lower
     recip = 1.0 / total
-    p = (delta * len(ids) * recip) * lower
-    p[ids] += np.maximum(counts - delta, 0.0) * recip
+    if modified:
+        taken = d[np.minimum(counts, 3)]
+        p = (taken.sum() * recip) * lower
+    else:
+        taken = d[1]
+        p = (taken * len(ids) * recip) * lower
+    p[ids] += np.maximum(counts - taken, 0.0) * recip
     return p
 
 
@@ -125,14 +158,15 @@ def model(engine) -> KneserNey:
     return kn
 
 
-def sample(engine, ids: np.ndarray, k: int, n: int, smoothed: bool, seed) -> np.ndarray:
+def sample(engine, ids: np.ndarray, k: int, n: int, smoothed: bool, seed,
+           modified: bool = False) -> np.ndarray:
     """k tokens drawn one by one after ``ids`` (see ``Engine.sample``)."""
     rng = np.random.default_rng(seed)
     seq = list(int(t) for t in ids)
     out = np.zeros(k, np.int64)
     for i in range(k):
         if smoothed:
-            choices, weights = None, model(engine).dist(np.asarray(seq, np.int64), n)
+            choices, weights = None, model(engine).dist(np.asarray(seq, np.int64), n, modified)
         else:
             choices, weights = _backoff(engine, seq[max(len(seq) - (n - 1), 0):] if n > 1 else [])
         cum = np.cumsum(weights)
@@ -155,13 +189,14 @@ UNIFORM_WEIGHT = 0.01
 """Weight of the uniform 1/V in the ∞-gram probabilities that perplexity uses."""
 
 
-def perplexity(engine, docs, kn: int | None = None) -> dict:
+def perplexity(engine, docs, kn: int | None = None, modified: bool = False) -> dict:
     """Perplexity of the token id sequences ``docs`` (every token of every
     document, each given the tokens before it in its document) under the
     ∞-gram model mixed with the uniform distribution,
     (1 - UNIFORM_WEIGHT) P∞ + UNIFORM_WEIGHT / V, so that a token the ∞-gram
     gives 0 (or an empty index, nan) costs log V / UNIFORM_WEIGHT and not
-    infinity; and, with ``kn``, under Kneser-Ney of that order."""
+    infinity; and, with ``kn``, under Kneser-Ney of that order (``modified``:
+    its three-discount form)."""
     vocab = engine.vocab_size
     tokens = zeros = 0
     nll = kn_nll = 0.0
@@ -172,9 +207,10 @@ def perplexity(engine, docs, kn: int | None = None) -> dict:
         zeros += int((probs == 0).sum())
         nll -= np.log((1 - UNIFORM_WEIGHT) * probs + UNIFORM_WEIGHT / vocab).sum()
         if kn is not None:
-            kn_nll -= sum(np.log(engine.kn_prob(ids[:t], ids[t], kn)) for t in range(len(ids)))
+            kn_nll -= sum(np.log(engine.kn_prob(ids[:t], ids[t], kn, modified))
+                          for t in range(len(ids)))
     out = {"tokens": tokens, "infgram_ppl": float(np.exp(nll / tokens)) if tokens else float("nan"),
            "infgram_zero_tokens": zeros, "uniform_weight": UNIFORM_WEIGHT}
     if kn is not None:
-        out.update(kn_order=kn, kn_ppl=float(np.exp(kn_nll / tokens)) if tokens else float("nan"))
+        out.update(kn_order=kn, kn_modified=bool(modified), kn_ppl=float(np.exp(kn_nll / tokens)) if tokens else float("nan"))
     return out

@@ -4,6 +4,10 @@ import numpy as np
 from . import jit
 from .search import suffix
 
+MOST = 4
+"""Counts of counts are kept for k-grams seen 1..MOST times (modified
+Kneser-Ney's discounts need n1..n4)."""
+
 
 @jit(inline="always")
 def _grow(a, size):
@@ -17,16 +21,16 @@ def _grow(a, size):
 
 @jit
 def kgram_counts(tokens, table, pointer, n, collect):
-    """For k = 1..n: how many distinct k-grams of real tokens (no separator,
-    so none crosses a document) occur once (``n1[k]``) and twice (``n2[k]``)
-    in this shard, in one pass over the suffix array (the entries of one
-    k-gram are adjacent). With ``collect``, also the token index and order
-    of one occurrence of every k-gram seen at most twice here (the only
-    ones that can be seen at most twice over several shards)."""
+    """For k = 1..n and c = 1..MOST: how many distinct k-grams of real
+    tokens (no separator, so none crosses a document) occur exactly c times
+    in this shard (``seen[c, k]``), in one pass over the suffix array (the
+    entries of one k-gram are adjacent). With ``collect``, also the token
+    index and order of one occurrence of every k-gram seen at most MOST
+    times here (the only ones that can be seen at most MOST times over
+    several shards)."""
     size = tokens.shape[0]
     sep = tokens.dtype.type(-1)
-    n1 = np.zeros(n + 1, dtype=np.int64)
-    n2 = np.zeros(n + 1, dtype=np.int64)
+    seen = np.zeros((MOST + 1, n + 1), dtype=np.int64)
     run = np.zeros(n + 1, dtype=np.int64)
     start = np.zeros(n + 1, dtype=np.int64)
     where = np.zeros(1024 if collect else 0, dtype=np.int64)
@@ -44,18 +48,16 @@ def kgram_counts(tokens, table, pointer, n, collect):
                 common += 1
         for k in range(common + 1, n + 1):  # the groups of order k > common end here
             c = run[k]
-            if c == 1:
-                n1[k] += 1
-            elif c == 2:
-                n2[k] += 1
-            if collect and 1 <= c <= 2:
-                where = _grow(where, found + 1)
-                order = _grow(order, found + 1)
-                where[found], order[found] = start[k], k
-                found += 1
+            if 1 <= c <= MOST:
+                seen[c, k] += 1
+                if collect:
+                    where = _grow(where, found + 1)
+                    order = _grow(order, found + 1)
+                    where[found], order[found] = start[k], k
+                    found += 1
             run[k] = 1 if k <= length else 0
             start[k] = p
         for k in range(1, common + 1):
             run[k] += 1
         prev_p, prev_len = p, length
-    return n1, n2, where[:found], order[:found]
+    return seen, where[:found], order[:found]

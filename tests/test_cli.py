@@ -159,7 +159,7 @@ JSON_KEYS = {  # command -> (argv after the command, with {idx}/{copy}/{src}/{ou
     "doc": ("{idx} 0", {"doc_ix", "tokens", "text", "metadata", "source"}),
     "verify": ("{idx}", {"path", "checked", "problems"}),
     "ppl": ("{idx} {src} --kn 3", {"tokens", "infgram_ppl", "infgram_zero_tokens",
-                                   "uniform_weight", "kn_order", "kn_ppl"}),
+                                   "uniform_weight", "kn_order", "kn_modified", "kn_ppl"}),
     "creativity": ("{idx} cat", {"lengths"}),
     "attribute": ("{idx} cat", {"ids", "spans"}),
     "overlap": ("{idx} {src} --n 3", {"n", "ngrams", "found", "fraction", "documents",

@@ -7,30 +7,37 @@ import pytest
 from click.testing import CliRunner
 
 import infinigram.engine as engine
+from infinigram import smoothing
 from infinigram.cli import main
 from infinigram.errors import QueryError
 from conftest import make_index
 from test_engine import ADVERSARIAL
 
 
-def oracle_dist(docs, vocab, prompt, n):
+def oracle_dist(docs, vocab, prompt, n, modified=False):
     """Interpolated KN as infinigram.smoothing documents it, by plain counting
     over the documents, recursing over every suffix of the context."""
     grams = [Counter(tuple(d[i:i + k]) for d in docs for i in range(len(d) - k + 1))
              for k in range(n + 1)]
 
     def delta(k):
-        n1 = sum(c == 1 for c in grams[k].values())
-        n2 = sum(c == 2 for c in grams[k].values())
-        return n1 / (n1 + 2 * n2) if n1 and n2 else 1.0
+        """{times seen: discount} of order k (3 stands for 3 or more)."""
+        n1, n2, n3, n4 = (sum(c == j for c in grams[k].values()) for j in (1, 2, 3, 4))
+        y = n1 / (n1 + 2 * n2) if n1 and n2 else 1.0
+        if modified and n1 and n2 and n3 and n4:
+            three = {1: 1 - 2 * y * n2 / n1, 2: 2 - 3 * y * n3 / n2, 3: 3 - 4 * y * n4 / n3}
+            if min(three.values()) >= 0:
+                return three
+        return {1: y, 2: y, 3: y}
 
     def level(counts, d, lower):
         total = sum(counts.values())
         if not total:
             return lower
-        out = [d * len(counts) / total * lower[w] for w in range(vocab)]
+        taken = {w: d[min(c, 3)] for w, c in counts.items()}
+        out = [sum(taken.values()) / total * lower[w] for w in range(vocab)]
         for w, c in counts.items():
-            out[w] += max(c - d, 0) / total
+            out[w] += max(c - taken[w], 0) / total
         return out
 
     def probs(h):
@@ -50,6 +57,8 @@ def oracle_dist(docs, vocab, prompt, n):
 CORPORA = dict(ADVERSARIAL, **{
     "random": [list(np.random.default_rng(3).integers(0, 6, 300)) for _ in range(4)],
     "long repeat": [[1, 2, 3] * 200 + [4] + [1, 2, 3] * 100],
+    "zipf": [list(np.random.default_rng(0).zipf(1.6, 1500) % 10)[i:i + 500]
+             for i in (0, 500, 1000)],  # modified KN's three discounts at orders 2-5
 })
 
 
@@ -64,15 +73,19 @@ def test_kn_matches_oracle(tmp_path, name, shards):
     flat = [t for d in docs for t in d]
     prompts = [[], [9], [5, 5, 5], flat[:7], flat[-5:]] + [
         list(rng.integers(0, 10, rng.integers(1, 6))) for _ in range(6)]
+    if name == "zipf":  # not a fallback to one discount per order
+        three = smoothing.model(eng).deltas(5, modified=True)
+        assert (three[2:, 2] != three[2:, 1]).all(), three
     for n in (1, 2, 3, 5):
-        many = eng.kn_dist_many(prompts, n)
-        for row, p in zip(many, prompts):
-            want = oracle_dist(docs, 10, p, n)
-            np.testing.assert_allclose(row, want, rtol=0, atol=1e-12)
-            assert abs(row.sum() - 1) < 1e-9
-        nexts = rng.integers(0, 10, len(prompts))
-        np.testing.assert_array_equal(eng.kn_prob_many(prompts, nexts, n),
-                                      many[np.arange(len(prompts)), nexts])
+        for modified in (False, True):
+            many = eng.kn_dist_many(prompts, n, modified=modified)
+            for row, p in zip(many, prompts):
+                want = oracle_dist(docs, 10, p, n, modified)
+                np.testing.assert_allclose(row, want, rtol=0, atol=1e-12)
+                assert abs(row.sum() - 1) < 1e-9
+            nexts = rng.integers(0, 10, len(prompts))
+            np.testing.assert_array_equal(eng.kn_prob_many(prompts, nexts, n, modified),
+                                          many[np.arange(len(prompts)), nexts])
 
 
 def _tokengrams(tmp_path, tokens, vocab):
@@ -101,8 +114,13 @@ def test_kn_equals_tokengrams_on_one_document(tmp_path, seed):
     ours = eng.kn_dist_many(prompts, n)
     theirs = np.array(tg.batch_get_smoothed_probs([[int(t) for t in p] for p in prompts]))
     assert np.abs(ours - theirs).max() < 1e-9
-    deltas = eng._kneser_ney.deltas(n)[1:]
+    deltas = eng._kneser_ney.deltas(n)[1:, 1]
     assert all(0 < d < 1 for d in deltas), deltas  # tokengrams' D < 1 branch at every order
+    three = eng._kneser_ney.deltas(n, modified=True)[1:, 1:]
+    assert (three >= 0).all() and (three < [1, 2, 3]).all(), three  # none fell back to D_k:
+    assert np.allclose(three[:, 0], deltas) and (three[:, 1:] != deltas[:, None]).all()  # D1 = Y
+    modified = eng.kn_dist_many(prompts, n, modified=True)  # its own three discounts everywhere
+    assert np.abs(modified.sum(axis=1) - 1).max() < 1e-9 and np.abs(modified - ours).max() > 1e-4
 
 
 def test_sample_is_deterministic_and_follows_the_corpus(tmp_path):
@@ -143,6 +161,10 @@ def test_kn_bad_input(tmp_path):
             eng.sample([1], 3, n=2, seed=bad)
     with pytest.raises(QueryError, match="smoothed="):
         eng.sample([1], 3, n=2, smoothed="no")
+    for call in (lambda: eng.kn_dist([1], 2, modified=1), lambda: eng.kn_prob([1], 2, 2, "x"),
+                 lambda: eng.sample([1], 3, n=2, modified=None)):
+        with pytest.raises(QueryError, match="modified="):
+            call()
 
 
 def test_ppl_cli(tmp_path):
@@ -161,5 +183,10 @@ def test_ppl_cli(tmp_path):
     assert abs(got["infgram_ppl"] - np.exp(-np.mean(np.log(mixed)))) < 1e-9
     kn = [oracle_dist(docs, eng.vocab_size, s[:t], 3)[s[t]] for s in seqs for t in range(len(s))]
     assert abs(got["kn_ppl"] - np.exp(-np.mean(np.log(kn)))) < 1e-6 * got["kn_ppl"]
+    r = CliRunner().invoke(main, ["ppl", str(index), str(held), "--kn", "3", "--modified"])
+    assert r.exit_code == 0 and "modified kn-3 ppl" in r.output, r.output
+    modified = [oracle_dist(docs, eng.vocab_size, s[:t], 3, True)[s[t]]
+                for s in seqs for t in range(len(s))]
+    assert f"{np.exp(-np.mean(np.log(modified))):.6g}" in r.output
     bad = CliRunner().invoke(main, ["ppl", str(index), str(held), "--kn", "0"])
     assert bad.exit_code == 1 and bad.output.count("\n") == 1 and "n=0" in bad.output
