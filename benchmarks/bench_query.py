@@ -692,6 +692,13 @@ def report(data: dict, heading: str = "## Queries") -> str:
         lines.append(f"score: ours {s['ours_tokens_per_s']:,.0f} tokens/s over {s['tokens']:,} "
                      f"held-out tokens{peer}.")
         lines.append("")
+    ov = r.get("overlap n=13")
+    if ov:
+        lines.append(f"overlap n=13: {ov['ngrams_per_s']:,.0f} n-grams/s over {ov['documents']} "
+                     f"documents ({ov['ngrams']:,} n-grams: held-out documents, found share "
+                     f"{ov['held-out fraction']:.3f}, and as many documents copied from the "
+                     "index).")
+        lines.append("")
     st = data.get("startup", {})
     if st and "error" not in st:
         lines.append(f"Start-up: `{st['command']}` in a new process: {st['warm_s']:.2f} s "
@@ -777,6 +784,16 @@ def targets(data: dict) -> list[str]:
                    f"1e-9 (one document): {one['speedup']:.1f}x, max difference "
                    f"{one['max_abs_diff']:.3g} — "
                    f"{rep.met(one['speedup'] >= 10 and one['max_abs_diff'] <= 1e-9)}")
+    for key, goal in (("attribute 500 tokens", 20), ("creativity 500 tokens", 100)):
+        row = r.get(key, {})
+        if "infini-gram" in row:
+            ratio = row["infini-gram"]["ratio_vs_ours"]
+            out.append(f"{key.split()[0]} of 500 tokens >= {goal}x faster than infini-gram's "
+                       f"(issue 18): {ratio:.1f}x — {rep.met(ratio >= goal)}")
+    if "overlap n=13" in r:
+        rate = r["overlap n=13"]["ngrams_per_s"]
+        out.append(f"overlap >= 1M n-grams/s (issue 18): {rate / 1e6:.2f}M/s — "
+                   f"{rep.met(rate >= 1e6)}")
     ms = data.get("many_shards", {})
     if "open_s" in ms:
         out.append(f"open of {ms['shards']:,} shards <= 1 s under `ulimit -n 1024`: "
