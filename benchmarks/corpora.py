@@ -143,22 +143,31 @@ SOURCE_PATHS = ("stdlib", "purelib", "platlib")  # sysconfig's: standard library
 SOURCE_DIRS = ("/usr/include",)
 SOURCE_ROOTS_MD = (", ".join(f"sysconfig `{k}`" for k in SOURCE_PATHS) + " and "
                    + ", ".join(f"`{d}`" for d in SOURCE_DIRS))
+MORE_SOURCE_SUFFIXES = {".rs", ".go", ".java", ".js", ".ts"}
+MORE_SOURCE_DIRS = ("/usr/lib", "/usr/local/lib", "/opt", "~/.pyenv", "~/.rustup", "~/.cargo")
+"""Where ``source_files(more=True)`` looks next, for corpora beyond this
+Python's own sources (other interpreters, toolchains' library sources)."""
 
 
-def source_files() -> list[Path]:
+def source_files(more: bool = False) -> list[Path]:
     """This machine's Python and C/C++ sources: the interpreter's standard
     library and site-packages and the system headers, sorted by path within
-    each root (roots in sorted order), each real file once."""
+    each root (roots in sorted order), each real file once. With ``more``,
+    then the sources (``MORE_SOURCE_SUFFIXES`` too) in ``MORE_SOURCE_DIRS``."""
     paths = sysconfig.get_paths()
-    roots = sorted({paths[k] for k in SOURCE_PATHS} | set(SOURCE_DIRS))
+    groups = [(sorted({paths[k] for k in SOURCE_PATHS} | set(SOURCE_DIRS)), SOURCE_SUFFIXES)]
+    if more:
+        groups.append(([os.path.expanduser(d) for d in MORE_SOURCE_DIRS],
+                       SOURCE_SUFFIXES | MORE_SOURCE_SUFFIXES))
     seen, out = set(), []
-    for root in roots:
-        for p in sorted(Path(root).rglob("*")):
-            if p.suffix in SOURCE_SUFFIXES and p.is_file():
-                real = p.resolve()
-                if real not in seen:
-                    seen.add(real)
-                    out.append(p)
+    for roots, suffixes in groups:
+        for root in roots:
+            for p in sorted(Path(root).rglob("*")):
+                if p.suffix in suffixes and p.is_file():
+                    real = p.resolve()
+                    if real not in seen:
+                        seen.add(real)
+                        out.append(p)
     return out
 
 
