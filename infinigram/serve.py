@@ -217,24 +217,16 @@ def _cnf(q) -> list:
 
 def _find_cnf(eng, limits, q, max_diff_tokens):
     found = eng.find_cnf(_cnf(q), max_diff_tokens)
-    return {"cnt": sum(map(len, found)), "approx": False,
-            "ptrs_by_shard": [p[:limits.max_ptrs] * eng.token_width for p in found]}
+    return {"cnt": found.count, "approx": False,
+            "ptrs_by_shard": [p[:limits.max_ptrs] * eng.token_width
+                              for p in found.shard_positions]}
 
 
 def _search_docs(eng, limits, q, maxnum, max_disp_len, max_diff_tokens):
-    if isinstance(q, list):
-        found = eng.find_cnf(q, max_diff_tokens)
-        count, hits = sum(map(len, found)), []
-        for k, pos in enumerate(found):
-            docs, offsets = eng.locate(k, pos)
-            _, first = np.unique(docs, return_index=True)
-            hits += [(int(docs[i]), int(offsets[i])) for i in first[:maxnum - len(hits)]]
-    else:
-        r = eng.search_docs(q, limit=maxnum)
-        count, hits = r.count, [(h.doc_ix, h.position) for h in r.docs]
-    return {"cnt": count, "approx": False,
-            "message": f"{count} occurrences found; showing {len(hits)} documents",
-            "documents": [_document(eng, d, o, max_disp_len, q) for d, o in hits]}
+    r = eng.search_docs_cnf(_cnf(q), limit=maxnum, window=max_diff_tokens)
+    return {"cnt": r.count, "approx": False,
+            "message": f"{r.count} occurrences found; showing {len(r.docs)} documents",
+            "documents": [_document(eng, h.doc_ix, h.position, max_disp_len, q) for h in r.docs]}
 
 
 def _doc_at(eng, q, shard, position, max_disp_len):
