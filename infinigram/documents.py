@@ -27,6 +27,13 @@ DOC_SHIFT = 10
 """Tokens per block (log2) of the table that starts a document lookup."""
 
 
+def parse_cnf(text: str) -> list[list[str]]:
+    """The CNF of a query text: ' AND ' separates clauses, ' OR ' the
+    n-grams of a clause (OR binds tighter, as in infini-gram's web UI):
+    'a AND b OR c' is [['a'], ['b', 'c']]; text without either is [[text]]."""
+    return [clause.split(" OR ") for clause in text.split(" AND ")]
+
+
 class ShardDocuments:
     """The document answers of one shard. Needs ``shard``, ``n``,
     ``range(ids)`` (its suffix-array range), ``locate`` (the kernel

@@ -29,6 +29,7 @@ except ImportError as e:
                       "install them with `pip install 'infinigram[serve]'`") from None
 
 from . import args
+from .documents import parse_cnf
 from .engine import Engine
 from .errors import InfinigramError, QueryError
 from .limits import Limits, flag
@@ -77,7 +78,7 @@ def parse_query(eng: Engine, limits: Limits, query, query_ids):
         if not isinstance(query, str):
             raise QueryError(f"query={query!r:.60} must be a string; pass token ids as query_ids")
         _over(limits, "max_query_chars", len(query))
-        cnf = [c.split(" OR ") for c in query.split(" AND ")] if _is_cnf(query) else None
+        cnf = parse_cnf(query) if _is_cnf(query) else None
     elif query_ids is not None and not isinstance(query_ids, list):
         raise QueryError(f"query_ids={query_ids!r:.60} must be a list of token ids, or a CNF "
                          "(a list of clauses, each a list of lists of token ids)")
