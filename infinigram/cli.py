@@ -15,6 +15,7 @@ import click
 import numpy as np
 
 from . import args
+from .documents import parse_cnf
 from .engine import open as open_index
 from .errors import ArgumentError, InfinigramError
 from .format import DEFAULT_SHARD_TOKENS
@@ -358,17 +359,33 @@ def infgram(argv, ids, next_id, top, as_json):
 
 @main.command()
 @query_args
-@ids_opt
+@click.option("--ids", help="Token ids instead of text, e.g. '17 4 99'; a CNF as "
+                            "'1 2 OR 3 AND 4'.")
 @click.option("--limit", default=10, show_default=True, help="Most documents to list.")
+@click.option("--window", default=100, show_default=True,
+              help="Most tokens between a CNF's first-clause match and each other clause's.")
+@click.option("--context", type=int, help="Also print each document's first match with this "
+                                          "many tokens either side.")
 @json_opt
 @_command
-def search(argv, ids, limit, as_json):
-    """Documents containing TEXT, in index order."""
-    eng, q = _open_query(argv, ids)
-    r = eng.search_docs(q, limit=limit)
+def search(argv, ids, limit, window, context, as_json):
+    """Documents containing TEXT, in index order. TEXT may be a CNF: ' AND '
+    between clauses, ' OR ' between the n-grams of a clause (OR binds
+    tighter: 'a AND b OR c' is a, and b or c, within --window tokens)."""
+    eng, q = _open_query(argv, None if ids is None else "")  # --ids: parsed below
+    cnf = parse_cnf(q if ids is None else ids)
+    if ids is not None:
+        cnf = [[_id_list("--ids", t) for t in clause] for clause in cnf]
+    r = eng.search_docs_cnf(cnf, limit=limit, window=window, context=context)
     lines = [f"{r.count} occurrences in {r.n_docs} documents"]
-    lines += [f"doc {h.doc_ix} at token {h.position}" for h in r.docs]
+    lines += [f"doc {h.doc_ix} at token {h.position}"
+              + (f": {_shown(h.context)}" if h.context is not None else "") for h in r.docs]
     _emit(as_json, r, "\n".join(lines))
+
+
+def _shown(d) -> str:
+    """A document's text, or its token ids for an ids-only index."""
+    return d.text if d.text is not None else " ".join(map(str, d.tokens.tolist()))
 
 
 @main.command()
@@ -438,24 +455,30 @@ def overlap(argv, n, text_field, as_json):
 
 
 @main.command()
-@click.argument("argv", nargs=-1, required=True, metavar="INDEX... DOC_IX")
+@click.argument("argv", nargs=-1, required=True, metavar="INDEX... DOC_IX...")
 @click.option("--around", type=int, help="Token position to centre a window on.")
 @click.option("--window", type=int, help="Tokens each side of --around.")
 @json_opt
 @_command
 def doc(argv, around, window, as_json):
-    """Print document DOC_IX (or a window of it); numbers continue across
-    the indexes in the order given."""
-    if len(argv) < 2:
-        raise click.UsageError("give INDEX... DOC_IX (one or more index directories, then "
-                               "the document number)")
-    doc_ix = click.INT.convert(argv[-1], None, None)
-    eng = open_index(list(argv[:-1]))
-    d = eng.get_doc(doc_ix, window=window, around=around)
-    human = (f"# doc {d.doc_ix}, {len(d.tokens)} tokens, source {json.dumps(d.source)}, "
-             f"metadata {json.dumps(d.metadata)}\n"
-             + (d.text if d.text is not None else " ".join(map(str, d.tokens.tolist()))))
-    _emit(as_json, d, human)
+    """Print documents DOC_IX... (or a window of each); numbers continue
+    across the indexes in the order given. The trailing integer arguments
+    are the document numbers (write an index directory named by digits as
+    ./123). --json prints one object per line, one per document."""
+    split = len(argv)
+    while split > 1 and argv[split - 1].isdigit():
+        split -= 1
+    if split == len(argv) or split == 0:
+        raise click.UsageError("give INDEX... DOC_IX... (one or more index directories, then "
+                               "one or more document numbers)")
+    eng = open_index(list(argv[:split]))
+    docs = eng.get_docs([int(a) for a in argv[split:]], around=around, window=window)
+    if as_json:
+        click.echo("\n".join(json.dumps(jsonable(d), allow_nan=False) for d in docs))
+        return
+    click.echo(_bytes("\n".join(
+        f"# doc {d.doc_ix}, {len(d.tokens)} tokens from token {d.start}, source "
+        f"{json.dumps(d.source)}, metadata {json.dumps(d.metadata)}\n{_shown(d)}" for d in docs)))
 
 
 @main.command()

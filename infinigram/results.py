@@ -78,17 +78,19 @@ class ScoreResult:
 
 @dataclasses.dataclass(frozen=True)
 class DocHit:
-    """A document holding the n-gram: global index and the token offset of
-    the first match inside it."""
+    """A document holding a match (of an n-gram, or of a CNF query): global
+    index, the token offset of its first match inside it and, when asked
+    for, ``context``: the window of the document around that match."""
 
     doc_ix: int
     position: int
+    context: Document | None = None
 
 
 @dataclasses.dataclass(frozen=True)
 class SearchResult:
-    """``count`` occurrences in ``n_docs`` distinct documents; ``docs`` holds
-    the first ones in ascending document order."""
+    """``count`` matches (occurrences of an n-gram) in ``n_docs`` distinct
+    documents; ``docs`` holds the first ones in ascending document order."""
 
     count: int
     n_docs: int
@@ -100,13 +102,29 @@ class Document:
     """One document (or a window of it): its tokens, decoded text (None for
     an ids-only index), its own metadata fields exactly as the corpus gave
     them (None when the index has none) and where it came from
-    (``{"path", "linenum"}``; None when the index does not record it)."""
+    (``{"path", "linenum"}``; None when the index does not record it);
+    ``start`` is the token offset in the document of ``tokens[0]``."""
 
     doc_ix: int
     tokens: np.ndarray
     text: str | None
     metadata: dict | None
     source: dict | None = None
+    start: int = 0
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class CnfMatches:
+    """``Engine.find_cnf``: every match of a CNF query, ascending (shard by
+    shard, in index order), as global documents ``doc_ixs`` and token
+    offsets in them ``positions`` (pass both on to ``get_docs(doc_ixs,
+    around=positions, window=w)``), and per shard the matches' token indexes
+    in that shard (``shard_positions``, what ``locate`` takes); int64 arrays."""
+
+    count: int
+    doc_ixs: np.ndarray
+    positions: np.ndarray
+    shard_positions: tuple[np.ndarray, ...]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -29,6 +29,7 @@ except ImportError as e:
                       "install them with `pip install 'infinigram[serve]'`") from None
 
 from . import args
+from .documents import parse_cnf
 from .engine import Engine
 from .errors import InfinigramError, QueryError
 from .limits import Limits, flag
@@ -77,7 +78,7 @@ def parse_query(eng: Engine, limits: Limits, query, query_ids):
         if not isinstance(query, str):
             raise QueryError(f"query={query!r:.60} must be a string; pass token ids as query_ids")
         _over(limits, "max_query_chars", len(query))
-        cnf = [c.split(" OR ") for c in query.split(" AND ")] if _is_cnf(query) else None
+        cnf = parse_cnf(query) if _is_cnf(query) else None
     elif query_ids is not None and not isinstance(query_ids, list):
         raise QueryError(f"query_ids={query_ids!r:.60} must be a list of token ids, or a CNF "
                          "(a list of clauses, each a list of lists of token ids)")
@@ -217,24 +218,16 @@ def _cnf(q) -> list:
 
 def _find_cnf(eng, limits, q, max_diff_tokens):
     found = eng.find_cnf(_cnf(q), max_diff_tokens)
-    return {"cnt": sum(map(len, found)), "approx": False,
-            "ptrs_by_shard": [p[:limits.max_ptrs] * eng.token_width for p in found]}
+    return {"cnt": found.count, "approx": False,
+            "ptrs_by_shard": [p[:limits.max_ptrs] * eng.token_width
+                              for p in found.shard_positions]}
 
 
 def _search_docs(eng, limits, q, maxnum, max_disp_len, max_diff_tokens):
-    if isinstance(q, list):
-        found = eng.find_cnf(q, max_diff_tokens)
-        count, hits = sum(map(len, found)), []
-        for k, pos in enumerate(found):
-            docs, offsets = eng.locate(k, pos)
-            _, first = np.unique(docs, return_index=True)
-            hits += [(int(docs[i]), int(offsets[i])) for i in first[:maxnum - len(hits)]]
-    else:
-        r = eng.search_docs(q, limit=maxnum)
-        count, hits = r.count, [(h.doc_ix, h.position) for h in r.docs]
-    return {"cnt": count, "approx": False,
-            "message": f"{count} occurrences found; showing {len(hits)} documents",
-            "documents": [_document(eng, d, o, max_disp_len, q) for d, o in hits]}
+    r = eng.search_docs_cnf(_cnf(q), limit=maxnum, window=max_diff_tokens)
+    return {"cnt": r.count, "approx": False,
+            "message": f"{r.count} occurrences found; showing {len(r.docs)} documents",
+            "documents": [_document(eng, h.doc_ix, h.position, max_disp_len, q) for h in r.docs]}
 
 
 def _doc_at(eng, q, shard, position, max_disp_len):

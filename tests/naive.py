@@ -3,6 +3,8 @@
 Slow by design and obviously right; every kernel and query is checked
 against these on small corpora.
 """
+import bisect
+
 import numpy as np
 
 
@@ -99,17 +101,25 @@ def naive_doc_hits(docs, query) -> list:
     return out
 
 
-def naive_count_cnf(docs, cnf, window: int) -> int:
-    """Start positions p of a first-clause n-gram such that every other clause
-    has an n-gram starting at q in the same document with |q - p| <= window."""
-    total = 0
-    for doc in docs:
+def naive_cnf_matches(docs, cnf, window: int) -> list:
+    """(document, start p, longest first-clause n-gram at p) of every start p
+    of a first-clause n-gram such that every other clause has an n-gram
+    starting at q in the same document with |q - p| <= window."""
+    out = []
+    for d, doc in enumerate(docs):
         doc = np.asarray(doc, dtype=np.int64)
-        sets = [set().union(*(set(naive_positions(doc, q).tolist()) for q in c)) for c in cnf]
-        for p in sets[0]:
-            if all(any(abs(q - p) <= window for q in s) for s in sets[1:]):
-                total += 1
-    return total
+        at = [[set(naive_positions(doc, q).tolist()) for q in c] for c in cnf]
+        others = [sorted(set().union(*c)) for c in at[1:]]
+        for p in sorted(set().union(*at[0])):
+            near = (bisect.bisect_left(s, p - window) for s in others)
+            if all(i < len(s) and s[i] <= p + window for i, s in zip(near, others)):
+                out.append((d, p, max(len(q) for q, ps in zip(cnf[0], at[0]) if p in ps)))
+    return out
+
+
+def naive_count_cnf(docs, cnf, window: int) -> int:
+    """Matches of a CNF query (see naive_cnf_matches)."""
+    return len(naive_cnf_matches(docs, cnf, window))
 
 
 def naive_creativity(shards, query) -> list:

@@ -54,6 +54,35 @@ def test_search_and_doc(index):
     assert DOCS[2] in run("doc", index, 2).output
 
 
+def test_search_cnf_and_several_docs(index):
+    """' AND ' / ' OR ' in the text (OR binds tighter) or in --ids; several DOC_IX."""
+    r = json.loads(run("search", index, "cat AND sat OR ran", "--window", 5, "--json").output)
+    assert (r["count"], r["n_docs"]) == (2, 2) and [h["doc_ix"] for h in r["docs"]] == [0, 1]
+    assert json.loads(run("search", index, "cat AND sat OR ran", "--window", 3, "--json")
+                      .output)["count"] == 0  # " sat" starts 4 tokens after "cat"
+    ids = " ".join(str(b) for b in b"cat") + " OR " + " ".join(str(b) for b in b"dog") \
+        + " AND " + " ".join(str(b) for b in b"sat")
+    r = json.loads(run("search", index, "--ids", ids, "--context", 1, "--limit", 1,
+                       "--json").output)
+    assert (r["count"], r["n_docs"]) == (2, 2)
+    assert [(h["doc_ix"], h["position"], h["context"]["text"]) for h in r["docs"]] == \
+        [(0, 4, " cat ")]
+    assert run("search", index, "cat AND dog", "--context", 2).output.splitlines() == \
+        ["0 occurrences in 0 documents"]
+    assert run("search", index, "sat", "--context", 2).output.splitlines()[1:] == \
+        ["doc 0 at token 8: t sat o", "doc 2 at token 6: g sat"]
+    lines = run("doc", index, 2, 0, "--around", 4, "--window", 2, "--json").output.splitlines()
+    assert [(d["doc_ix"], d["start"], d["text"]) for d in map(json.loads, lines)] == \
+        [(2, 2, "dog "), (0, 2, "e ca")]
+    for bad in (["search", index, "cat AND "], ["search", index, "cat", "--window", -1],
+                ["search", index, "cat", "--limit", -1], ["search", index, "--ids", "1 AND x"],
+                ["doc", index, 0, 3], ["doc", index, 1, "--around", 99, "--window", 1],
+                ["doc", index]):
+        res = run(*bad)
+        assert res.exit_code in (1, 2) and res.output.startswith("error: "), (bad, res.output)
+        assert len(res.output.strip().splitlines()) == 1
+
+
 def test_creativity_and_attribute(index):
     r = json.loads(run("creativity", index, "a cat sat", "--json").output)
     assert r["lengths"] == [2, 8, 7, 6, 5, 4, 3, 2, 1]  # "a ", " cat sat", ...
@@ -156,7 +185,7 @@ JSON_KEYS = {  # command -> (argv after the command, with {idx}/{copy}/{src}/{ou
     "infgram --next-id": ("{idx} ca --next-id 116",
                           {"prob", "prompt_count", "cont_count", "effective_n"}),
     "search": ("{idx} cat", {"count", "n_docs", "docs"}),
-    "doc": ("{idx} 0", {"doc_ix", "tokens", "text", "metadata", "source"}),
+    "doc": ("{idx} 0", {"doc_ix", "tokens", "text", "metadata", "source", "start"}),
     "verify": ("{idx}", {"path", "checked", "problems"}),
     "ppl": ("{idx} {src} --kn 3", {"tokens", "infgram_ppl", "infgram_zero_tokens",
                                    "uniform_weight", "kn_order", "kn_modified", "kn_ppl"}),

@@ -67,6 +67,15 @@ def test_ray_engine_answers_as_the_local_engine(tmp_path):
         assert d.tokens.tolist() == docs[ix] and d.metadata == {"i": ix}
     cnf = [[[1, 2]], [[3], [4]]]
     assert eng.count_cnf(cnf, window=5) == local.count_cnf(cnf, window=5)
+    m, n = eng.find_cnf(cnf, window=5), local.find_cnf(cnf, window=5)
+    assert (m.doc_ixs.tolist(), m.positions.tolist()) == (n.doc_ixs.tolist(), n.positions.tolist())
+    assert m.count == n.count > 0
+    a, b = (e.search_docs_cnf(cnf, window=5, limit=50, context=2) for e in (eng, local))
+    assert [(h.doc_ix, h.position, h.context.tokens.tolist()) for h in a.docs] == \
+        [(h.doc_ix, h.position, h.context.tokens.tolist()) for h in b.docs]
+    ixs = [0, len(docs) - 1, 24, 25]
+    assert [g.tokens.tolist() for g in eng.get_docs(ixs, around=0, window=2)] == \
+        [docs[i][:2] for i in ixs]
     eng.close()
 
 
