@@ -85,7 +85,9 @@ class HFBPEEncoder:
 
     def encode_batch(self, texts: list[str]) -> tuple[list, list[int]]:
         """(one uint32 id array per text, the indexes of the texts it left
-        to ``tokenizers``: those holding an added token, None in the list).
+        to ``tokenizers``, None in the list: those holding an added token or
+        a code point unassigned in Python's Unicode version, which that of
+        ``tokenizers`` may have assigned).
         Raises UnicodeEncodeError for a lone surrogate, TypeError for a non-str."""
         joined = "".join(texts)
         left = [i for i, t in enumerate(texts) if any(a in t for a in self.added)] \
@@ -109,6 +111,7 @@ class HFBPEEncoder:
             with self._lock:
                 self._caches.append(cache)
         out = [ids[a:a + c] for a, c in zip(bounds.tolist(), counts.tolist())]
+        left = sorted({*left, *np.flatnonzero(counts < 0).tolist()})
         for i in left:
             out[i] = None
         return out, left
@@ -157,11 +160,13 @@ def _byte_symbols() -> list[str]:
 def _classes() -> np.ndarray:
     """The pattern's class of every code point (``native.hfbpe``): \\p{L}
     and \\p{N} by general category; \\s as Oniguruma's: U+0009-U+000D, U+0085
-    and the space, line and paragraph separators."""
+    and the space, line and paragraph separators; unknown: unassigned."""
     out = np.zeros(sys.maxunicode + 1, dtype=np.uint8)
     for c in range(sys.maxunicode + 1):
         cat = unicodedata.category(chr(c))
-        if cat[0] == "L":
+        if cat == "Cn":
+            out[c] = kernel.UNKNOWN
+        elif cat[0] == "L":
             out[c] = kernel.LETTER
         elif cat[0] == "N":
             out[c] = kernel.NUMBER

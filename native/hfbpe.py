@@ -14,8 +14,9 @@ import numpy as np
 from . import jit
 from .bpe import _find
 
-OTHER, LETTER, NUMBER, SPACE = 0, 1, 2, 3
-"""Code point classes: \\p{L}, \\p{N}, \\s and the rest (the caller's table)."""
+OTHER, LETTER, NUMBER, SPACE, UNKNOWN = 0, 1, 2, 3, 4
+"""Code point classes: \\p{L}, \\p{N}, \\s, the rest, and unknown (the
+caller's table; a document holding an unknown one is not encoded)."""
 LONG = 256
 """Words of more bytes are not cached."""
 _FNV = np.uint64(0x100000001B3)
@@ -53,7 +54,8 @@ def _contraction(data, i, end):
 
 @jit(inline="always")
 def _word_end(data, i, end, cls):
-    """End of the pre-tokenizer's match that starts at data[i] (< end)."""
+    """End of the pre-tokenizer's match that starts at data[i] (< end), -1
+    if it starts with a code point of class UNKNOWN."""
     n = _contraction(data, i, end)
     if n:
         return i + n
@@ -63,6 +65,8 @@ def _word_end(data, i, end, cls):
         cp2, n2 = _cp(data, i + 1)
         if cls[cp2] != SPACE:
             i, n, k = i + 1, n2, cls[cp2]
+    if k == UNKNOWN:
+        return -1
     if k != SPACE:
         i += n
         while i < end:
@@ -213,6 +217,9 @@ def encode(data, bounds, cls, byte_id, pkeys, pvals, pshift, nv, slots, meta, cb
         i = at
         while i < end:
             j = _word_end(data, i, end, cls)
+            if j < 0:
+                at = bounds[d] - 1
+                break
             m = j - i
             if m > LONG:
                 if m > cap:

@@ -85,19 +85,29 @@ def test_equal_on_random_text(pair, texts):
 def test_classes_match_the_pattern_on_every_code_point():
     """Each code point's class as the tokenizers library's pre-tokenizer
     (Oniguruma) sees it: it joins a letter, a number, a punctuation mark or
-    a tab in one piece exactly when it has that class."""
+    a tab in one piece exactly when it has that class. Unassigned code
+    points (in Python's Unicode version) are unknown: their texts are left
+    to tokenizers."""
     pre = pre_tokenizers.ByteLevel(add_prefix_space=False)
     cls = _classes()
     lead = {kernel.LETTER: "a", kernel.NUMBER: "1", kernel.OTHER: ".", kernel.SPACE: "\t"}
     wrong = []
     for c in range(sys.maxunicode + 1):
-        if 0xD800 <= c < 0xE000:  # surrogates
-            continue
         k = int(cls[c])
+        if k == kernel.UNKNOWN or 0xD800 <= c < 0xE000:  # unassigned, surrogates
+            continue
         joins = {j: len(pre.pre_tokenize_str(s + chr(c))) == 1 for j, s in lead.items()}
         if not joins[k] or sum(joins.values()) != 1:
             wrong.append((hex(c), unicodedata.category(chr(c)), k, joins))
     assert wrong == []
+    assert cls[0x1C89] == cls[0x10FFFF] == kernel.UNKNOWN  # Cn in Unicode 14, a letter in 16
+
+
+def test_unassigned_code_points_go_to_tokenizers(pair):
+    rust, ours = pair
+    texts = ["a\u1c89b x", "plain", " \u1c89", "\U0010FFFF", "x\u0378y z"]
+    assert [a.tolist() for a in ours.encode_batch(texts)] == _ids(rust, texts)
+    assert ours.fast_encoder().encode_batch(texts)[1] == [0, 2, 3, 4]
 
 
 def test_added_tokens_in_the_text(tmp_path):
