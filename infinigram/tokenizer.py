@@ -23,6 +23,7 @@ import sentencepiece as spm
 
 from . import args
 from .bpe import BPEEncoder
+from .hfbpe import HFBPEEncoder
 from .corpus import DocBatch
 from .errors import TokenizerError
 from .format import HF_TOKENIZER_FILE, TOKENIZER_FILE, commit, temp_path
@@ -203,14 +204,15 @@ class SentencePieceTokenizer(Tokenizer):
 
 class HFTokenizer(Tokenizer):
     """A Hugging Face ``tokenizer.json`` (the ``tokenizers`` library, the
-    ``[hf]`` extra). ``encode_batch`` runs in Rust on every core (its rayon
-    pool; ``threads`` is not used) without offsets, and adds no special
-    tokens: documents get no BOS/EOS, the index's separator between
-    documents stands in for them."""
+    ``[hf]`` extra). ``encode_batch`` adds no special tokens: documents get
+    no BOS/EOS, the index's separator between documents stands in for them.
+    A byte-level BPE tokenizer that :class:`HFBPEEncoder` reproduces exactly
+    is encoded by it on the calling thread (``encode_stream`` runs it on
+    every core; ``fallback_reason`` is ""); any other runs in Rust on every
+    core (its rayon pool; ``threads`` is not used) without offsets, and
+    ``fallback_reason`` says why."""
 
     kind = "hf"
-    unit_chars = 1 << 20  # each call runs on every core: big units, two workers,
-    stream_workers = 2    # one encodes while the other holds the GIL (input, ids out)
 
     def __init__(self, path: str | os.PathLike):
         path = Path(path)
@@ -235,6 +237,36 @@ class HFTokenizer(Tokenizer):
         self.source, self.file = path, HF_TOKENIZER_FILE
         self.sha256 = hashlib.sha256(data).hexdigest()
         self.vocab_size = max(self._tok.get_vocab(with_added_tokens=True).values(), default=-1) + 1
+        self._spec = data.decode("utf-8")
+        self._fast: HFBPEEncoder | None | bool = False  # False: not looked for yet
+        self._fast_why = ""
+        self._fast_lock = threading.Lock()
+
+    def fast_encoder(self) -> HFBPEEncoder | None:
+        """This tokenizer's fast BPE encoder, made on first use; None if it
+        has none (then one warning line says why: ``fallback_reason``)."""
+        if self._fast is False:
+            with self._fast_lock:
+                if self._fast is False:
+                    self._fast, self._fast_why = HFBPEEncoder.of(self._spec, self._tok)
+                    if self._fast is None:
+                        log.warning("%s: %s, so the tokenizers library's own (slower) encoder "
+                                    "is used", self.source, self._fast_why)
+        return self._fast
+
+    @property
+    def fallback_reason(self) -> str:
+        """Why the fast encoder is not used ("": it is)."""
+        self.fast_encoder()
+        return self._fast_why
+
+    @property
+    def unit_chars(self) -> int:  # the fast encoder: one thread a call, small units
+        return Tokenizer.unit_chars if self.fast_encoder() else 1 << 20
+
+    @property
+    def stream_workers(self) -> int | None:  # Rust runs each call on every core: two
+        return None if self.fast_encoder() else 2  # workers, one encodes, one holds the GIL
 
     def encode(self, text: str) -> np.ndarray:
         return self.encode_batch([text])[0]
@@ -242,11 +274,20 @@ class HFTokenizer(Tokenizer):
     def encode_batch(self, texts: list[str], threads: int | None = None) -> list[np.ndarray]:
         texts = list(texts)
         try:
-            out = self._tok.encode_batch_fast(texts, add_special_tokens=False)
-        except TypeError:
+            fast = self.fast_encoder()
+            if fast is None:
+                return self._rust(texts)
+            out, left = fast.encode_batch(texts)
+            for i, ids in zip(left, self._rust([texts[i] for i in left])):
+                out[i] = ids
+            return out
+        except (TypeError, UnicodeEncodeError):
             for t in texts:
                 _utf8(t)  # names the offending text
             raise
+
+    def _rust(self, texts: list[str]) -> list[np.ndarray]:
+        out = self._tok.encode_batch_fast(texts, add_special_tokens=False)
         return [np.array(e.ids, dtype=np.uint32) for e in out]
 
     def decode(self, ids) -> str:
