@@ -34,7 +34,7 @@ def _checkout_kernels() -> None:
 _checkout_kernels()
 
 from .engine import Engine, open  # noqa: E402
-from .results import (Attribution, AttributionSpan, DocHit, Document,  # noqa: E402
+from .results import (Attribution, AttributionSpan, Dedup, DocHit, Document,  # noqa: E402
                       FindResult, InfGramProb, NextTokenDist, Overlap, ProbResult,
                       ScoreResult, SearchResult)
 from .errors import (ArgumentError, BuildError, CorpusError, IndexFormatError,  # noqa: E402
@@ -54,5 +54,5 @@ def __getattr__(name):
 
 __all__ = ["build", "index_tables", "open", "verify", "Engine", "InfinigramError",
            "ArgumentError", "BuildError", "CorpusError", "IndexFormatError", "QueryError", "TokenizerError",
-           "Attribution", "AttributionSpan", "DocHit", "Document", "FindResult", "InfGramProb", "NextTokenDist", "Overlap", "ProbResult",
+           "Attribution", "AttributionSpan", "Dedup", "DocHit", "Document", "FindResult", "InfGramProb", "NextTokenDist", "Overlap", "ProbResult",
            "ScoreResult", "SearchResult"]

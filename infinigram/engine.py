@@ -26,6 +26,7 @@ import numpy as np
 
 from . import args, format as fmt, smoothing
 from .attribution import AttributionQueries
+from .dedup import DedupQueries
 from .documents import DocumentQueries
 from .errors import ArgumentError, IndexFormatError, QueryError, TokenizerError
 from .native import batch
@@ -114,7 +115,7 @@ def _check_combinable(a: "Engine", b: "Engine") -> None:
     raise IndexFormatError(f"indexes {a.path} and {b.path} cannot be combined: {problem}; {fix}")
 
 
-class Engine(DocumentQueries, AttributionQueries):
+class Engine(DocumentQueries, AttributionQueries, DedupQueries):
     """An opened index. Queries take text (str, or UTF-8 bytes) tokenized
     with the index's tokenizer, a list of ints, or a 1-D integer array."""
 

@@ -156,6 +156,34 @@ class Attribution:
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
+class Dedup:
+    """``Engine.dedup``: the maximal spans of later copies of repeated
+    ``min_len``-grams, in corpus order. Span j is tokens
+    [starts[j], ends[j]) of global document ``doc_ixs[j]`` and, for a text
+    index, bytes [byte_starts[j], byte_ends[j]) of that document's decoded
+    text (None for an ids-only index); int64 arrays. ``n_tokens``: the
+    corpus's real tokens."""
+
+    min_len: int
+    doc_ixs: np.ndarray
+    starts: np.ndarray
+    ends: np.ndarray
+    byte_starts: np.ndarray | None
+    byte_ends: np.ndarray | None
+    n_tokens: int
+
+    @property
+    def removed(self) -> int:
+        """Tokens inside the spans."""
+        return int((self.ends - self.starts).sum())
+
+    @property
+    def docs_touched(self) -> int:
+        """Documents holding a span."""
+        return len(np.unique(self.doc_ixs))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
 class Overlap:
     """``Engine.overlap``: per test document, its ``ngrams`` (n-grams,
     max(0, tokens - n + 1)) and how many of them occur in the corpus

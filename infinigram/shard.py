@@ -13,6 +13,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import format as fmt
+from .dedup import ShardDedup
 from .documents import ShardDocuments
 from .native import batch, direct, infgram, matching, search as ks, smoothing, tally
 
@@ -38,7 +39,7 @@ class ShardArrays(NamedTuple):
     step: int
 
 
-class ShardSearcher(ShardDocuments):
+class ShardSearcher(ShardDocuments, ShardDedup):
     """Answers of one shard: suffix-array ranges, counts, continuation
     totals, next-token tallies, per-position scores and documents.
     Token ids in, numbers out; no validation and no combining."""
