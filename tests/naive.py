@@ -194,3 +194,29 @@ def naive_overlap(shards, docs, n) -> tuple[list, list]:
         sizes.append(len(grams))
         found.append(sum(g in corpus for g in grams))
     return sizes, found
+
+
+def naive_dedup(docs, L: int) -> list[tuple[int, int, int]]:
+    """(document, token start, token end) of ``Engine.dedup``'s spans: every
+    window [p, p + L) inside a document whose tokens occurred earlier in
+    the corpus, united per document into maximal runs."""
+    seen, out = set(), []
+    for d, doc in enumerate(docs):
+        doc = [int(t) for t in doc]
+        covered = [False] * len(doc)
+        for p in range(len(doc) - L + 1):
+            gram = tuple(doc[p:p + L])
+            if gram in seen:
+                covered[p:p + L] = [True] * L
+            seen.add(gram)
+        p = 0
+        while p < len(doc):
+            if covered[p]:
+                q = p
+                while q < len(doc) and covered[q]:
+                    q += 1
+                out.append((d, p, q))
+                p = q
+            else:
+                p += 1
+    return out
