@@ -455,6 +455,41 @@ def overlap(argv, n, text_field, as_json):
 
 
 @main.command()
+@indexes_arg
+@click.option("--min-length", "min_length", type=int, required=True,
+              help="Shortest repeated span, in tokens.")
+@click.option("--spans", help="Write the spans to this .parquet or .jsonl file.")
+@click.option("--output", help="New directory: documents.jsonl (spans removed, metadata "
+              "kept) and the spans file.")
+@click.option("--quiet", is_flag=True, help="No summary (with --json: still the JSON).")
+@json_opt
+@_command
+def dedup(indexes, min_length, spans, output, quiet, as_json):
+    """Find every maximal span of the later copies of a repeated
+    --min-length-gram (the first occurrence is kept), over all the indexes."""
+    import time
+    from . import dedup as dd
+    name = "spans" + (dd.spans_path(spans).suffix if spans else ".jsonl")
+    if output is not None:
+        dd.output_dir(output)
+    eng = open_index(list(indexes))
+    t0 = time.perf_counter()
+    r = eng.dedup(min_length)
+    seconds = time.perf_counter() - t0
+    if spans:
+        dd.write_spans(r, spans)
+    if output is not None:
+        dd.write_deduplicated(eng, r, output, name)
+    data = {"min_length": r.min_len, "spans": len(r.doc_ixs), "tokens_removed": r.removed,
+            "tokens": r.n_tokens, "fraction": r.removed / r.n_tokens if r.n_tokens else 0.0,
+            "documents_touched": r.docs_touched, "seconds": seconds}
+    if as_json or not quiet:
+        _emit(as_json, data, f"{data['spans']} spans of >= {min_length} tokens: "
+              f"{r.removed} of {r.n_tokens} tokens ({data['fraction']:.4%}) in "
+              f"{data['documents_touched']} documents, {seconds:.2f} s")
+
+
+@main.command()
 @click.argument("argv", nargs=-1, required=True, metavar="INDEX... DOC_IX...")
 @click.option("--around", type=int, help="Token position to centre a window on.")
 @click.option("--window", type=int, help="Tokens each side of --around.")

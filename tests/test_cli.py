@@ -191,6 +191,9 @@ JSON_KEYS = {  # command -> (argv after the command, with {idx}/{copy}/{src}/{ou
                                    "uniform_weight", "kn_order", "kn_modified", "kn_ppl"}),
     "creativity": ("{idx} cat", {"lengths"}),
     "attribute": ("{idx} cat", {"ids", "spans"}),
+    "dedup": ("{idx} --min-length 3 --spans {out}/s.parquet --output {out}/d",
+              {"min_length", "spans", "tokens_removed", "tokens", "fraction",
+               "documents_touched", "seconds"}),
     "overlap": ("{idx} {src} --n 3", {"n", "ngrams", "found", "fraction", "documents",
                                       "documents_with_any", "per_document"}),
 }

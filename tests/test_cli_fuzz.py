@@ -19,7 +19,7 @@ BAD_SIZES = ["0", "-1", "infk", "nan", "1e3", "", "abc", "8X", "0.0001k", "99999
 TEXTS = ["", " ", "\x00", "é" * 50, "the", "\udcff"]
 COMMANDS = ["build", "index", "train-tokenizer", "info", "count", "prob", "ntd", "infgram",
             "search", "doc", "verify", "demo", "ppl", "serve", "creativity", "attribute",
-            "overlap"]
+            "overlap", "dedup"]
 TALLY = {}
 
 
@@ -96,7 +96,11 @@ def _fuzz_cases(d):
                   ([cmd, idx, "--json", "--json", "extra", "args", "here"], True)]
     cases += [(["nope"], True), ([], False), (["--help"], False), (["count", idx], True),
               (["build", src, "-o", new()], True), (["build", src, "-o", idx, "--bytes"], True),
-              (["index", src], True), (["doc", idx, "0", "--around", "1"], True)]
+              (["index", src], True), (["doc", idx, "0", "--around", "1"], True),
+              (["dedup", idx, "--min-length", "0"], True), (["dedup", idx], True),
+              (["dedup", idx, "--min-length", "x"], True),
+              (["dedup", idx, "--min-length", "3", "--spans", "s.csv"], True),
+              (["dedup", idx, "--min-length", "3", "--output", idx], True)]
     return cases
 
 

@@ -109,3 +109,21 @@ def test_bad_spans_suffix(tmp_path):
     with pytest.raises(ArgumentError, match=r"\.csv.*parquet"):
         dedup.write_spans(eng.dedup(2), tmp_path / "s.csv")
     assert not (tmp_path / "s.csv").exists()
+
+
+def test_cli(tmp_path):
+    from click.testing import CliRunner
+    from infinigram.cli import main
+    idx = make_index(tmp_path, [[1, 2, 3], [0, 1, 2, 3, 4], [1, 2]])
+    res = CliRunner().invoke(main, ["dedup", str(idx), "--min-length", "2"])
+    assert res.exit_code == 0 and res.output.startswith("2 spans of >= 2 tokens: 5 of 10 tokens")
+    res = CliRunner().invoke(main, ["dedup", str(idx), "--min-length", "2", "--json",
+                                    "--spans", str(tmp_path / "s.jsonl")])
+    assert json.loads(res.output)["tokens_removed"] == 5
+    assert len((tmp_path / "s.jsonl").read_text().splitlines()) == 2
+    for argv, message in [(["--min-length", "0"], "min_len=0"),
+                          (["--min-length", "2", "--output", str(idx)], "already exists"),
+                          (["--min-length", "2", "--spans", "x.txt"], "x.txt")]:
+        res = CliRunner().invoke(main, ["dedup", str(idx), *argv])
+        assert res.exit_code == 1 and message in res.output, res.output
+    assert (idx / "manifest.json").exists()
