@@ -419,10 +419,18 @@ def bench(d: Path, engines: dict, tokens: np.ndarray, held: list, k: int, rng,
         if tg:
             res["kn"] = kneser_ney(d, rng)
 
+    def stage_dedup():  # dedup at L = 50 and 20: wall seconds (the first call compiles)
+        for L in (50, 20):
+            t0 = time.perf_counter()
+            r = ours.dedup(L)
+            res[f"dedup L={L}"] = {"seconds": time.perf_counter() - t0, "spans": len(r.doc_ixs),
+                                   "tokens_removed": r.removed}
+            print(f"  dedup L={L}: {res[f'dedup L={L}']}", flush=True)
+
     stages = (("count", stage_count), ("count_many", stage_count_many), ("prob", stage_prob),
               ("ntd", stage_ntd), ("infgram", stage_infgram), ("search_docs", stage_search_docs),
               ("score", stage_score), ("attribution", stage_attribution),
-              ("overlap", stage_overlap), ("kn", stage_kn))
+              ("overlap", stage_overlap), ("kn", stage_kn), ("dedup", stage_dedup))
     for name, stage in stages:
         if only and name not in only:
             continue
