@@ -70,6 +70,8 @@ class DedupQueries:
         for k, shard in enumerate(self._shards):
             link = self._on(k, "repeat_links", L)
             if k:
+                if not link.flags.writeable:  # from a Ray actor: a read-only view
+                    link = link.copy()
                 self._mark_earlier(k, link, L)
             d, a, b = self._on(k, "repeat_spans", link, L)
             docs.append(d + self._doc_base[k])

@@ -76,6 +76,11 @@ def test_ray_engine_answers_as_the_local_engine(tmp_path):
     ixs = [0, len(docs) - 1, 24, 25]
     assert [g.tokens.tolist() for g in eng.get_docs(ixs, around=0, window=2)] == \
         [docs[i][:2] for i in ixs]
+    for L in (2, 4):  # across the shards of both indexes, through the actors
+        a, b = eng.dedup(L), local.dedup(L)
+        assert [x.tolist() for x in (a.doc_ixs, a.starts, a.ends)] == \
+            [x.tolist() for x in (b.doc_ixs, b.starts, b.ends)]
+        assert len(a.doc_ixs) and (a.doc_ixs >= 25).any()
     eng.close()
 
 
