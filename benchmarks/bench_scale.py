@@ -77,7 +77,7 @@ def run(part):
 def run_bare(part):
     args = shard.search_args()
     for q in part:
-        kernel(*args, q, 0, 65535)
+        kernel(args, q, 0, 65535)
 def rates(fn, queries):
     fn(queries[:5000])
     out = {}

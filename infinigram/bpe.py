@@ -71,27 +71,29 @@ class BPEEncoder:
         self.charsmap = charsmap or (np.zeros(0, np.int64), np.zeros(1, np.uint32),
                                      np.zeros(1, np.int64), 0)
         self.normalizes = charsmap is not None or squeeze
-        self.nv = nv = len(pieces)
-        self.scores = np.array([s for _, s, _ in pieces], dtype=np.float32)
+        nv = len(pieces)
+        scores = np.array([s for _, s, _ in pieces], dtype=np.float32)
         ids = {p: i for i, (p, _, t) in enumerate(pieces) if t in (NORMAL, USER_DEFINED)}
         byte = {p: i for i, (p, _, t) in enumerate(pieces) if t == BYTE}
-        self.byte_id = np.array([byte.get(_byte_piece(b), -1) for b in range(256)], np.int64)
-        self.unk = -1 if byte else [t for _, _, t in pieces].index(UNKNOWN)  # no byte fallback
+        byte_id = np.array([byte.get(_byte_piece(b), -1) for b in range(256)], np.int64)
+        unk = -1 if byte else [t for _, _, t in pieces].index(UNKNOWN)  # no byte fallback
         top = max((ord(p) for p in ids if len(p) == 1), default=0) + 1
-        self.char_id = np.full(top, -1, dtype=np.int64)  # one-character pieces
-        self.frozen = np.zeros(top, dtype=np.uint8)  # user-defined symbols
+        char_id = np.full(top, -1, dtype=np.int64)  # one-character pieces
+        frozen = np.zeros(top, dtype=np.uint8)  # user-defined symbols
         pairs, inner = {}, set()
         for p, i in ids.items():
             if len(p) == 1:
-                self.char_id[ord(p)] = i
-                self.frozen[ord(p)] = pieces[i][2] == USER_DEFINED
+                char_id[ord(p)] = i
+                frozen[ord(p)] = pieces[i][2] == USER_DEFINED
             for k in range(1, len(p)):
                 inner.add(ord(p[k - 1]) * 0x110000 + ord(p[k]))
                 left, right = ids.get(p[:k]), ids.get(p[k:])
                 if left is not None and right is not None:
                     pairs[left * nv + right] = i
-        self.pairs = _table(pairs, pairs.values())
-        self.inner = _table(inner, inner)
+        (pkeys, pvals, pshift), (ikeys, _, ishift) = _table(pairs, pairs.values()), \
+            _table(inner, inner)
+        self.model = kernel.Model(char_id, frozen, pkeys, pvals, pshift, nv, scores, ikeys,
+                                  ishift, byte_id, unk)
 
     def encode_batch(self, texts: list[str]) -> list[np.ndarray]:
         """One uint32 id array per text (views into one array). Raises
@@ -103,14 +105,11 @@ class BPEEncoder:
         if self.normalizes:  # then spaces are escaped already
             data = np.frombuffer(joined.encode("utf-8"), dtype=np.uint8)
             cps, chars = norm_kernel.normalize(data, norm_kernel.utf8_bounds(data, chars),
-                                               *self.charsmap, self.frozen, dummy, self.squeeze)
+                                               *self.charsmap, self.model.frozen, dummy, self.squeeze)
             dummy = False
         else:
             cps = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32)
-        (pkeys, pvals, pshift), (ikeys, _, ishift) = self.pairs, self.inner
-        ids, starts, counts = kernel.encode(cps, chars, dummy, self.char_id, self.frozen,
-                                            pkeys, pvals, pshift, self.nv, self.scores, ikeys,
-                                            ishift, self.byte_id, self.unk)
+        ids, starts, counts = kernel.encode(cps, chars, dummy, self.model)
         return [ids[a:a + c] for a, c in zip(starts.tolist(), counts.tolist())]
 
 

@@ -33,24 +33,23 @@ SPAN_SUFFIXES = (".parquet", ".jsonl")
 
 
 class ShardDedup:
-    """The dedup answers of one shard. Needs ``_tokens``, ``_table``,
-    ``_pointer``, ``shard``, ``doc_of`` and ``doc_starts``."""
+    """The dedup answers of one shard. Needs ``_plain`` (the shard as the
+    kernels take it), ``_tokens``, ``shard``, ``doc_of`` and ``doc_starts``."""
 
     def repeat_links(self, L: int) -> np.ndarray:
         """``native.dedup.links`` of this shard (uint8 per table entry)."""
-        return kd.links(self._tokens, self._table, self._pointer, L, fmt.separator(self.shard.width))
+        return kd.links(self._plain, L, fmt.separator(self.shard.width))
 
     def group_grams(self, link: np.ndarray, lo: int, hi: int, L: int) -> tuple[np.ndarray, np.ndarray]:
         """(table entries heading a group in [lo, hi), their L-grams flat as int64)."""
         heads = np.flatnonzero(link[lo:hi] == kd.HEAD)
-        starts = ks.positions(self._tokens, self._table, self._pointer, lo, hi)[heads]
+        starts = ks.positions(self._plain, lo, hi)[heads]
         flat = self._tokens[starts[:, None] + np.arange(L)].astype(np.int64).ravel()
         return heads + lo, flat
 
     def repeat_spans(self, link: np.ndarray, L: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(local documents, token start and end offsets in them) of the spans."""
-        begin, end = kd.covered_runs(kd.repeat_starts(self._tokens, self._table, self._pointer,
-                                                      link), L)
+        begin, end = kd.covered_runs(kd.repeat_starts(self._plain, link), L)
         docs = self.doc_of(begin)
         first = self.doc_starts[docs] + 1
         return docs, begin - first, end - first

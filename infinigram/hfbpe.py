@@ -65,13 +65,13 @@ class HFBPEEncoder:
         ``prefix``: add_prefix_space; ``added``: the added tokens' contents.
         ``why`` says what it cannot reproduce ("" if nothing)."""
         self.prefix, self.added = prefix, [a for a in added if a]
-        self.nv = nv = max(vocab.values(), default=-1) + 1
+        nv = max(vocab.values(), default=-1) + 1
         self.why = ""
         symbols = _byte_symbols()
         if any(s not in vocab for s in symbols):
             self.why = "some byte's symbol is not in its vocabulary"
             return
-        self.byte_id = np.array([vocab[s] for s in symbols], dtype=np.int64)
+        byte_id = np.array([vocab[s] for s in symbols], dtype=np.int64)
         pairs = {}
         for rank, merge in enumerate(merges):
             a, b = merge.split(" ", 1) if isinstance(merge, str) else merge
@@ -79,7 +79,7 @@ class HFBPEEncoder:
         if len({v & 0xFFFFFFFF for v in pairs.values()}) != len(pairs):
             self.why = "two of its merges make the same token"
             return
-        self.pairs = _table(pairs, pairs.values())
+        self.model = kernel.Model(byte_id, *_table(pairs, pairs.values()), nv)
         self._caches: list = []
         self._lock = threading.Lock()
 
@@ -106,7 +106,7 @@ class HFBPEEncoder:
             cache = self._caches.pop() if self._caches else _new_cache()
         try:
             ids, counts = kernel.encode(np.frombuffer(data, dtype=np.uint8), bounds, _classes(),
-                                        self.byte_id, *self.pairs, self.nv, *cache)
+                                        self.model, cache)
         finally:
             with self._lock:
                 self._caches.append(cache)

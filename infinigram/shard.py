@@ -8,35 +8,19 @@ import atexit
 import queue
 import threading
 from array import array
-from typing import NamedTuple
-
 import numpy as np
 
 from . import format as fmt
 from .dedup import ShardDedup
 from .documents import ShardDocuments
 from .native import batch, direct, infgram, matching, search as ks, smoothing, tally
+from .native.search import Shard
 
 _EMPTY = np.zeros(0, dtype=np.int64)
 SCRATCH_MAX = 64 << 20
 """Largest scratch (bytes) a searcher keeps per thread for next-token tallies."""
 SAMPLE_CHUNK = 1 << 16
 """Sample keys built per kernel call (about 10 ms of a background thread)."""
-
-
-class ShardArrays(NamedTuple):
-    """A shard as the search kernels take it (their leading arguments)."""
-
-    tokens: np.ndarray
-    table: np.ndarray
-    pointer: int
-    bucket: np.ndarray
-    """First-token bucket table (widths 1 and 2, shards of at least as many
-    tokens as it has entries; else empty, as when unsampled)."""
-    sample: np.ndarray
-    """Packed first tokens of every ``step``-th entry and a small index of
-    its own keys (``native.search.sample_keys``); empty when unsampled."""
-    step: int
 
 
 class ShardSearcher(ShardDocuments, ShardDedup):
@@ -59,16 +43,18 @@ class ShardSearcher(ShardDocuments, ShardDedup):
         """Fewest tokens for which the sample comes with a bucket table: none
         larger than the shard (2^16 entries at width 2), where bisecting the
         whole table is as quick (1,000 small shards would hold 512 MiB)."""
-        self._plain = ShardArrays(self._tokens, self._table, self._pointer, _EMPTY, _EMPTY,
-                                  1 << 40)
-        self._search: ShardArrays | None = None
+        self._plain = Shard(self._tokens, self._table, self._pointer, _EMPTY, _EMPTY, 1 << 40)
+        """The shard as the kernels take it, unsampled: ``bucket`` (widths 1
+        and 2, shards of at least ``bucket_min`` tokens) and ``sample`` (see
+        ``native.search.sample_keys``) empty."""
+        self._search: Shard | None = None
         self._lock = threading.Lock()
         self._queued = False
         self._unigram = None
         self._direct = {}
         self._scratch = threading.local()
 
-    def search_args(self) -> ShardArrays:
+    def search_args(self) -> Shard:
         """The shard for one search: with its key sample and bucket table
         once they are built, else without (every search then bisects the
         whole table). The first call queues their building on a background
@@ -81,7 +67,7 @@ class ShardSearcher(ShardDocuments, ShardDedup):
             return self._plain
         return s
 
-    def sampled_args(self) -> ShardArrays:
+    def sampled_args(self) -> Shard:
         """The shard with its sample, built now on all cores if need be (or
         awaited, if the background thread is building it): batches and
         tallies use it a lot."""
@@ -96,18 +82,18 @@ class ShardSearcher(ShardDocuments, ShardDedup):
         with self._lock:
             if self._search is not None:
                 return
-            tokens, table, pointer, step = self._tokens, self._table, self._pointer, self.step
+            step = self.step
             sample = np.empty(ks.sample_size(self.n, step), dtype=np.int64)  # numpy: huge pages
+            s = self._plain._replace(sample=sample, step=step)
             ns = -(-self.n // step)
             for j0 in range(0, ns, SAMPLE_CHUNK):
                 if stop is not None and stop.is_set():
                     return
-                ks.sample_keys[parallel](tokens, table, pointer, step, sample, j0,
-                                         min(ns, j0 + SAMPLE_CHUNK))
+                ks.sample_keys[parallel](s, sample, j0, min(ns, j0 + SAMPLE_CHUNK))
             ks.index_sample(sample, ns)
-            bucket = ks.buckets[parallel](tokens, table, pointer, sample, step) \
-                if self.n >= self.bucket_min else _EMPTY
-            self._search = ShardArrays(tokens, table, pointer, bucket, sample, step)
+            if self.n >= self.bucket_min:
+                s = s._replace(bucket=ks.buckets[parallel](s))
+            self._search = s
 
     def _call(self, kernel, *args):
         """``kernel(*args)`` through its code compiled for these argument
@@ -119,14 +105,14 @@ class ShardSearcher(ShardDocuments, ShardDedup):
         return fn(*args)
 
     def _search_call(self, kernel, ids, *args):
-        """``kernel(*shard, ids, *args)`` through its compiled code (as
+        """``kernel(shard, ids, *args)`` through its compiled code (as
         ``_call``), kept per type of ``ids``: an int64 array, or the
         ``array('q')`` of a list."""
         key, shard = (kernel, type(ids)), self._search or self.search_args()
         fn = self._direct.get(key)
         if fn is None:
-            fn = self._direct[key] = direct(kernel, *shard, ids, *args)
-        return fn(*shard, ids, *args)
+            fn = self._direct[key] = direct(kernel, shard, ids, *args)
+        return fn(shard, ids, *args)
 
     def range(self, ids: np.ndarray) -> tuple[int, int]:
         """[start, end) of the suffix-array entries starting with ``ids``."""
@@ -140,13 +126,12 @@ class ShardSearcher(ShardDocuments, ShardDedup):
     def count_many(self, flat: np.ndarray, bounds: np.ndarray, order: np.ndarray) -> np.ndarray:
         """Count of each query ``flat[bounds[j]:bounds[j+1]]``, visited in
         ``order`` (a permutation; ``native.search.visit_order`` is fastest)."""
-        return batch.count_many(*self.sampled_args(), flat, bounds, order)
+        return batch.count_many(self.sampled_args(), flat, bounds, order)
 
     def continuation(self, m: int, lo: int, hi: int, next_id: int) -> tuple[int, int]:
         """(total, count) in the range [lo, hi) of an m-token prompt:
         occurrences followed by a real token, and by ``next_id``."""
-        total, count = self._call(tally.continuation, self._tokens, self._table, self._pointer,
-                                  m, lo, hi, next_id)
+        total, count = self._call(tally.continuation, self._plain, m, lo, hi, next_id)
         return int(total), int(count)
 
     def next_tokens(self, m: int, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
@@ -156,9 +141,7 @@ class ShardSearcher(ShardDocuments, ShardDedup):
         if m == 0 and self._unigram is not None:
             return self._unigram
         work = getattr(self._scratch, "work", _EMPTY)
-        s = self.sampled_args()
-        ids, counts, wanted = self._call(tally.next_tokens, s.tokens, s.table, s.pointer,
-                                         s.sample, s.step, m, lo, hi, work)
+        ids, counts, wanted = self._call(tally.next_tokens, self.sampled_args(), m, lo, hi, work)
         if work.shape[0] < wanted <= SCRATCH_MAX // 8:
             self._scratch.work = np.empty(wanted, dtype=np.int64)
         if m == 0:
@@ -181,31 +164,30 @@ class ShardSearcher(ShardDocuments, ShardDedup):
 
     def score(self, ids: np.ndarray, max_context: int):
         """Per position: (L, total, count, first, last); see native.search.score."""
-        return infgram.score(*self.sampled_args(), ids, max_context)
+        return infgram.score(self.sampled_args(), ids, max_context)
 
     def matching_lengths(self, ids: np.ndarray) -> np.ndarray:
         """Per start i: length of the longest prefix of ids[i:] in this shard."""
-        return matching.matching_lengths(*self.sampled_args(), ids)
+        return matching.matching_lengths(self.sampled_args(), ids)
 
     def locate(self, lo: int, hi: int, *index) -> tuple[np.ndarray, np.ndarray]:
         """(local document, token offset) of the suffixes of entries [lo, hi),
         in table order, through the document ``index`` of ``native.matching.locate``."""
-        return self._call(matching.locate, self._tokens, self._table, self._pointer, lo, hi,
-                          *index)
+        return self._call(matching.locate, self._plain, lo, hi, *index)
 
     def positions(self, ids: np.ndarray) -> np.ndarray:
         """Sorted token indexes of every occurrence of ``ids``."""
         lo, hi = self.range(ids)
-        return np.sort(ks.positions(self._tokens, self._table, self._pointer, lo, hi))
+        return np.sort(ks.positions(self._plain, lo, hi))
 
     def rank_position(self, rank: int) -> int:
         """Token index where the suffix of entry ``rank`` starts."""
-        return int(ks.positions(self._tokens, self._table, self._pointer, rank, rank + 1)[0])
+        return int(ks.positions(self._plain, rank, rank + 1)[0])
 
     def kgram_counts(self, n: int, collect: bool):
         """Count-of-counts of this shard's k-grams, k = 1..n (see
         ``native.smoothing.kgram_counts``)."""
-        return smoothing.kgram_counts(self._tokens, self._table, self._pointer, n, collect)
+        return smoothing.kgram_counts(self._plain, n, collect)
 
     # ---- whole per-shard answers: what an engine fans out to every shard --
     def prompt_range(self, ids: np.ndarray) -> tuple[int, int]:

@@ -50,16 +50,16 @@ def _get(state, t):
 
 
 @jit(inline="always")
-def _prefetch_step(tokens, table, pointer, state, t, token):
+def _prefetch_step(s, state, t, token):
     """Prefetch what search t's next ``advance`` reads: its probes' table
     entries, or (``token``) the first token each of them compares."""
     _, phase, x0, x1, y0, y1, depth = _get(state, t)
     for p in probes(phase, x0, x1, y0, y1):
         if p >= 0:
             if token:
-                prefetch(tokens, suffix(tokens, table, pointer, p) + depth)
+                prefetch(s.tokens, suffix(s, p) + depth)
             else:
-                prefetch_entry(table, p, pointer)
+                prefetch_entry(s.table, p, s.pointer)
 
 
 LOCKSTEP = 32
@@ -68,8 +68,7 @@ turn, so that their memory reads overlap."""
 
 
 @lean
-def _count_run(tokens, table, pointer, bucket, sample, step, flat, bounds, order, i0, i1,
-               state, out):
+def _count_run(s, flat, bounds, order, i0, i1, state, out):
     """``count_many`` for the queries order[i0:i1], LOCKSTEP at a time
     (``state``: LOCKSTEP x 7 scratch): each step prefetches every search's
     table entries, then their tokens, then compares."""
@@ -77,21 +76,20 @@ def _count_run(tokens, table, pointer, bucket, sample, step, flat, bounds, order
         g = min(LOCKSTEP, i1 - i)
         for t in range(g):
             j = order[i + t]
-            phase, x0, x1, y0, y1, depth = narrow(tokens, bucket, sample, step, flat,
-                                                   bounds[j], bounds[j + 1])
+            phase, x0, x1, y0, y1, depth = narrow(s, flat, bounds[j], bounds[j + 1])
             _put(state, t, j, phase, x0, x1, y0, y1, depth)
         busy = g
         while busy:
             busy = 0
             for t in range(g):
-                _prefetch_step(tokens, table, pointer, state, t, False)
+                _prefetch_step(s, state, t, False)
             for t in range(g):
-                _prefetch_step(tokens, table, pointer, state, t, True)
+                _prefetch_step(s, state, t, True)
             for t in range(g):
                 j, phase, x0, x1, y0, y1, depth = _get(state, t)
                 if phase != DONE:
-                    phase, x0, x1, y0, y1 = advance(tokens, table, pointer, flat, bounds[j],
-                                                     bounds[j + 1], depth, phase, x0, x1, y0, y1)
+                    phase, x0, x1, y0, y1 = advance(s, flat, bounds[j], bounds[j + 1], depth,
+                                                     phase, x0, x1, y0, y1)
                     _put(state, t, j, phase, x0, x1, y0, y1, depth)
                     busy += phase != DONE
         for t in range(g):
@@ -100,7 +98,7 @@ def _count_run(tokens, table, pointer, bucket, sample, step, flat, bounds, order
 
 
 @pjit
-def count_many(tokens, table, pointer, bucket, sample, step, flat, bounds, order):
+def count_many(s, flat, bounds, order):
     """Occurrences of each query ``flat[bounds[j]:bounds[j + 1]]``.
 
     Queries are visited in ``order`` (best: sorted in suffix order, so that
@@ -114,6 +112,5 @@ def count_many(tokens, table, pointer, bucket, sample, step, flat, bounds, order
     chunks = min(nq, 64)
     for k in prange(chunks):
         state = np.empty((LOCKSTEP, 7), dtype=np.int64)
-        _count_run(tokens, table, pointer, bucket, sample, step, flat, bounds, order,
-                   k * nq // chunks, (k + 1) * nq // chunks, state, out)
+        _count_run(s, flat, bounds, order, k * nq // chunks, (k + 1) * nq // chunks, state, out)
     return out

@@ -15,6 +15,8 @@ characters that form such a bigram, so the text is cut into words where two
 neighbours do not (or one is frozen): the merges of different words are
 independent, and each word runs its own small heap.
 """
+from typing import NamedTuple
+
 import numpy as np
 
 from . import jit, lean
@@ -26,6 +28,33 @@ MULT = 0x9E3779B97F4A7C15
 """Hash tables (built by the caller): key k sits in slot (k * MULT mod 2^64) >> shift,
 or the next free one (linear probing); empty slots hold -1."""
 _MULT = np.uint64(MULT)
+
+
+class Model(NamedTuple):
+    """A sentencepiece BPE model as :func:`encode` reads it (built once)."""
+
+    char_id: np.ndarray
+    """Per code point, its one-character piece (-1 if none)."""
+    frozen: np.ndarray
+    """Per code point, whether it is a user-defined symbol (uint8)."""
+    pkeys: np.ndarray
+    """``pairs`` hash table (left id * nv + right id -> merged id): keys,"""
+    pvals: np.ndarray
+    """its values"""
+    pshift: int
+    """and shift."""
+    nv: int
+    """Pieces in the model."""
+    scores: np.ndarray
+    """float32 score of each piece."""
+    inner_keys: np.ndarray
+    """``inner`` hash set (code-point bigrams inside some piece): keys"""
+    inner_shift: int
+    """and shift."""
+    byte_id: np.ndarray
+    """Id of each byte's piece, for unknown characters."""
+    unk: int
+    """Without byte pieces (-1 with), the id written for unknown characters."""
 
 
 @jit(inline="always")
@@ -59,11 +88,12 @@ def _utf8_len(cp):
 
 
 @jit(inline="always")
-def _unknown(cp, byte_id, unk, first, out, at):
+def _unknown(cp, model, first, out, at):
     """Write the byte pieces of unknown character cp's UTF-8 bytes to out[at:]
     or, with ``unk`` >= 0 (no byte pieces), the unknown id, once for a run of
     unknown characters as sentencepiece merges them (the document's ids
     start at out[first]); returns the new at."""
+    byte_id, unk = model.byte_id, model.unk
     if unk >= 0:
         if at > first and out[at - 1] == unk:
             return at
@@ -99,15 +129,15 @@ def _char(cps, b0, dummy, i):
 
 
 @jit(inline="always")
-def _joined(a, b, frozen, inner_keys, inner_shift):
+def _joined(a, b, model):
     """Whether neighbours a, b may end up in one piece (the same word)."""
-    if _lookup(frozen, a) > 0 or _lookup(frozen, b) > 0:
+    if _lookup(model.frozen, a) > 0 or _lookup(model.frozen, b) > 0:
         return False
-    return _find(inner_keys, inner_shift, a * 0x110000 + b) >= 0
+    return _find(model.inner_keys, model.inner_shift, a * 0x110000 + b) >= 0
 
 
 @lean
-def _room(cps, bounds, dummy, char_id, frozen, inner_keys, inner_shift, starts):
+def _room(cps, bounds, dummy, model, starts):
     """Fill starts[1:] with where each document's room in the output ends
     (an id per character that is a piece, one per byte of the others);
     returns the longest word's length."""
@@ -116,8 +146,8 @@ def _room(cps, bounds, dummy, char_id, frozen, inner_keys, inner_shift, starts):
         room = word = prev = 0
         for i in range(_length(bounds, d, dummy)):
             cp = _char(cps, bounds[d], dummy, i)
-            room += 1 if _lookup(char_id, cp) >= 0 else _utf8_len(cp)
-            word = word + 1 if i and _joined(prev, cp, frozen, inner_keys, inner_shift) else 1
+            room += 1 if _lookup(model.char_id, cp) >= 0 else _utf8_len(cp)
+            word = word + 1 if i and _joined(prev, cp, model) else 1
             longest = max(longest, word)
             prev = cp
         starts[d + 1] = starts[d] + room
@@ -131,7 +161,8 @@ def _better(hs, hl, a, b):
 
 
 @jit(inline="always")
-def _swap(hs, hl, hr, hz, hm, a, b):
+def _swap(heap, a, b):
+    hs, hl, hr, hz, hm = heap
     hs[a], hs[b] = hs[b], hs[a]
     hl[a], hl[b] = hl[b], hl[a]
     hr[a], hr[b] = hr[b], hr[a]
@@ -140,23 +171,27 @@ def _swap(hs, hl, hr, hz, hm, a, b):
 
 
 @jit(inline="always")
-def _push(hs, hl, hr, hz, hm, n, score, left, right, size, merged):
+def _push(heap, n, score, left, right, size, merged):
+    """Add an entry to the ``heap`` (hs, hl, hr, hz, hm: score, left, right,
+    size, merged id) of n entries; returns n + 1."""
+    hs, hl, hr, hz, hm = heap
     hs[n], hl[n], hr[n], hz[n], hm[n] = score, left, right, size, merged
     i = n
     while i > 0:
         p = (i - 1) >> 1
         if not _better(hs, hl, i, p):
             break
-        _swap(hs, hl, hr, hz, hm, i, p)
+        _swap(heap, i, p)
         i = p
     return n + 1
 
 
 @jit(inline="always")
-def _pop(hs, hl, hr, hz, hm, n):
+def _pop(heap, n):
     """Move the best entry to slot n - 1 (read it there); returns n - 1."""
+    hs, hl = heap[0], heap[1]
     n -= 1
-    _swap(hs, hl, hr, hz, hm, 0, n)
+    _swap(heap, 0, n)
     i = 0
     while True:
         c = 2 * i + 1
@@ -166,38 +201,42 @@ def _pop(hs, hl, hr, hz, hm, n):
             c += 1
         if not _better(hs, hl, c, i):
             break
-        _swap(hs, hl, hr, hz, hm, i, c)
+        _swap(heap, i, c)
         i = c
     return n
 
 
 @jit(inline="always")
-def _pair(sid, frz, pkeys, pvals, pshift, nv, left, right):
+def _pair(sid, frz, model, left, right):
     """Merged piece id of symbols left and right, -1 if they cannot merge."""
     if left < 0 or right < 0 or frz[left] or frz[right] or sid[left] < 0 or sid[right] < 0:
         return -1
-    h = _find(pkeys, pshift, np.int64(sid[left]) * nv + sid[right])
-    return pvals[h] if h >= 0 else -1
+    h = _find(model.pkeys, model.pshift, np.int64(sid[left]) * model.nv + sid[right])
+    return model.pvals[h] if h >= 0 else -1
 
 
 @jit(inline="always")
-def _word(s, m, char_id, frozen, pkeys, pvals, pshift, nv, scores, byte_id, unk, first,
-          sid, frz, clen, prv, nxt, hs, hl, hr, hz, hm, out, at):
-    """BPE of the word s[:m]; ids written to out[at:]; returns the new at."""
+def _word(model, m, first, word, heap, out, at):
+    """BPE of the word s[:m] (``word``: s and the scratch sid, frz, clen,
+    prv, nxt, each at least m long; ``heap``: see ``_push``); ids written
+    to out[at:] (the document's from out[first]); returns the new at."""
+    s, sid, frz, clen, prv, nxt = word
+    hl, hr, hz, hm = heap[1], heap[2], heap[3], heap[4]
+    scores = model.scores
     for k in range(m):
         cp = s[k]
-        sid[k] = _lookup(char_id, cp)
-        frz[k] = _lookup(frozen, cp) > 0
+        sid[k] = _lookup(model.char_id, cp)
+        frz[k] = _lookup(model.frozen, cp) > 0
         clen[k] = 1
         prv[k] = k - 1
         nxt[k] = k + 1 if k + 1 < m else -1
     n = 0
     for k in range(m - 1):
-        p = _pair(sid, frz, pkeys, pvals, pshift, nv, k, k + 1)
+        p = _pair(sid, frz, model, k, k + 1)
         if p >= 0:
-            n = _push(hs, hl, hr, hz, hm, n, scores[p], k, k + 1, 2, p)
+            n = _push(heap, n, scores[p], k, k + 1, 2, p)
     while n > 0:
-        n = _pop(hs, hl, hr, hz, hm, n)
+        n = _pop(heap, n)
         a, b = hl[n], hr[n]
         if clen[a] == 0 or clen[b] == 0 or clen[a] + clen[b] != hz[n]:
             continue  # stale: one side changed since it was pushed
@@ -209,62 +248,58 @@ def _word(s, m, char_id, frozen, pkeys, pvals, pshift, nv, scores, byte_id, unk,
             prv[nxt[b]] = a
         for x in (prv[a], a):  # the pairs (prev, a) and (a, next)
             y = nxt[x] if x >= 0 else -1
-            p = _pair(sid, frz, pkeys, pvals, pshift, nv, x, y)
+            p = _pair(sid, frz, model, x, y)
             if p >= 0:
-                n = _push(hs, hl, hr, hz, hm, n, scores[p], x, y, clen[x] + clen[y], p)
+                n = _push(heap, n, scores[p], x, y, clen[x] + clen[y], p)
     k = 0
     while k >= 0:
         if sid[k] >= 0:
             out[at] = sid[k]
             at += 1
         else:
-            at = _unknown(s[k], byte_id, unk, first, out, at)
+            at = _unknown(s[k], model, first, out, at)
         k = nxt[k]
     return at
 
 
 @jit
-def encode(cps, bounds, dummy, char_id, frozen, pkeys, pvals, pshift, nv, scores,
-           inner_keys, inner_shift, byte_id, unk):
+def encode(cps, bounds, dummy, model):
     """Ids of each document cps[bounds[d]:bounds[d+1]]: (ids, starts,
-    counts), document d's ids being ids[starts[d]:starts[d] + counts[d]].
-    ``char_id``/``frozen``: per code point, its one-character piece (-1 if
-    none) and whether it is a user-defined symbol; ``pairs`` (``pkeys``,
-    ``pvals``, ``pshift``) and ``inner`` hash tables as described above;
-    an unknown character is written as byte pieces (``byte_id``) or, if
-    ``unk`` >= 0, as that id.
+    counts), document d's ids being ids[starts[d]:starts[d] + counts[d]],
+    by the :class:`Model` ``model``; an unknown character is written as
+    byte pieces or, if ``model.unk`` >= 0, as that id.
     Scratch memory is sized by the longest word, not document."""
     nd = bounds.shape[0] - 1
     starts = np.zeros(nd + 1, dtype=np.int64)
-    n = _room(cps, bounds, dummy, char_id, frozen, inner_keys, inner_shift, starts) + 1
+    n = _room(cps, bounds, dummy, model, starts) + 1
     out = np.empty(starts[nd], dtype=np.uint32)
     counts = np.zeros(nd, dtype=np.int64)
     ints = np.empty((5, n), dtype=np.int64)  # the word, sid, clen, prv, nxt
     frz = np.empty(n, dtype=np.bool_)
     hs = np.empty(3 * n, dtype=np.float32)  # the heap: score, left, right, size, merged id
     heap = np.empty((4, 3 * n), dtype=np.int64)
-    _encode(cps, bounds, dummy, frozen, char_id, pkeys, pvals, pshift, nv, scores, inner_keys,
-            inner_shift, byte_id, unk, starts, out, counts, ints[0], ints[1], frz, ints[2],
-            ints[3], ints[4], hs, heap[0], heap[1], heap[2], heap[3])
+    _encode(cps, bounds, dummy, model, (starts, out, counts),
+            (ints[0], ints[1], frz, ints[2], ints[3], ints[4]),
+            (hs, heap[0], heap[1], heap[2], heap[3]))
     return out, starts, counts
 
 
 @lean
-def _encode(cps, bounds, dummy, frozen, char_id, pkeys, pvals, pshift, nv, scores, inner_keys,
-            inner_shift, byte_id, unk, starts, out, counts, s, sid, frz, clen, prv, nxt,
-            hs, hl, hr, hz, hm):
+def _encode(cps, bounds, dummy, model, ids, word, heap):
+    """The loop of :func:`encode`: ``ids`` its (starts, out, counts),
+    ``word`` and ``heap`` scratch as ``_word`` takes them."""
+    starts, out, counts = ids
+    s = word[0]
     for d in range(bounds.shape[0] - 1):
         at = starts[d]
         m = 0  # the word so far: s[:m]
         for i in range(_length(bounds, d, dummy)):
             cp = _char(cps, bounds[d], dummy, i)
-            if m and not _joined(s[m - 1], cp, frozen, inner_keys, inner_shift):
-                at = _word(s, m, char_id, frozen, pkeys, pvals, pshift, nv, scores, byte_id,
-                           unk, starts[d], sid, frz, clen, prv, nxt, hs, hl, hr, hz, hm, out, at)
+            if m and not _joined(s[m - 1], cp, model):
+                at = _word(model, m, starts[d], word, heap, out, at)
                 m = 0
             s[m] = cp
             m += 1
         if m:
-            at = _word(s, m, char_id, frozen, pkeys, pvals, pshift, nv, scores, byte_id,
-                       unk, starts[d], sid, frz, clen, prv, nxt, hs, hl, hr, hz, hm, out, at)
+            at = _word(model, m, starts[d], word, heap, out, at)
         counts[d] = at - starts[d]

@@ -23,8 +23,10 @@ earlier shard (set by the caller; every member of its group then repeats).
 
 
 @pjit
-def links(tokens, table, pointer, L, sep):
-    """uint8 per table entry: 0, HEAD or LINKED (see above)."""
+def links(shard, L, sep):
+    """uint8 per table entry of ``shard`` (``search.Shard``): 0, HEAD or
+    LINKED (see above)."""
+    tokens = shard.tokens
     n = tokens.shape[0]
     nc = (n + CHUNK - 1) // CHUNK
     valid = np.zeros(n, dtype=np.uint8)  # per token index: L real tokens from there
@@ -42,12 +44,12 @@ def links(tokens, table, pointer, L, sep):
     out = np.zeros(n, dtype=np.uint8)
     for c in prange(nc):
         for i in range(c * CHUNK, min(n, (c + 1) * CHUNK)):
-            s = suffix(tokens, table, pointer, i)
+            s = suffix(shard, i)
             if not valid[s]:
                 continue
             out[i] = HEAD
             if i:
-                t = suffix(tokens, table, pointer, i - 1)
+                t = suffix(shard, i - 1)
                 if valid[t]:
                     j = 0
                     while j < L and tokens[s + j] == tokens[t + j]:
@@ -58,11 +60,11 @@ def links(tokens, table, pointer, L, sep):
 
 
 @pjit
-def repeat_starts(tokens, table, pointer, link):
+def repeat_starts(shard, link):
     """uint8 per token index: 1 where a repeat starts. A group whose head is
     EARLIER repeats whole; any other keeps its smallest index. A group is
     walked by the chunk holding its head, past the chunk's end if need be."""
-    n = tokens.shape[0]
+    n = shard.tokens.shape[0]
     out = np.zeros(n, dtype=np.uint8)
     for c in prange((n + CHUNK - 1) // CHUNK):
         for i in range(c * CHUNK, min(n, (c + 1) * CHUNK)):
@@ -73,11 +75,11 @@ def repeat_starts(tokens, table, pointer, link):
                 j += 1
             first = -1
             if link[i] == HEAD:
-                first = suffix(tokens, table, pointer, i)
+                first = suffix(shard, i)
                 for r in range(i + 1, j):
-                    first = min(first, suffix(tokens, table, pointer, r))
+                    first = min(first, suffix(shard, r))
             for r in range(i, j):
-                s = suffix(tokens, table, pointer, r)
+                s = suffix(shard, r)
                 if s != first:
                     out[s] = 1
     return out

@@ -9,6 +9,8 @@ BPE over its bytes (each byte is one symbol of the byte-level alphabet):
 repeatedly merge the adjacent pair of lowest merge rank, the leftmost on
 ties, as ``tokenizers`` does (:func:`_bpe`).
 """
+from typing import NamedTuple
+
 import numpy as np
 
 from . import jit
@@ -21,6 +23,22 @@ LONG = 256
 """Words of more bytes are not cached."""
 _FNV = np.uint64(0x100000001B3)
 _FNV0 = np.uint64(0xCBF29CE484222325)
+
+
+class Model(NamedTuple):
+    """A byte-level BPE model as :func:`encode` reads it (built once)."""
+
+    byte_id: np.ndarray
+    """Id of each byte's symbol."""
+    pkeys: np.ndarray
+    """Merges hash table (see ``native.bpe.MULT``): (left id * nv + right
+    id) -> rank << 32 | merged id; its keys,"""
+    pvals: np.ndarray
+    """values"""
+    pshift: int
+    """and shift."""
+    nv: int
+    """Size of the vocabulary."""
 
 
 @jit(inline="always")
@@ -115,10 +133,10 @@ def _cached(data, i, j, h, slots, meta, cbytes):
 
 
 @jit(inline="always")
-def _rank(pkeys, pvals, pshift, nv, a, b):
+def _rank(model, a, b):
     """Packed (rank << 32 | merged id) of the merge of ids a and b, -1 if none."""
-    h = _find(pkeys, pshift, np.int64(a) * nv + b)
-    return pvals[h] if h >= 0 else -1
+    h = _find(model.pkeys, model.pshift, np.int64(a) * model.nv + b)
+    return model.pvals[h] if h >= 0 else -1
 
 
 @jit(inline="always")
@@ -154,40 +172,42 @@ def _heap_pop(heap, n):
 
 
 @jit(inline="always")
-def _push_pair(heap, n, sid, pkeys, pvals, pshift, nv, a, b):
+def _push_pair(heap, n, sid, model, a, b):
     """Queue the merge of symbols a and b (if any) keyed rank, then position."""
     if a < 0 or b < 0:
         return n
-    r = _rank(pkeys, pvals, pshift, nv, sid[a], sid[b])
+    r = _rank(model, sid[a], sid[b])
     return n if r < 0 else _heap_push(heap, n, ((r >> 32) << 32) | a)
 
 
 @jit(inline="always")
-def _bpe(data, i, j, byte_id, pkeys, pvals, pshift, nv, sid, nxt, prv, heap, out, at):
-    """BPE of the word data[i:j]; ids written to out[at:]; returns the new at."""
+def _bpe(data, i, j, model, scratch, out, at):
+    """BPE of the word data[i:j] (``scratch``: sid, nxt, prv and a heap, at
+    least j - i and 3 (j - i) long); ids written to out[at:]; returns the new at."""
+    sid, nxt, prv, heap = scratch
     m = j - i
     for k in range(m):
-        sid[k] = byte_id[data[i + k]]
+        sid[k] = model.byte_id[data[i + k]]
         prv[k] = k - 1
         nxt[k] = k + 1 if k + 1 < m else -1
     n = 0
     for k in range(m - 1):
-        n = _push_pair(heap, n, sid, pkeys, pvals, pshift, nv, k, k + 1)
+        n = _push_pair(heap, n, sid, model, k, k + 1)
     while n > 0:
         n = _heap_pop(heap, n)
         a, rank = heap[n] & 0xFFFFFFFF, heap[n] >> 32
         b = nxt[a] if sid[a] >= 0 else -1
         if b < 0:
             continue  # merged into its left neighbour, or last
-        r = _rank(pkeys, pvals, pshift, nv, sid[a], sid[b])
+        r = _rank(model, sid[a], sid[b])
         if r < 0 or r >> 32 != rank:
             continue  # stale: a side changed since it was queued
         sid[a], sid[b] = r & 0xFFFFFFFF, -1
         nxt[a] = nxt[b]
         if nxt[b] >= 0:
             prv[nxt[b]] = a
-        n = _push_pair(heap, n, sid, pkeys, pvals, pshift, nv, prv[a], a)
-        n = _push_pair(heap, n, sid, pkeys, pvals, pshift, nv, a, nxt[a])
+        n = _push_pair(heap, n, sid, model, prv[a], a)
+        n = _push_pair(heap, n, sid, model, a, nxt[a])
     k = 0
     while k >= 0:
         out[at] = sid[k]
@@ -197,21 +217,20 @@ def _bpe(data, i, j, byte_id, pkeys, pvals, pshift, nv, sid, nxt, prv, heap, out
 
 
 @jit
-def encode(data, bounds, cls, byte_id, pkeys, pvals, pshift, nv, slots, meta, cbytes, cids,
-           fill):
+def encode(data, bounds, cls, model, cache):
     """Ids of each document data[bounds[d]:bounds[d+1]] (UTF-8): (ids,
-    counts), document d's ids being ids[bounds[d]:bounds[d] + counts[d]].
-    ``cls``: class per code point; ``byte_id``: id of each byte's symbol;
-    ``pkeys``/``pvals``/``pshift`` (see ``native.bpe.MULT``): (left id * nv
-    + right id) -> rank << 32 | merged id. The word cache, kept across calls:
+    counts), document d's ids being ids[bounds[d]:bounds[d] + counts[d]],
+    by the :class:`Model` ``model``. ``cls``: class per code point. The
+    word ``cache``, kept across calls: (slots, meta, cbytes, cids, fill):
     ``slots`` (hash table, -1 empty) -> rows of ``meta`` (hash, byte offset
     in ``cbytes``, length, id offset in ``cids``, id count); ``fill``: rows,
     bytes and ids used. It is emptied when one of them is full."""
+    slots, meta, cbytes, cids, fill = cache
     out = np.empty(max(1, bounds[-1]), dtype=np.uint32)
     counts = np.zeros(bounds.shape[0] - 1, dtype=np.int64)
     cap = LONG
-    sid, nxt, prv = np.empty(cap, np.int64), np.empty(cap, np.int64), np.empty(cap, np.int64)
-    heap = np.empty(3 * cap, np.int64)
+    scratch = (np.empty(cap, np.int64), np.empty(cap, np.int64), np.empty(cap, np.int64),
+               np.empty(3 * cap, np.int64))
     for d in range(bounds.shape[0] - 1):
         at, end = bounds[d], bounds[d + 1]
         i = at
@@ -224,10 +243,9 @@ def encode(data, bounds, cls, byte_id, pkeys, pvals, pshift, nv, slots, meta, cb
             if m > LONG:
                 if m > cap:
                     cap = m
-                    sid, nxt, prv = np.empty(m, np.int64), np.empty(m, np.int64), np.empty(m, np.int64)
-                    heap = np.empty(3 * m, np.int64)
-                at = _bpe(data, i, j, byte_id, pkeys, pvals, pshift, nv, sid, nxt, prv, heap,
-                          out, at)
+                    scratch = (np.empty(m, np.int64), np.empty(m, np.int64),
+                               np.empty(m, np.int64), np.empty(3 * m, np.int64))
+                at = _bpe(data, i, j, model, scratch, out, at)
                 i = j
                 continue
             h = _hash(data, i, j)
@@ -240,7 +258,7 @@ def encode(data, bounds, cls, byte_id, pkeys, pvals, pshift, nv, slots, meta, cb
                 i = j
                 continue
             first = at
-            at = _bpe(data, i, j, byte_id, pkeys, pvals, pshift, nv, sid, nxt, prv, heap, out, at)
+            at = _bpe(data, i, j, model, scratch, out, at)
             if (fill[0] + 1 > meta.shape[0] or fill[1] + m > cbytes.shape[0]
                     or fill[2] + at - first > cids.shape[0]):
                 slots[:] = -1

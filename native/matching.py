@@ -9,7 +9,7 @@ from .tally import next_group
 
 
 @jit
-def matching_lengths(tokens, table, pointer, bucket, sample, step, ids):
+def matching_lengths(s, ids):
     """int64 array: entry i is the length of the longest prefix of ids[i:]
     that occurs in the shard.
 
@@ -19,8 +19,8 @@ def matching_lengths(tokens, table, pointer, bucket, sample, step, ids):
     grow, the first token is dropped. The match at i+1 is at least m - 1
     long, so the one search of ids[i+1:i+m] starts the next extension:
     about N extensions and N searches in all."""
-    n = tokens.shape[0]
-    width = width_of(tokens)
+    n = s.tokens.shape[0]
+    width = width_of(s.tokens)
     _, c = packing(width)
     N = len(ids)
     out = np.zeros(N, dtype=np.int64)
@@ -29,14 +29,14 @@ def matching_lengths(tokens, table, pointer, bucket, sample, step, ids):
     for i in range(N):
         if m > 1:
             m -= 1
-            lo, hi = search_span(tokens, table, pointer, bucket, sample, step, ids, i, i + m)
+            lo, hi = search_span(s, ids, i, i + m)
         else:
             m, lo, hi = 0, 0, n
         while i + m < N:
             if m < c:
-                a, b = search_span(tokens, table, pointer, bucket, sample, step, ids, i, i + m + 1)
+                a, b = search_span(s, ids, i, i + m + 1)
             else:
-                a, b = next_group(tokens, table, pointer, m, lo, hi, byte_key(ids[i + m], width))
+                a, b = next_group(s, m, lo, hi, byte_key(ids[i + m], width))
             if b <= a:
                 break
             lo, hi = a, b
@@ -46,7 +46,7 @@ def matching_lengths(tokens, table, pointer, bucket, sample, step, ids):
 
 
 @jit
-def locate(tokens, table, pointer, lo, hi, starts, first, shift):
+def locate(s, lo, hi, starts, first, shift):
     """(local document, token offset in it) of the suffixes of entries
     [lo, hi): ``starts`` holds each document's separator index (ascending),
     first[b] the document holding token index b << shift."""
@@ -54,7 +54,7 @@ def locate(tokens, table, pointer, lo, hi, starts, first, shift):
     offsets = np.empty(hi - lo, dtype=np.int64)
     last = starts.shape[0] - 1
     for i in range(lo, hi):
-        p = suffix(tokens, table, pointer, i)
+        p = suffix(s, i)
         d = first[p >> shift]
         while d < last and starts[d + 1] <= p:
             d += 1

@@ -3,13 +3,13 @@
 Batch counting lives in :mod:`.batch`, next-token tallies in :mod:`.tally`,
 the ∞-gram and scoring in :mod:`.infgram`; the conventions below hold for all.
 
-All kernels work on ONE shard: ``tokens`` is the token array (uint8/16/32,
-separators included), ``table`` the suffix array as raw bytes, ``pointer``
-bytes per entry, each entry a byte offset into the token file (token index =
-offset // width), ``bucket`` the shard's first-token bucket table from
-:func:`buckets` and ``sample`` its key sample of stride ``step`` (both may be
-empty, with a ``step`` beyond the table: searches then bisect the whole
-table). Queries come in as int64 token ids (an ndarray or any int64
+All kernels work on ONE shard, passed as one :class:`Shard` tuple ``s``:
+``tokens`` is the token array (uint8/16/32, separators included), ``table``
+the suffix array as raw bytes, ``pointer`` bytes per entry, each entry a
+byte offset into the token file (token index = offset // width), ``bucket``
+the shard's first-token bucket table from :func:`buckets` and ``sample`` its
+key sample of stride ``step`` (both may be empty, with a ``step`` beyond the
+table: searches then bisect the whole table). Queries come in as int64 token ids (an ndarray or any int64
 buffer, e.g. ``array('q')``). Suffixes are ordered
 by their bytes, i.e. tokens compared by byte-swapped value (``byte_key``),
 a shorter suffix before its extensions; the separator (all ones) sorts after
@@ -22,6 +22,8 @@ their next token, then those followed by the separator; the kernels below
 use "next key" -1 for "no next token" so that this order is plain integer
 order.
 """
+from typing import NamedTuple
+
 import numpy as np
 from numba import prange
 
@@ -30,10 +32,21 @@ from .keys import byte_key, lower_bound, pack_suffix, packing, width_of
 from .ptrs import pointer_at
 
 
+class Shard(NamedTuple):
+    """One shard as every kernel takes it (one parameter; fields above)."""
+
+    tokens: np.ndarray
+    table: np.ndarray
+    pointer: int
+    bucket: np.ndarray
+    sample: np.ndarray
+    step: int
+
+
 @jit(inline="always")
-def suffix(tokens, table, pointer, i):
+def suffix(s, i):
     """Token index where the suffix of table entry ``i`` starts."""
-    return pointer_at(table, i, pointer) // width_of(tokens)
+    return pointer_at(s.table, i, s.pointer) // width_of(s.tokens)
 
 
 @jit(inline="always")
@@ -66,31 +79,32 @@ def probes(phase, x0, x1, y0, y1):
 
 
 @jit(inline="always")
-def advance(tokens, table, pointer, q, q0, q1, depth, phase, x0, x1, y0, y1):
+def advance(s, q, q0, q1, depth, phase, x0, x1, y0, y1):
     """One bisection step of a search for q[q0:q1] among entries that share
     its first ``depth`` tokens; returns the next (phase, x0, x1, y0, y1).
     RANGE: bisect [x0, y1) until an entry matches; ENDS: the first match
     lies in [x0, x1] and the first entry after the matches in [y0, y1],
     both ends halved in the same step (their reads overlap); DONE: the
     matches are [x0, y0)."""
+    tokens = s.tokens
     q0 += depth
     a, b = probes(phase, x0, x1, y0, y1)
     if phase == RANGE:
         if a < 0:
             return DONE, x0, x1, x0, y1
-        c = _cmp(tokens, suffix(tokens, table, pointer, a) + depth, q, q0, q1)
+        c = _cmp(tokens, suffix(s, a) + depth, q, q0, q1)
         if c < 0:
             return RANGE, a + 1, x1, y0, y1
         if c > 0:
             return RANGE, x0, x1, y0, a
         return ENDS, x0, a, a + 1, y1
     if a >= 0:
-        if _cmp(tokens, suffix(tokens, table, pointer, a) + depth, q, q0, q1) < 0:
+        if _cmp(tokens, suffix(s, a) + depth, q, q0, q1) < 0:
             x0 = a + 1
         else:
             x1 = a
     if b >= 0:
-        if _cmp(tokens, suffix(tokens, table, pointer, b) + depth, q, q0, q1) > 0:
+        if _cmp(tokens, suffix(s, b) + depth, q, q0, q1) > 0:
             y1 = b
         else:
             y0 = b + 1
@@ -135,15 +149,15 @@ def sample_size(n: int, step: int) -> int:
     return ns + (ns + TOP - 1) // TOP
 
 
-def _fill_sample(tokens, table, pointer, step, out, j0, j1):
+def _fill_sample(s, out, j0, j1):
     """Into int64 ``out`` (``sample_size`` long): the packed keys (see
-    ``keys.pack_suffix``) of every ``step``-th suffix-array entry, those
+    ``keys.pack_suffix``) of every ``s.step``-th suffix-array entry, those
     numbered j0 to j1 - 1; with every one filled, :func:`index_sample`
     completes it. The sample answers the top levels of every search without
     touching the table or the tokens."""
-    bits, c = packing(width_of(tokens))
+    bits, c = packing(width_of(s.tokens))
     for j in prange(j0, j1):
-        out[j] = pack_suffix(tokens, suffix(tokens, table, pointer, j * step), c, bits)
+        out[j] = pack_suffix(s.tokens, suffix(s, j * s.step), c, bits)
 
 
 sample_keys = twin(_fill_sample)
@@ -183,12 +197,13 @@ def _bisect_sample(sample, ns, lo, hi, key, right):
 
 
 @jit(inline="always")
-def narrow(tokens, bucket, sample, step, q, q0, q1):
+def narrow(s, q, q0, q1):
     """(phase, x0, x1, y0, y1, depth) to start a search for q[q0:q1] from
     (see :func:`advance`): the first-token bucket and the key sample narrow
     it to at most ``step`` entries around each end, without reading the
     table; ENDS when the sample's keys cover the whole query."""
-    lo, hi, depth = _start(tokens, bucket, q, q0, q1)
+    tokens, sample, step = s.tokens, s.sample, s.step
+    lo, hi, depth = _start(tokens, s.bucket, q, q0, q1)
     m = q1 - q0
     if m == depth:
         return DONE, lo, lo, hi, hi, depth
@@ -208,19 +223,18 @@ def narrow(tokens, bucket, sample, step, q, q0, q1):
 
 
 @lean
-def search_span(tokens, table, pointer, bucket, sample, step, q, q0, q1):
+def search_span(s, q, q0, q1):
     """[start, end) of the entries whose suffix starts with q[q0:q1]."""
-    phase, x0, x1, y0, y1, depth = narrow(tokens, bucket, sample, step, q, q0, q1)
+    phase, x0, x1, y0, y1, depth = narrow(s, q, q0, q1)
     while phase != DONE:
-        phase, x0, x1, y0, y1 = advance(tokens, table, pointer, q, q0, q1, depth,
-                                         phase, x0, x1, y0, y1)
+        phase, x0, x1, y0, y1 = advance(s, q, q0, q1, depth, phase, x0, x1, y0, y1)
     return x0, y0
 
 
 @jit(inline="always")
 def _first_below(ctx, i):
-    tokens, table, pointer, k = ctx
-    return byte_key(tokens[suffix(tokens, table, pointer, i)], width_of(tokens)) < k
+    s, k = ctx
+    return byte_key(s.tokens[suffix(s, i)], width_of(s.tokens)) < k
 
 
 @jit(inline="always")
@@ -234,32 +248,33 @@ BUCKET_BLOCKS = 64
 
 
 @jit
-def _bucket_block(tokens, table, pointer, sample, step, shift, out, k0, k1):
+def _bucket_block(s, shift, out, k0, k1):
     """Bucket starts of the keys [k0, k1) into ``out`` (see :func:`buckets`)."""
-    n = tokens.shape[0]
+    sample, step = s.sample, s.step
+    n = s.tokens.shape[0]
     ns = _sample_len(n, step)
     j = lower_bound(_sample_below, (sample, shift, k0), 0, ns)  # first sample key >= k
-    b = lower_bound(_first_below, (tokens, table, pointer, k0),  # the bucket start of k
+    b = lower_bound(_first_below, (s, k0),  # the bucket start of k
                     (j - 1) * step + 1 if j else 0, j * step if j < ns else n)
     out[k0] = b
     for k in range(k0 + 1, k1):
-        if b < n and _first_below((tokens, table, pointer, k), b):  # key k starts after b
+        if b < n and _first_below((s, k), b):  # key k starts after b
             while j < ns and (sample[j] >> shift) - 1 < k:
                 j += 1
             hi = j * step if j < ns else n
-            b = lower_bound(_first_below, (tokens, table, pointer, k),
+            b = lower_bound(_first_below, (s, k),
                             max(b + 1, (j - 1) * step + 1), hi)
         out[k] = b
 
 
-def _buckets(tokens, table, pointer, sample, step):
+def _buckets(s):
     """First-token bucket table for widths 1 and 2 (entry k: the first
     suffix-array entry whose first token has key k; length 2^(8W) + 1), found
-    by bisection from the key sample of stride ``step``: for each key present,
+    by bisection from the key sample ``s.sample`` of stride ``s.step``: for each key present,
     about log2(step) probes inside the sample block holding its start;
     absent keys cost one comparison; blocks of keys run in parallel. Empty
     for width 4, where searches start from the whole table."""
-    width = width_of(tokens)
+    width = width_of(s.tokens)
     if width > 2:
         return np.zeros(0, dtype=np.int64)
     K = 1 << (8 * width)
@@ -267,9 +282,8 @@ def _buckets(tokens, table, pointer, sample, step):
     bits, c = packing(width)
     per = K // BUCKET_BLOCKS
     for blk in prange(BUCKET_BLOCKS):
-        _bucket_block(tokens, table, pointer, sample, step, bits * (c - 1), out,
-                      blk * per, (blk + 1) * per)
-    out[K] = tokens.shape[0]
+        _bucket_block(s, bits * (c - 1), out, blk * per, (blk + 1) * per)
+    out[K] = s.tokens.shape[0]
     return out
 
 
@@ -278,26 +292,26 @@ buckets = twin(_buckets)
 
 
 @lean
-def find_range(tokens, table, pointer, bucket, sample, step, ids):
+def find_range(s, ids):
     """[start, end) of the suffix-array entries whose suffix starts with ``ids``."""
-    return search_span(tokens, table, pointer, bucket, sample, step, ids, 0, len(ids))
+    return search_span(s, ids, 0, len(ids))
 
 
 @lean
-def count(tokens, table, pointer, bucket, sample, step, ids, low, vocab):
+def count(s, ids, low, vocab):
     """Occurrences of ``ids`` in the shard; -1 when some id is outside
     [low, vocab) (the caller then checks it)."""
     for j in range(len(ids)):
         if ids[j] < low or ids[j] >= vocab:
             return np.int64(-1)
-    lo, hi = find_range(tokens, table, pointer, bucket, sample, step, ids)
+    lo, hi = find_range(s, ids)
     return hi - lo
 
 
 @jit
-def positions(tokens, table, pointer, lo, hi):
+def positions(s, lo, hi):
     """Token indexes where the suffixes of entries [lo, hi) start."""
     out = np.empty(hi - lo, dtype=np.int64)
     for i in range(lo, hi):
-        out[i - lo] = suffix(tokens, table, pointer, i)
+        out[i - lo] = suffix(s, i)
     return out

@@ -20,7 +20,7 @@ def _grow(a, size):
 
 
 @jit
-def kgram_counts(tokens, table, pointer, n, collect):
+def kgram_counts(s, n, collect):
     """For k = 1..n and c = 1..MOST: how many distinct k-grams of real
     tokens (no separator, so none crosses a document) occur exactly c times
     in this shard (``seen[c, k]``), in one pass over the suffix array (the
@@ -28,6 +28,7 @@ def kgram_counts(tokens, table, pointer, n, collect):
     index and order of one occurrence of every k-gram seen at most MOST
     times here (the only ones that can be seen at most MOST times over
     several shards)."""
+    tokens = s.tokens
     size = tokens.shape[0]
     sep = tokens.dtype.type(-1)
     seen = np.zeros((MOST + 1, n + 1), dtype=np.int64)
@@ -40,7 +41,7 @@ def kgram_counts(tokens, table, pointer, n, collect):
     for i in range(size + 1):
         p, length, common = 0, 0, 0
         if i < size:
-            p = suffix(tokens, table, pointer, i)
+            p = suffix(s, i)
             while length < n and p + length < size and tokens[p + length] != sep:
                 length += 1
             m = min(length, prev_len)

@@ -10,62 +10,62 @@ from .search import suffix
 
 
 @jit(inline="always")
-def _next_key(tokens, table, pointer, i, m):
+def _next_key(s, i, m):
     """Key of the token after the first ``m`` tokens of entry ``i``'s suffix;
     -1 where the suffix ends there (the end of the shard)."""
-    s = suffix(tokens, table, pointer, i) + m
-    if s >= tokens.shape[0]:
+    p = suffix(s, i) + m
+    if p >= s.tokens.shape[0]:
         return np.int64(-1)
-    return byte_key(tokens[s], width_of(tokens))
+    return byte_key(s.tokens[p], width_of(s.tokens))
 
 
 @jit(inline="always")
 def _next_below(ctx, i):
-    tokens, table, pointer, m, key = ctx
-    return _next_key(tokens, table, pointer, i, m) < key
+    s, m, key = ctx
+    return _next_key(s, i, m) < key
 
 
 @lean
-def _bisect_next(tokens, table, pointer, m, lo, hi, key):
+def _bisect_next(s, m, lo, hi, key):
     """First entry in [lo, hi) whose next key is >= key (binary search)."""
-    return lower_bound(_next_below, (tokens, table, pointer, m, key), lo, hi)
+    return lower_bound(_next_below, (s, m, key), lo, hi)
 
 
 @lean
-def _gallop_next(tokens, table, pointer, m, lo, hi, key):
+def _gallop_next(s, m, lo, hi, key):
     """First entry in [lo, hi) whose next key is >= key, galloping from lo."""
-    return gallop(_next_below, (tokens, table, pointer, m, key), lo, hi)
+    return gallop(_next_below, (s, m, key), lo, hi)
 
 
 @lean
-def _gallop_next_back(tokens, table, pointer, m, lo, hi, key):
+def _gallop_next_back(s, m, lo, hi, key):
     """First entry in [lo, hi) whose next key is >= key, galloping from hi."""
-    return gallop_back(_next_below, (tokens, table, pointer, m, key), lo, hi)
+    return gallop_back(_next_below, (s, m, key), lo, hi)
 
 
 @lean
-def continuing(tokens, table, pointer, m, lo, hi):
+def continuing(s, m, lo, hi):
     """Sub-range of a prompt's range [lo, hi) whose suffixes continue with a
     real token: drop the one ending the shard and those followed by the separator."""
-    if lo < hi and _next_key(tokens, table, pointer, lo, m) < 0:
+    if lo < hi and _next_key(s, lo, m) < 0:
         lo += 1
-    sep = (np.int64(1) << (8 * width_of(tokens))) - 1
-    return lo, _gallop_next_back(tokens, table, pointer, m, lo, hi, sep)
+    sep = (np.int64(1) << (8 * width_of(s.tokens))) - 1
+    return lo, _gallop_next_back(s, m, lo, hi, sep)
 
 
 @lean
-def next_group(tokens, table, pointer, m, a, b, key):
+def next_group(s, m, a, b, key):
     """Sub-range of [a, b) (a continuation range) whose next key equals key."""
-    start = _bisect_next(tokens, table, pointer, m, a, b, key)
-    return start, _gallop_next(tokens, table, pointer, m, start, b, key + 1)
+    start = _bisect_next(s, m, a, b, key)
+    return start, _gallop_next(s, m, start, b, key + 1)
 
 
 @lean
-def continuation(tokens, table, pointer, m, lo, hi, next_id):
+def continuation(s, m, lo, hi, next_id):
     """(total, count) in the range [lo, hi) of an m-token prompt: occurrences
     followed by a real token, and those followed by ``next_id``."""
-    a, b = continuing(tokens, table, pointer, m, lo, hi)
-    c, d = next_group(tokens, table, pointer, m, a, b, byte_key(next_id, width_of(tokens)))
+    a, b = continuing(s, m, lo, hi)
+    c, d = next_group(s, m, a, b, byte_key(next_id, width_of(s.tokens)))
     return b - a, d - c
 
 
@@ -94,31 +94,35 @@ def _at(a, b, p):
 
 
 @jit(inline="always")
-def _next_key_ahead(tokens, table, pointer, m, a, b, h, I, n, k):
+def _next_key_ahead(s, m, a, b, h, I, n, k):
     """Next key of the midpoint I[k] + h, after prefetching the entry of
     midpoint k + PROBES_AHEAD and the token of midpoint k + PROBES_AHEAD / 2."""
     if k + PROBES_AHEAD < n:
-        prefetch_entry(table, _at(a, b, I[k + PROBES_AHEAD] + h), pointer)
+        prefetch_entry(s.table, _at(a, b, I[k + PROBES_AHEAD] + h), s.pointer)
     if k + PROBES_AHEAD // 2 < n:
         p = _at(a, b, I[k + PROBES_AHEAD // 2] + h)
-        prefetch(tokens, suffix(tokens, table, pointer, p) + m)
-    return _next_key(tokens, table, pointer, _at(a, b, I[k] + h), m)
+        prefetch(s.tokens, suffix(s, p) + m)
+    return _next_key(s, _at(a, b, I[k] + h), m)
 
 
 @lean
-def _level(tokens, table, pointer, m, a, b, h, I, KI, KJ, n, I2, KI2, KJ2, starts, skeys, ns):
-    """One bisection level over the n open intervals [I, I + 2h] (end keys
-    KI, KJ differ): probe each midpoint (prefetched ahead, so the reads
-    overlap in memory) and file both halves, without branches: into
-    I2/KI2/KJ2 while h > 1 (kept where their end keys differ), else as
-    the groups starting at I + 1 and I + 2 into starts/skeys[ns:].
+def _level(s, m, a, b, h, cur, n, halves, groups, ns):
+    """One bisection level over the n open intervals [I, I + 2h] (``cur``:
+    I and their end keys KI, KJ, which differ): probe each midpoint
+    (prefetched ahead, so the reads overlap in memory) and file both
+    halves, without branches: into ``halves`` (I2/KI2/KJ2) while h > 1 (kept
+    where their end keys differ), else as the groups starting at I + 1 and
+    I + 2 into ``groups`` (starts/skeys) from ns on.
     Returns the new (open intervals, groups found)."""
+    I, KI, KJ = cur
+    I2, KI2, KJ2 = halves
+    starts, skeys = groups
     for k in range(min(n, PROBES_AHEAD)):
-        prefetch_entry(table, _at(a, b, I[k] + h), pointer)
+        prefetch_entry(s.table, _at(a, b, I[k] + h), s.pointer)
     nxt = 0
     if h > 1:
         for k in range(n):
-            km = _next_key_ahead(tokens, table, pointer, m, a, b, h, I, n, k)
+            km = _next_key_ahead(s, m, a, b, h, I, n, k)
             i, ki, kj = I[k], KI[k], KJ[k]
             I2[nxt], KI2[nxt], KJ2[nxt] = i, ki, km
             nxt += ki != km
@@ -126,7 +130,7 @@ def _level(tokens, table, pointer, m, a, b, h, I, KI, KJ, n, I2, KI2, KJ2, start
             nxt += km != kj
         return nxt, ns
     for k in range(n):
-        km = _next_key_ahead(tokens, table, pointer, m, a, b, h, I, n, k)
+        km = _next_key_ahead(s, m, a, b, h, I, n, k)
         i, ki, kj = I[k], KI[k], KJ[k]
         starts[ns], skeys[ns] = i + 1, km
         ns += ki != km
@@ -136,7 +140,7 @@ def _level(tokens, table, pointer, m, a, b, h, I, KI, KJ, n, I2, KI2, KJ2, start
 
 
 @jit
-def next_tokens(tokens, table, pointer, sample, step, m, lo, hi, work):
+def next_tokens(s, m, lo, hi, work):
     """Exact next-token tally of the m-token prompt whose range is [lo, hi):
     (ids ascending, counts, scratch entries wanted). Scratch arrays are
     carved from int64 ``work`` while it lasts (pass the same one again,
@@ -154,10 +158,11 @@ def next_tokens(tokens, table, pointer, sample, step, m, lo, hi, work):
     about
     d * log2(gap / d) reads for d distinct next tokens, never a scan.
     """
-    a, b = continuing(tokens, table, pointer, m, lo, hi)
+    a, b = continuing(s, m, lo, hi)
     if b <= a:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), 0
-    width = width_of(tokens)
+    sample, step = s.sample, s.step
+    width = width_of(s.tokens)
     bits, c = packing(width)
     shift = bits * (c - 1 - m)
     mask = (np.int64(1) << bits) - 1
@@ -167,7 +172,7 @@ def next_tokens(tokens, table, pointer, sample, step, m, lo, hi, work):
         w = 2
         while w < b - a:
             w *= 2
-    ka, kb = _next_key(tokens, table, pointer, a, m), _next_key(tokens, table, pointer, b - 1, m)
+    ka, kb = _next_key(s, a, m), _next_key(s, b - 1, m)
     g0, g1 = a // w, (b - 2) // w + 1  # points g * w for g in (g0, g1] lie in (a, b - 1]
     I, at = _take(work, 0, g1 - g0 + 1)
     KI, at = _take(work, at, I.shape[0])
@@ -180,7 +185,7 @@ def next_tokens(tokens, table, pointer, sample, step, m, lo, hi, work):
         elif sampled:
             k = ((sample[g * stride] >> shift) & mask) - 1
         else:
-            k = _next_key(tokens, table, pointer, p, m)
+            k = _next_key(s, p, m)
         I[n], KI[n], KJ[n] = p - w, prev, k
         n += prev != k
         prev = k
@@ -201,8 +206,7 @@ def next_tokens(tokens, table, pointer, sample, step, m, lo, hi, work):
             skeys, at = _take(work, at, 2 * n + 1)
             starts[0], skeys[0] = a, ka
         w >>= 1
-        n, ns = _level(tokens, table, pointer, m, a, b, w, I, KI, KJ, n,
-                       I2, KI2, KJ2, starts, skeys, ns)
+        n, ns = _level(s, m, a, b, w, (I, KI, KJ), n, (I2, KI2, KJ2), (starts, skeys), ns)
         I, KI, KJ, I2, KI2, KJ2 = I2, KI2, KJ2, I, KI, KJ
     ids, counts = _tally(starts, skeys, ns, b, width)
     return ids, counts, at

@@ -557,7 +557,7 @@ def test_bucket_bounds_by_bisection_equal_the_scan(tmp_path, width):
             s.prepare()
             sample = s._search.sample
             for kernel in ks.buckets:  # on this thread, and on every core
-                got = kernel(s._tokens, s._table, s._pointer, sample, step)
+                got = kernel(s._plain._replace(sample=sample, step=step))
                 if width == 4:
                     assert got.shape == (0,)
                 else:
