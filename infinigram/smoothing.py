@@ -96,14 +96,18 @@ class KneserNey:
         self._engine = engine
         self._lock = threading.Lock()
         self._seen = np.zeros((MOST + 1, 1), np.int64)
+        self._deltas: dict[bool, np.ndarray] = {}
         self._unigram: dict[bool, np.ndarray] = {}
 
     def deltas(self, n: int, modified: bool = False) -> np.ndarray:
-        """The discounts of orders 0..n (see :func:`discounts`)."""
+        """The discounts of orders 0..n at least (see :func:`discounts`)."""
         with self._lock:
             if self._seen.shape[1] <= n:
                 self._seen = count_of_counts(self._engine, n)
-            return discounts(self._seen, modified)
+                self._deltas = {}
+            if modified not in self._deltas:
+                self._deltas[modified] = discounts(self._seen, modified)
+            return self._deltas[modified]
 
     def unigram(self, modified: bool = False) -> np.ndarray:
         """The order-1 distribution (dense, ``vocab_size`` probabilities)."""
