@@ -106,8 +106,10 @@ def test_sentencepiece_round_trips(sp):
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.text(st.characters(exclude_categories=("Cs",))))
+@given(st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\u2581")))
 def test_sentencepiece_round_trip_any_text(sp, text):
+    """Any text but U+2581, sentencepiece's own whitespace mark, which it
+    decodes as a space (sentencepiece itself does: '\u2581' -> ' ')."""
     assert sp.decode(sp.encode(text)) == text
 
 
