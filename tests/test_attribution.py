@@ -12,6 +12,8 @@ from test_engine import ADVERSARIAL, ALPHABET, random_docs, shard_arrays
 
 WIDTHS = [1, 2, 4]
 
+NO_PEER = "infini-gram (the oracle here; the bench extra) is not installed"
+
 
 def _corpora(width):
     """The adversarial corpora (ids mapped onto ``width``'s alphabet, whose
@@ -139,7 +141,7 @@ def test_same_answers_as_infinigram(tmp_path):
     start + our creativity, and its attribution spans and their documents
     (shard, byte offset) are ours, in the same order. Inputs avoid the one
     case where it differs (a match of the suffix that sorts first; README)."""
-    ig = pytest.importorskip("infini_gram.engine")
+    ig = pytest.importorskip("infini_gram.engine", reason=NO_PEER)
     rng = np.random.default_rng(2)
     block = [int(v) for v in rng.integers(1, 300, 50)]
     docs = [rng.integers(1, 200, rng.integers(0, 300)).tolist() for _ in range(60)] + \
@@ -175,7 +177,7 @@ def test_where_infinigram_differs(tmp_path):
     """A text whose suffix sorts before every suffix of the corpus: infini-gram
     inspects no neighbour (its unsigned rank - 1 wraps) and reports 0; the
     longest match is 1 token."""
-    ig = pytest.importorskip("infini_gram.engine")
+    ig = pytest.importorskip("infini_gram.engine", reason=NO_PEER)
     path = make_index(tmp_path, [[0, 1], [2]], width=2, vocab_size=fmt.separator(2))
     theirs = ig.InfiniGramEngine(index_dir=str(path), eos_token_id=65534, vocab_size=65535,
                                  token_dtype="u16")
@@ -211,7 +213,7 @@ def test_whole_words(tmp_path):
             got = eng.attribute(q, min_len=min_len, delimiters=delims, whole_words=True)
             assert [(s.start, s.end, s.count) for s in got.spans] == \
                 naive_attribute(toks, ids, min_len, None, delims, bow=bow)
-    ig = pytest.importorskip("infini_gram.engine")
+    ig = pytest.importorskip("infini_gram.engine", reason=NO_PEER)
     (tmp_path / "bow.txt").write_text("".join(f"{i}\n" for i in sorted(bow)))
     theirs = ig.InfiniGramEngine(index_dir=str(path), eos_token_id=65534, vocab_size=65535,
                                  token_dtype="u16", bow_ids_path=str(tmp_path / "bow.txt"))

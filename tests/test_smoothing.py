@@ -89,7 +89,8 @@ def test_kn_matches_oracle(tmp_path, name, shards):
 
 
 def _tokengrams(tmp_path, tokens, vocab):
-    tokengrams = pytest.importorskip("tokengrams")
+    tokengrams = pytest.importorskip("tokengrams",
+                                     reason="tokengrams (the bench extra) is not installed")
     text = tmp_path / "tokens.u16"
     np.asarray(tokens, "<u2").tofile(text)
     tokengrams.MemmapIndex.build(str(text), str(tmp_path / "tg.idx"), vocab, False)
