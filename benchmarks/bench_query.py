@@ -231,10 +231,15 @@ def bench(d: Path, engines: dict, tokens: np.ndarray, held: list, k: int, rng,
         dtypes = (np.uint16, np.int32, np.int64, np.uint32, np.uint64)
         mixed_dt = [np.asarray(q, dtype=dtypes[i % len(dtypes)]) for i, q in enumerate(mixed)]
         offsets = np.cumsum([0] + [len(q) for q in mixed])
+        short = [q for n in range(1, 12) for q in ngrams(tokens, n, 2 * k, rng)]  # the issue's
+        rng.shuffle(short)  # lists of mixed lengths 1-11
         many = {}
         forms = [("mixed n, list of lists", mixed, {}), ("mixed n, list of arrays", mixed_np, {}),
                  ("mixed n, list of arrays of mixed dtypes", mixed_dt, {}),
                  ("mixed n, flat + offsets", np.concatenate(mixed_np), {"offsets": offsets})]
+        forms += [("n 1-11, list of lists", short, {}),
+                  ("n 1-11, list of arrays of mixed dtypes",
+                   [np.asarray(q, dtype=dtypes[i % len(dtypes)]) for i, q in enumerate(short)], {})]
         forms += [(f"n={n}, 2-D array", np.asarray(big[n], dtype=np.int64), {}) for n in (2, 10)]
         forms.append(("n=10, 2-D uint16 array", np.asarray(big[10], dtype=np.uint16), {}))
         for label, batch, kw in forms:

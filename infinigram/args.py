@@ -7,7 +7,6 @@ never a wraparound, an OverflowError or a compiled kernel's TypeError.
 """
 from __future__ import annotations
 
-import itertools
 import os
 import re
 import sys
@@ -172,13 +171,12 @@ def batch(queries) -> tuple[np.ndarray | None, np.ndarray | None]:
     count_many's fast path, unchecked (``check_range`` with ``original``
     set to the queries checks it); (None, None) when some query needs ``ids``."""
     kinds = set(map(type, queries))
-    flat = _flat_arrays(queries) if kinds == _NDARRAY else \
-        _flat_lists(queries) if kinds == _LIST else None
-    if flat is None:
+    if kinds != _NDARRAY and kinds != _LIST:
         return None, None
     bounds = np.zeros(len(queries) + 1, dtype=np.int64)
     np.cumsum(np.fromiter(map(len, queries), dtype=np.int64, count=len(queries)), out=bounds[1:])
-    return flat, bounds
+    flat = _flat_arrays(queries) if kinds == _NDARRAY else _flat_lists(queries, bounds)
+    return (None, None) if flat is None else (flat, bounds)
 
 
 def _flat_arrays(arrays: list) -> np.ndarray | None:
@@ -193,19 +191,24 @@ def _flat_arrays(arrays: list) -> np.ndarray | None:
     return flat if flat.ndim == 1 else None
 
 
-def _flat_lists(lists: list) -> np.ndarray | None:
+def _flat_lists(lists: list, bounds: np.ndarray) -> np.ndarray | None:
     """Lists of Python ints concatenated as int64, or None when some element
     is anything else: ``array('q')`` refuses floats, strings, sequences and
     ints beyond int64, and bools, which it takes as 0 and 1, are looked for
-    among the elements below 2 alone."""
-    items = list(itertools.chain.from_iterable(lists))
+    among the elements below 2 alone (query j starts at ``bounds[j]``)."""
+    out = array("q")
+    append = out.fromlist
     try:
-        flat = np.frombuffer(array("q", items), dtype=np.int64)
+        for q in lists:
+            append(q)
     except (TypeError, OverflowError):
         return None
+    flat = np.frombuffer(out, dtype=np.int64)
     small = np.flatnonzero(flat < 2)
-    if small.size and not all(map(is_int, map(items.__getitem__, small.tolist()))):
-        return None
+    if small.size:
+        query = np.searchsorted(bounds, small, side="right") - 1
+        if not all(is_int(lists[j][i - bounds[j]]) for i, j in zip(small.tolist(), query.tolist())):
+            return None
     return flat
 
 
