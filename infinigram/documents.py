@@ -36,8 +36,8 @@ def parse_cnf(text: str) -> list[list[str]]:
 
 class ShardDocuments:
     """The document answers of one shard. Needs ``shard``, ``n``,
-    ``range(ids)`` (its suffix-array range), ``locate`` (the kernel
-    ``native.matching.locate`` on the shard) and ``positions(ids)`` (sorted
+    ``range(ids)`` (its suffix-array range), ``locate`` and ``first_docs``
+    (the kernels of ``native.matching`` on the shard) and ``positions(ids)`` (sorted
     token indexes of every occurrence)."""
 
     @cached_property
@@ -125,10 +125,17 @@ class ShardDocuments:
         """(matches, documents holding one, the first ``limit`` of those
         documents (local numbers, ascending), the token offset of the first
         match in each and the length of its longest first-clause n-gram)."""
+        if len(clauses) == 1 and len(clauses[0]) == 1:  # one n-gram: no list of matches
+            lo, hi = self.range(clauses[0][0])
+            n_docs, docs, offsets = self.first_docs(lo, hi, limit, self.doc_starts,
+                                                    self._doc_index, DOC_SHIFT)
+            return hi - lo, n_docs, docs, offsets, np.full(len(docs), len(clauses[0][0]))
         pos, lengths = self.cnf_matches(clauses, window)
-        docs, first = np.unique(self.doc_of(pos), return_index=True)
-        take, first = docs[:limit], first[:limit]
-        return len(pos), len(docs), take, pos[first] - self.doc_starts[take] - 1, lengths[first]
+        doc = self.doc_of(pos)  # ascending, as pos is: no sort needed
+        first = np.flatnonzero(np.diff(doc, prepend=-1))  # each document's first match
+        take = first[:limit]
+        docs = doc[take]
+        return len(pos), len(first), docs, pos[take] - self.doc_starts[docs] - 1, lengths[take]
 
     def doc_lengths(self, docs: np.ndarray) -> np.ndarray:
         """Tokens in each local document of ``docs`` (separators excluded)."""

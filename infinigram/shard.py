@@ -175,6 +175,14 @@ class ShardSearcher(ShardDocuments, ShardDedup):
         in table order, through the document ``index`` of ``native.matching.locate``."""
         return self._call(matching.locate, self._plain, lo, hi, *index)
 
+    def first_docs(self, lo: int, hi: int, limit: int, *index) -> tuple[int, np.ndarray, np.ndarray]:
+        """(distinct local documents holding a suffix of entries [lo, hi),
+        the first ``limit`` of them, the smallest token offset in each), in
+        memory that does not grow with hi - lo (``native.matching.first_docs``)."""
+        limit = min(limit, len(index[0]))  # no more than the documents (and within int64)
+        n_docs, docs, offsets = self._call(matching.first_docs, self._plain, lo, hi, *index, limit)
+        return int(n_docs), docs, offsets
+
     def positions(self, ids: np.ndarray) -> np.ndarray:
         """Sorted token indexes of every occurrence of ``ids``."""
         lo, hi = self.range(ids)

@@ -45,6 +45,15 @@ def matching_lengths(s, ids):
     return out
 
 
+@jit(inline="always")
+def _doc_of(starts, first, shift, p):
+    """The document holding token index p (see ``locate``)."""
+    d = first[p >> shift]
+    while d < starts.shape[0] - 1 and starts[d + 1] <= p:
+        d += 1
+    return d
+
+
 @jit
 def locate(s, lo, hi, starts, first, shift):
     """(local document, token offset in it) of the suffixes of entries
@@ -52,12 +61,39 @@ def locate(s, lo, hi, starts, first, shift):
     first[b] the document holding token index b << shift."""
     docs = np.empty(hi - lo, dtype=np.int64)
     offsets = np.empty(hi - lo, dtype=np.int64)
-    last = starts.shape[0] - 1
     for i in range(lo, hi):
         p = suffix(s, i)
-        d = first[p >> shift]
-        while d < last and starts[d + 1] <= p:
-            d += 1
+        d = _doc_of(starts, first, shift, p)
         docs[i - lo] = d
         offsets[i - lo] = p - starts[d] - 1
     return docs, offsets
+
+
+@jit
+def first_docs(s, lo, hi, starts, first, shift, limit):
+    """(number of distinct documents holding a suffix of entries [lo, hi);
+    the first ``limit`` of them, ascending; the smallest token offset of
+    such a suffix in each), as ``locate`` finds documents. Two passes over
+    the entries and one byte per document: memory does not grow with hi - lo."""
+    seen = np.zeros(starts.shape[0], dtype=np.uint8)
+    n_docs = 0
+    for i in range(lo, hi):
+        d = _doc_of(starts, first, shift, suffix(s, i))
+        n_docs += 1 - seen[d]
+        seen[d] = 1
+    docs = np.empty(min(limit, n_docs), dtype=np.int64)
+    k = d = 0
+    while k < docs.shape[0]:
+        if seen[d]:
+            docs[k] = d
+            k += 1
+        d += 1
+    offsets = np.full(docs.shape[0], np.iinfo(np.int64).max, dtype=np.int64)
+    if docs.shape[0]:
+        for i in range(lo, hi):
+            p = suffix(s, i)
+            d = _doc_of(starts, first, shift, p)
+            j = np.searchsorted(docs, d)
+            if d <= docs[-1] and docs[j] == d:
+                offsets[j] = min(offsets[j], p - starts[d] - 1)
+    return n_docs, docs, offsets
