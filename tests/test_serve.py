@@ -20,6 +20,7 @@ import uvicorn
 import infinigram as ig
 from conftest import make_index
 from infinigram.limits import Limits
+from infinigram import serve
 from infinigram.serve import make_app
 
 TEXTS = ["the cat sat on the mat", "the dog sat on the log", "a cat and a dog met",
@@ -276,16 +277,22 @@ def test_limit_errors_name_the_limit(url):
             assert "over the server's limit" in message and "--max-" in message, what
 
 
-def test_time_budget(indexes):
-    """Queries on worker threads are bounded by the time budget (count,
-    prob, infgram_prob and find of a plain n-gram are answered inline, in
-    microseconds)."""
+def test_time_budget(indexes, monkeypatch):
+    """Queries on worker threads are bounded by the time budget. count,
+    prob, infgram_prob and find of a plain n-gram, and ntd and search_docs
+    of one with at most ``INLINE_MAX_COUNT`` occurrences, are answered
+    inline, in microseconds."""
     app = make_app(indexes, Limits(timeout=1e-9))
     from fastapi.testclient import TestClient
     client = TestClient(app)
+
+    def post(query_type, query):
+        return client.post("/", json={"index": "text", "query_type": query_type, "query": query})
     for query_type in ("ntd", "search_docs", "count"):
-        r = client.post("/", json={"index": "text", "query_type": query_type,
-                                   "query": "cat AND dog" if query_type == "count" else "cat"})
+        assert post(query_type, "cat").status_code == 200, query_type
+    monkeypatch.setattr(serve, "INLINE_MAX_COUNT", 0)
+    for query_type, query in (("ntd", "cat"), ("search_docs", "cat"), ("count", "cat AND dog")):
+        r = post(query_type, query)
         assert r.status_code == 408 and "--timeout" in r.json()["error"], query_type
 
 
