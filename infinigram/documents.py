@@ -45,6 +45,11 @@ class ShardDocuments:
         """Token index of each document's separator (int64, ascending)."""
         return np.asarray(self.shard.offsets, dtype=np.int64) // self.shard.width
 
+    @cached_property
+    def doc_ends(self) -> np.ndarray:
+        """Token index just past each document (the next separator, or n)."""
+        return np.append(self.doc_starts[1:], self.n)
+
     def doc_starts_of(self, docs: np.ndarray) -> np.ndarray:
         """Token index of the separator of each local document in ``docs``."""
         return self.doc_starts[docs]
@@ -100,7 +105,7 @@ class ShardDocuments:
             return p, lengths
         doc = self.doc_of(p)
         begin = self.doc_starts[doc] + 1
-        end = np.append(self.doc_starts[1:], self.n)[doc]
+        end = self.doc_ends[doc]
         window = min(window, self.n)  # a wider window changes nothing and could overflow
         lo = np.maximum(p - window, begin)
         hi = np.minimum(p + window, end - 1)
@@ -139,8 +144,7 @@ class ShardDocuments:
 
     def doc_lengths(self, docs: np.ndarray) -> np.ndarray:
         """Tokens in each local document of ``docs`` (separators excluded)."""
-        ends = np.append(self.doc_starts[1:], self.n)
-        return ends[docs] - self.doc_starts[docs] - 1
+        return self.doc_ends[docs] - self.doc_starts[docs] - 1
 
     def documents(self, docs: np.ndarray, begins: np.ndarray,
                   ends: np.ndarray) -> list[tuple[np.ndarray, bytes | None]]:

@@ -2,9 +2,10 @@
 
 Two request shapes share one dispatcher: infini-gram's (``POST /`` with
 ``{"index", "query_type", "query" | "query_ids", ...}``) and REST routes
-under ``/v1/`` (described by the OpenAPI schema at ``/docs``). Queries run
-in worker threads, each bounded by :class:`Limits`; every error is a JSON
-4xx ``{"error": message}``.
+under ``/v1/`` (described by the OpenAPI schema at ``/docs``). Queries whose
+work is small and bounded are answered on the event loop (``_inline``), the
+rest in worker threads; each is bounded by :class:`Limits`; every error is a
+JSON 4xx ``{"error": message}``.
 
 (No ``from __future__ import annotations``: FastAPI reads the request
 models from the route functions' annotations.)
@@ -160,21 +161,22 @@ def _dist(eng: Engine, r, max_support: int) -> dict:
 def _spans(eng: Engine, tokens: np.ndarray, cnf: list) -> list:
     """[text, clause label or None] pieces of ``tokens``: each match of a
     term of clause d is labelled str(d), earlier clauses first."""
-    owner = np.full(len(tokens), -1)
+    owner = [-1] * len(tokens)
     labels = []
     for d, clause in enumerate(cnf):
         for term in clause:
             m = len(term)
             if not m or m > len(tokens):
                 continue
-            hits = np.lib.stride_tricks.sliding_window_view(tokens, m) == term
-            for s in np.flatnonzero(hits.all(axis=1)):
-                if (owner[s:s + m] == -1).all():
-                    owner[s:s + m] = len(labels)
+            hits = (np.lib.stride_tricks.sliding_window_view(tokens, m) == term).all(axis=1)
+            for s in np.flatnonzero(hits).tolist():
+                if owner[s:s + m].count(-1) == m:
+                    owner[s:s + m] = [len(labels)] * m
                     labels.append(str(d))
-    cuts = np.flatnonzero(np.diff(owner)) + 1
-    return [[_text(eng, part.tolist()), labels[o[0]] if o[0] >= 0 else None]
-            for part, o in zip(np.split(tokens, cuts), np.split(owner, cuts)) if len(part)]
+    cuts = [0, *(np.flatnonzero(np.diff(owner)) + 1).tolist(), len(tokens)]
+    ids = tokens.tolist()
+    return [[_text(eng, ids[a:b]), labels[owner[a]] if owner[a] >= 0 else None]
+            for a, b in zip(cuts, cuts[1:]) if b > a]
 
 
 def _document(eng: Engine, doc_ix: int, needle: Optional[int], disp: int, q) -> dict:
@@ -313,9 +315,10 @@ most ``max_query_tokens`` long, well under a millisecond), cheaper than the
 hand-over to a worker thread."""
 
 INLINE_MAX_COUNT = 10_000
-"""ntd and search_docs of an n-gram with at most this many occurrences are
-answered on the event loop too (their work grows with the occurrences:
-well under a millisecond here); every other query runs on a worker thread."""
+"""ntd and search_docs of an n-gram, and infgram_ntd of a prompt whose
+longest usable suffix has at most this many occurrences are answered on the
+event loop too (their work grows with the occurrences: well under a
+millisecond here); every other query runs on a worker thread."""
 
 
 def _inline(eng: Engine, query_type: str, q) -> bool:
@@ -324,6 +327,8 @@ def _inline(eng: Engine, query_type: str, q) -> bool:
         return False
     if query_type in INLINE:
         return True
+    if query_type == "infgram_ntd":  # the suffix's count, from two searches
+        return eng.infgram_prob(q, 0).prompt_count <= INLINE_MAX_COUNT
     return query_type in ("ntd", "search_docs") and len(q) > 0 \
         and eng.count(q) <= INLINE_MAX_COUNT
 

@@ -279,19 +279,20 @@ def test_limit_errors_name_the_limit(url):
 
 def test_time_budget(indexes, monkeypatch):
     """Queries on worker threads are bounded by the time budget. count,
-    prob, infgram_prob and find of a plain n-gram, and ntd and search_docs
-    of one with at most ``INLINE_MAX_COUNT`` occurrences, are answered
-    inline, in microseconds."""
+    prob, infgram_prob and find of a plain n-gram, and ntd, search_docs and
+    infgram_ntd whose (suffix) n-gram has at most ``INLINE_MAX_COUNT``
+    occurrences, are answered inline, in microseconds."""
     app = make_app(indexes, Limits(timeout=1e-9))
     from fastapi.testclient import TestClient
     client = TestClient(app)
 
     def post(query_type, query):
         return client.post("/", json={"index": "text", "query_type": query_type, "query": query})
-    for query_type in ("ntd", "search_docs", "count"):
+    for query_type in ("ntd", "search_docs", "infgram_ntd", "count"):
         assert post(query_type, "cat").status_code == 200, query_type
     monkeypatch.setattr(serve, "INLINE_MAX_COUNT", 0)
-    for query_type, query in (("ntd", "cat"), ("search_docs", "cat"), ("count", "cat AND dog")):
+    for query_type, query in (("ntd", "cat"), ("search_docs", "cat"), ("infgram_ntd", "cat"),
+                              ("count", "cat AND dog")):
         r = post(query_type, query)
         assert r.status_code == 408 and "--timeout" in r.json()["error"], query_type
 
