@@ -197,10 +197,8 @@ def _flat_lists(lists: list, bounds: np.ndarray) -> np.ndarray | None:
     ints beyond int64, and bools, which it takes as 0 and 1, are looked for
     among the elements below 2 alone (query j starts at ``bounds[j]``)."""
     out = array("q")
-    append = out.fromlist
-    try:
-        for q in lists:
-            append(q)
+    try:  # fromlist returns None, so any() runs it on every list, in C
+        any(map(out.fromlist, lists))
     except (TypeError, OverflowError):
         return None
     flat = np.frombuffer(out, dtype=np.int64)
