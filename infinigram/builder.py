@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import json
+import mmap
 import os
 import re
 import shutil
@@ -368,11 +369,10 @@ def build_table(directory: Path, s: int, width: int, max_memory: int | None,
                     storage.write_all(f, ptrs.pack_in_place(sa, width, pointer))
                     del sa
                 else:
-                    out = np.memmap(f, dtype=np.uint8, mode="r+", shape=n * pointer)
-                    _sort_in_parts(tokens, parts, pointer, out, directory, progress,
-                                   f"sort shard {s}", threads)
-                    out.flush()
-                    del out
+                    with storage.mapped(f, n * pointer) as out:
+                        _sort_in_parts(tokens, parts, pointer, out, directory, progress,
+                                       f"sort shard {s}", threads)
+                        out.flush()
             fmt.commit(tmp, final)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -388,11 +388,14 @@ def _plan(n: int, width: int, max_memory: int | None, threads: int) -> list[tupl
         raise BuildError(f"--max-memory: {e}") from None
 
 
-def _sort_in_parts(tokens, parts, pointer, out, directory, progress, phase, threads=1) -> None:
+def _sort_in_parts(tokens, parts, pointer, out: mmap.mmap, directory, progress, phase,
+                   threads=1) -> None:
     """Rank the shard's difference-cover sample, sort the parts into one spill
     file (each at its own positions, ``threads`` parts at once), then merge
-    the parts into ``out`` (``threads`` output ranges at once); each step is
-    a progress phase, its progress summed over its threads."""
+    the parts into the table map ``out`` (``threads`` output ranges at once),
+    letting go of the pages of both maps behind the merge, so that neither
+    file's pages add up in memory; each step is a progress phase, its
+    progress summed over its threads."""
     n = len(tokens)
     dtype = sort.sa_dtype(n)  # sort_part's
     spill = Path(tempfile.mkdtemp(prefix=".parts-", dir=directory))
@@ -417,11 +420,18 @@ def _sort_in_parts(tokens, parts, pointer, out, directory, progress, phase, thre
             pool.run([job(lo, hi) for lo, hi in parts], min(threads, len(parts)),
                      lambda done: progress.update(done, n, "tok"))
         progress.finish(f"sorted {len(parts)} parts")
-        flat = np.memmap(path, dtype=dtype, mode="r")
-        progress.start(f"{phase}: merge")
-        merge.merge_parts(tokens, flat, [lo for lo, _ in parts] + [n], sample, pointer, out,
-                          lambda done: progress.update(done, n, "tok"), threads)
-        del flat
+        size = dtype.itemsize
+        with open(path, "rb") as f, storage.mapped(f, write=False) as spilled:
+
+            def done(w, nxt, read, cursors):
+                storage.release(out, w * pointer, nxt * pointer)
+                for a, b in zip(read.tolist(), cursors.tolist()):
+                    storage.release(spilled, a * size, b * size)
+            progress.start(f"{phase}: merge")
+            merge.merge_parts(tokens, np.frombuffer(spilled, dtype=dtype),
+                              [lo for lo, _ in parts] + [n], sample, pointer,
+                              np.frombuffer(out, dtype=np.uint8),
+                              lambda k: progress.update(k, n, "tok"), threads, done)
     finally:
         shutil.rmtree(spill, ignore_errors=True)
 

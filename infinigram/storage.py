@@ -10,6 +10,7 @@ large for the file system.
 from __future__ import annotations
 
 import errno
+import mmap
 import os
 from contextlib import contextmanager
 from typing import BinaryIO
@@ -84,3 +85,28 @@ def reserve(f: BinaryIO, nbytes: int) -> None:
                 f.write(_ZEROS[: min(len(_ZEROS), nbytes - start)])
             f.flush()
             f.seek(pos)
+
+
+def release(view: mmap.mmap, start: int, stop: int) -> None:
+    """Let go of the whole pages of bytes [start, stop) of a shared file map:
+    they leave this process's resident memory (written ones stay in the page
+    cache until written back; a later access maps them again)."""
+    page = mmap.PAGESIZE
+    a, b = -(-start // page) * page, stop // page * page
+    if b > a and hasattr(mmap, "MADV_DONTNEED"):
+        view.madvise(mmap.MADV_DONTNEED, a, b - a)
+
+
+@contextmanager
+def mapped(f: BinaryIO, length: int = 0, write: bool = True):
+    """A shared map of the open file ``f`` (``length`` 0: all of it), closed
+    on the way out, or left to the garbage collector while arrays made from
+    it still live (the frames of an exception on its way up)."""
+    view = mmap.mmap(f.fileno(), length, access=mmap.ACCESS_WRITE if write else mmap.ACCESS_READ)
+    try:
+        yield view
+    finally:
+        try:
+            view.close()
+        except BufferError:
+            pass

@@ -267,7 +267,7 @@ per thread keep the threads busy)."""
 
 
 def merge_parts(tokens, flat, bounds, sample, pointer: int, out: np.ndarray,
-                report=None, threads: int = 1) -> None:
+                report=None, threads: int = 1, done=None) -> None:
     """Merge the sorted parts ``flat[bounds[p]:bounds[p+1]]`` (each from
     :func:`sort_part` with the same ``sample``; the parts' bounds from
     :func:`plan_parts` do, and a memmap is fine) and write the result as the
@@ -275,13 +275,14 @@ def merge_parts(tokens, flat, bounds, sample, pointer: int, out: np.ndarray,
     ``pointer`` little-endian bytes of uint8 ``out`` (a memmap is fine).
     With ``threads`` > 1, output ranges are merged on that many threads.
     ``report(entries_done)`` is called from this thread every CHUNK entries
-    or so and at the end.
+    or so and at the end; ``done`` is :func:`merge_range`'s.
 
     Memory: ``flat`` and ``out`` are only streamed through, O(len(bounds)) else.
     """
     cuts = merge_ranges(tokens, flat, bounds, sample, pointer, out,
                         RANGES_PER_THREAD * threads if threads > 1 else 1)
-    jobs = [lambda tick, r=r: merge_range(tokens, flat, cuts, r, sample, pointer, out, tick)
+    jobs = [lambda tick, r=r: merge_range(tokens, flat, cuts, r, sample, pointer, out, tick,
+                                          done)
             for r in range(cuts.shape[1] - 1)]
     pool.run(jobs, threads, report)
 
@@ -309,16 +310,23 @@ def merge_ranges(tokens, flat, bounds, sample, pointer: int, out: np.ndarray,
 
 
 def merge_range(tokens, flat, cuts, r: int, sample, pointer: int, out: np.ndarray,
-                tick=None) -> None:
+                tick=None, done=None) -> None:
     """Merge output range ``r`` of :func:`merge_ranges`' ``cuts`` into its
-    entries of ``out``; ``tick(k)`` after each k entries written."""
+    entries of ``out``; ``tick(k)`` after each k entries written, and
+    ``done(w, nxt, read, cursors)`` after each chunk: entries [w, nxt) of
+    ``out`` are written and flat[read[j]:cursors[j]] read for good (so a
+    caller may let go of those pages)."""
     tokens = check_tokens(tokens)
     w, stop = (cuts[:, r:r + 2] - cuts[:, :1]).sum(axis=0)  # the range's output entries
     ends = cuts[:, r + 1].copy()
     state = _merge_start(tokens, flat, cuts[:, r].copy(), ends, sample)
+    cursors = state[2][:len(ends)]
     while w < stop:
+        read = cursors.copy()
         nxt = _merge_steps(tokens, flat, ends, sample, pointer, out, *state, w,
                            min(stop, w + CHUNK))
         if tick is not None:
             tick(nxt - w)
+        if done is not None:
+            done(w, nxt, read, cursors)
         w = nxt

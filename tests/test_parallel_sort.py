@@ -2,6 +2,7 @@
 and part count, the thread count checked, progress from one thread."""
 import io
 import json
+import os
 import re
 import threading
 
@@ -10,8 +11,10 @@ import pytest
 from click.testing import CliRunner
 
 import infinigram as ig
-from infinigram import builder, format as fmt
+from infinigram import builder, format as fmt, storage
 from infinigram.native import merge
+from infinigram.native.cover import rank_sample
+from infinigram.native.merge import sort_part
 from infinigram.cli import main
 from infinigram.errors import ArgumentError
 from infinigram.progress import Progress
@@ -80,8 +83,11 @@ def test_progress_of_every_phase_comes_from_one_thread(monkeypatch, tmp_path):
     monkeypatch.setattr(Progress, "update", record)
     for quiet in (False, True):
         stream = io.StringIO()
-        builder._sort_in_parts(tokens, parts_of(n, 6), 4, np.zeros(4 * n, np.uint8), tmp_path,
-                               Progress(quiet, stream, interval=0), "sort", 3)
+        with open(tmp_path / "table", "wb+") as f:
+            f.truncate(4 * n)
+            with storage.mapped(f) as out:
+                builder._sort_in_parts(tokens, parts_of(n, 6), 4, out, tmp_path,
+                                       Progress(quiet, stream, interval=0), "sort", 3)
         text = stream.getvalue()
         if quiet:
             assert text == ""
@@ -91,6 +97,51 @@ def test_progress_of_every_phase_comes_from_one_thread(monkeypatch, tmp_path):
             assert re.search(rf"\[sort: {phase}\] .*tok/s", text), phase
         assert "ETA" in text
     assert callers == {threading.get_ident()}
+
+
+def _resident() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def test_merge_lets_go_of_written_and_read_pages(tmp_path):
+    """storage.release takes a map's written pages out of this process's
+    memory and keeps what was written; the parts merge calls it behind itself
+    on the table and the spill file (the table stays exact: the tests above)."""
+    size = 64 << 20
+    with open(tmp_path / "f", "wb+") as f:
+        f.truncate(size)
+        with storage.mapped(f) as view:
+            data = np.frombuffer(view, np.uint8)
+            before = _resident()
+            data[:] = 7
+            assert _resident() - before > size // 2
+            storage.release(view, 1, size)  # the first page is partly outside: kept
+            assert _resident() - before < size // 8
+            assert (data[::4096] == 7).all()
+            del data
+    assert (np.fromfile(tmp_path / "f", np.uint8)[::4096] == 7).all()
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_merge_reports_what_it_wrote_and_read(monkeypatch, threads):
+    """merge_parts' ``done`` covers every output entry once and, per part,
+    exactly the entries of that part (so what a caller lets go is done with)."""
+    monkeypatch.setattr(merge, "CHUNK", 64)  # many chunks
+    tokens = np.tile(corpora(2)["random"], 20)
+    n, part = len(tokens), len(tokens) // 5 + 1
+    sample = rank_sample(tokens)
+    bounds = [*range(0, n, part), n]
+    flat = np.concatenate([sort_part(tokens, lo, hi, sample) for lo, hi in zip(bounds, bounds[1:])])
+    written, read = np.zeros(n, np.int64), np.zeros(n, np.int64)
+
+    def done(w, nxt, start, cursors):
+        written[w:nxt] += 1
+        for a, b in zip(start.tolist(), cursors.tolist()):
+            read[a:b] += 1
+    merge.merge_parts(tokens, flat, bounds, sample, 4, np.zeros(4 * n, np.uint8), None, threads,
+                      done)
+    assert (written == 1).all() and (read == 1).all()
 
 
 @pytest.mark.parametrize("threads", [0, -1, 2.5, True])
