@@ -12,9 +12,10 @@ blockwise suffix sorting).
 The sample is ranked by naming each sampled position's block of D tokens
 (blocks sorted a few tokens at a time, only where they still tie, in
 buckets by their first tokens, the buckets on several threads) and
-sorting the suffixes of the string of names with SA-IS: the string lists
-the names of one residue class after another, each class ended by a unique
-symbol smaller than every name.
+sorting the suffixes of the string of names: by prefix doubling on all
+cores where few names tie (:mod:`.doubling`), else with SA-IS. The string
+lists the names of one residue class after another, each class ended by a
+unique symbol smaller than every name.
 """
 import functools
 
@@ -22,13 +23,18 @@ import numpy as np
 
 from numba import prange
 
-from . import jit, lean, pjit, pool
+from . import doubling, jit, lean, pjit, pool
 from .keys import key, pack_suffix, packing, width_of
 from .memory import word
 from .sort import INT32_MAX, check_tokens, sa_dtype, sort_string
 
 PERIOD = 256
 """D: comparisons read fewer than D tokens; the sample holds about 21 / 256 of the positions."""
+
+DOUBLING_MAX_TIED = 0.25
+"""The sample's names are ranked by prefix doubling on all cores when at most
+this share of them is tied with another (the rounds then touch only the
+tied few), else by one SA-IS run (linear whatever the repeats)."""
 
 
 @functools.lru_cache(maxsize=None)
@@ -96,8 +102,10 @@ def rank_sample(tokens, D: int = PERIOD, threads: int = 1, report=None) -> tuple
     R = np.empty(ns + C, np.int32 if K + C < INT32_MAX else np.int64)
     _names_string(names, lens, R)
     del names
-    SA = np.empty(R.shape[0], sa_dtype(R.shape[0]))
-    sort_string(R, K + C, SA)
+    SA = doubling.suffix_array(R, K + C, DOUBLING_MAX_TIED)
+    if SA is None:
+        SA = np.empty(R.shape[0], sa_dtype(R.shape[0]))
+        sort_string(R, K + C, SA)
     del R
     ranks = np.full(-(-n // D) * C, -1, SA.dtype)
     _ranks_of(SA, lens, ranks)

@@ -6,12 +6,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from infinigram import format as fmt
+from infinigram.native import cover as cover_module, doubling
 from infinigram.native.cover import PERIOD, compare, cover, rank_sample
 from infinigram.native.merge import (PARALLEL_THREADS, PARALLEL_TOKENS, PART_TOKENS, merge_parts,
                                      plan_parts, sort_part, splitters)
 from infinigram.native.ptrs import (FIRST_WAVE, pack_in_place, pack_pointers, pointer_at,
                                     unpack_pointers)
-from infinigram.native.sort import _ranked_by_sort, alphabet, suffix_array
+from infinigram.native.sort import _ranked_by_sort, alphabet, sort_string, suffix_array
 from naive import doubling_suffix_array, naive_suffix_array, with_separators
 
 WIDTHS = (1, 2, 4)
@@ -281,6 +282,52 @@ def test_sample_ranks_equal_for_every_thread_count(width, name):
         ranks = rank_sample(tokens, D)[0]
         for t in THREADS[1:]:
             np.testing.assert_array_equal(rank_sample(tokens, D, threads=t)[0], ranks)
+
+
+@pytest.mark.parametrize("width,name", CASES)
+def test_sample_ranks_equal_by_doubling_and_by_sa_is(monkeypatch, width, name):
+    """The sample's names ranked by prefix doubling (allowed whatever the
+    ties) and by SA-IS (always): the same ranks, on every corpus."""
+    tokens = corpora(width)[name]
+    for D in (4, PERIOD):
+        monkeypatch.setattr(cover_module, "DOUBLING_MAX_TIED", 1.0)
+        by_doubling = rank_sample(tokens, D, threads=2)[0]
+        monkeypatch.setattr(cover_module, "DOUBLING_MAX_TIED", -1.0)
+        np.testing.assert_array_equal(rank_sample(tokens, D, threads=2)[0], by_doubling)
+
+
+def _terminated(parts: list) -> np.ndarray:
+    """Each part of characters >= len(parts) followed by its own index: a
+    string whose suffixes all differ, as the sample's names string is."""
+    k = len(parts)
+    return np.concatenate([np.append(np.asarray(p, np.int64) + k, j)
+                           for j, p in enumerate(parts)]).astype(np.int32)
+
+
+@settings(max_examples=300, deadline=None)
+@given(parts=st.lists(st.lists(st.integers(0, 5), max_size=60), min_size=1, max_size=4),
+       repeat=st.integers(1, 20))
+def test_doubling_equals_sa_is(parts, repeat):
+    s = _terminated([p * repeat for p in parts])
+    K = int(s.max()) + 1
+    want = np.empty(len(s), np.int32)
+    sort_string(s, K, want)
+    np.testing.assert_array_equal(doubling.suffix_array(s, K, 1.0), want)
+    tied = len(s) - len(np.unique(s)) > 0
+    assert doubling.suffix_array(s, K, 0.0) is None if tied else \
+        (doubling.suffix_array(s, K, 0.0) == want).all()
+
+
+def test_doubling_on_mostly_distinct_names():
+    """The case it is chosen for: most characters distinct, a few long runs."""
+    rng = np.random.default_rng(3)
+    body = rng.permutation(20_000)
+    body[5_000:9_000] = np.tile(body[:40], 100)  # a repeat 100 names long
+    s = _terminated([body[:12_000], body[12_000:]])
+    K = int(s.max()) + 1
+    want = np.empty(len(s), np.int32)
+    sort_string(s, K, want)
+    np.testing.assert_array_equal(doubling.suffix_array(s, K, 0.25), want)
 
 
 @pytest.mark.parametrize("width,name", CASES)
