@@ -6,9 +6,12 @@ calls (``Engine._fan`` / ``_on``) run in actors, each holding the
 :class:`~infinigram.shard.ShardSearcher` of one group of shards mapped from
 a file system every node shares; the engine combines their answers with the
 same code as a local engine, so both answer alike. The driver checks and
-maps the same files (pages load only where it reads them). A lost actor is
-restarted and its call retried (queries only read), up to ``RETRIES``
-times; then the query fails with a ClusterError, never a wrong answer.
+maps the same files (pages load only where it reads them). Calls whose
+arguments are small go over direct connections to the actors
+(:mod:`infinigram.direct`), the others, and any call whose connection
+fails, as Ray actor calls. A lost actor is restarted and its call retried
+(queries only read), up to ``RETRIES`` times; then the query fails with a
+ClusterError, never a wrong answer.
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from . import args, format as fmt
+from .direct import Links, listen
 from .engine import Engine
 from .shard import ShardSearcher
 from .errors import ArgumentError, ClusterError
@@ -76,8 +80,14 @@ def _unreachable(address: str, reason: str) -> ClusterError:
 class _ShardGroup:
     """The searchers of a group of shards, inside one actor."""
 
-    def __init__(self, places: list[tuple[str, int, int]]):
+    def __init__(self, places: list[tuple[str, int, int]], key: bytes):
+        import ray
         self.searchers = [ShardSearcher(fmt.open_shard(d, s, w)) for d, s, w in places]
+        self._address = listen(ray.util.get_node_ip_address(), key,
+                               lambda m: self.fan(*m[1:]) if m[0] is None else self.on(*m))
+
+    def address(self) -> tuple[str, int]:
+        return self._address
 
     def fan(self, method: str, *params) -> list:
         return [getattr(s, method)(*params) for s in self.searchers]
@@ -91,9 +101,11 @@ class _ShardGroup:
 
 class RayEngine(Engine):
     """An engine whose shards answer from Ray actors (``shards_per_actor``
-    shards each); made by ``infinigram.open(paths, ray=...)``."""
+    shards each); made by ``infinigram.open(paths, ray=...)``. With
+    ``direct=False`` every call is a Ray actor call."""
 
-    def __init__(self, local: Engine, address=True, shards_per_actor: int = 1):
+    def __init__(self, local: Engine, address=True, shards_per_actor: int = 1,
+                 direct: bool = True):
         shards_per_actor = args.integer("shards_per_actor", shards_per_actor, low=1,
                                         error=ArgumentError)
         ray = connect(address)
@@ -104,9 +116,12 @@ class RayEngine(Engine):
                            scheduling_strategy="SPREAD")(_ShardGroup)  # across the nodes
         groups = [places[i:i + shards_per_actor] for i in range(0, len(places), shards_per_actor)]
         self._ray = ray
-        self.actors = [actor.remote(g) for g in groups]
+        keys = [os.urandom(32) for _ in groups]
+        self.actors = [actor.remote(g, k) for g, k in zip(groups, keys)]
         self._where = [(a, j) for a, g in enumerate(groups) for j in range(len(g))]
         self._get([a.pid.remote() for a in self.actors])  # every actor has opened its shards
+        self._links = Links(keys, lambda a: self._get(self.actors[a].address.remote())) \
+            if direct else None
 
     def _get(self, refs):
         try:
@@ -122,17 +137,31 @@ class RayEngine(Engine):
         return tuple(self._ray.put(p) if isinstance(p, np.ndarray) and p.nbytes > INLINE_BYTES
                      else p for p in params)
 
+    def _direct(self, messages: list[tuple[int, tuple]]):
+        """Replies over the direct links, or None where the Ray call must answer."""
+        if self._links is None or any(isinstance(p, np.ndarray) and p.nbytes > INLINE_BYTES
+                                      for _, m in messages for p in m[2:]):
+            return None
+        return self._links.call(messages)
+
     def _fan(self, method: str, *params) -> list:
-        params = self._stored(params)
-        parts = self._get([a.fan.remote(method, *params) for a in self.actors])
+        parts = self._direct([(a, (None, method) + params) for a in range(len(self.actors))])
+        if parts is None:
+            params = self._stored(params)
+            parts = self._get([a.fan.remote(method, *params) for a in self.actors])
         return [r for part in parts for r in part]
 
     def _on(self, k: int, method: str, *params):
         a, j = self._where[k]
+        reply = self._direct([(a, (j, method) + params)])
+        if reply is not None:
+            return reply[0]
         return self._get(self.actors[a].on.remote(j, method, *self._stored(params)))
 
     def close(self) -> None:
         """End the actors (they also end with the driver)."""
+        if self._links is not None:
+            self._links.drop()
         for a in self.actors:
             self._ray.kill(a)
         self.actors = []

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -33,13 +34,14 @@ def _docs(seed=0, n=60):
     return [list(rng.integers(0, 6, size=rng.integers(0, 40))) for _ in range(n)]
 
 
-def test_ray_engine_answers_as_the_local_engine(tmp_path):
+@pytest.mark.parametrize("direct", [True, False])
+def test_ray_engine_answers_as_the_local_engine(tmp_path, direct):
     docs = _docs()
     meta = [{"i": i} for i in range(len(docs))]
     dirs = [make_index(tmp_path, docs[:25], shards=3, vocab_size=6, metadata=meta[:25]),
             make_index(tmp_path, docs[25:], shards=2, vocab_size=6, metadata=meta[25:])]
     local = ig.open(dirs)
-    eng = ig.open(dirs, ray=True)
+    eng = cluster.RayEngine(local, True, direct=direct)
     assert len(eng.actors) == 5 and eng.n_docs == local.n_docs == len(docs)
     tokens = [np.asarray(s.tokens) for s in local.shards]
     queries = [[1], [1, 2], [3, 3], [0, 5, 1], [2, 2, 2, 2], [4]]
@@ -101,6 +103,44 @@ def test_a_killed_actor_is_restarted_and_the_query_retried(tmp_path):
     assert len(answers) == 8 and all((a == expected).all() for a in answers)
     assert ray.get(eng.actors[1].pid.remote()) != victim  # restarted
     assert eng.count([1, 2]) == local.count([1, 2])
+    eng.close()
+
+
+def test_an_actor_killed_between_direct_calls(tmp_path):
+    """Small calls go over the direct links: a killed actor's link fails, the
+    Ray call restarts it and answers, the next calls link to the new one."""
+    d = make_index(tmp_path, _docs(5, 200), shards=4, vocab_size=6)
+    local = ig.open(d)
+    eng = ig.open(d, ray=True)
+    queries = [[1], [2, 3], [0, 5, 1], [4, 4]]
+    expected = [local.count(q) for q in queries]
+    stop, answers, drops = threading.Event(), [], []
+    drop = eng._links.drop
+    eng._links.drop = lambda: drops.append(1) or drop()
+
+    def ask():
+        while not stop.is_set():
+            answers.append([eng.count(q) for q in queries])
+
+    workers = [threading.Thread(target=ask) for _ in range(2)]
+    for w in workers:
+        w.start()
+    for k in (0, 3):
+        victim = ray.get(eng.actors[k].pid.remote())
+        os.kill(victim, signal.SIGKILL)
+        while ray.get(eng.actors[k].pid.remote()) == victim:
+            time.sleep(0.01)
+        n, deadline = len(answers), time.monotonic() + 60
+        while len(answers) < n + 20 and time.monotonic() < deadline:  # the new actor answers
+            time.sleep(0.01)
+    stop.set()
+    for w in workers:
+        w.join()
+    assert len(answers) > 40 and all(a == expected for a in answers)
+    assert drops  # a link to a killed actor failed, and the Ray call answered
+    assert eng.get_doc(199).tokens.tolist() == local.get_doc(199).tokens.tolist()
+    assert eng.count([1]) == local.count([1])
+    assert sorted(eng._links._conns()) == [0, 1, 2, 3]  # linked to the restarted actors
     eng.close()
 
 
