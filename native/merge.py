@@ -56,8 +56,9 @@ def plan_parts(n_tokens: int, width: int, max_memory_bytes: int | None = None,
     least ``threads`` parts of at
     most PART_TOKENS), or the whole shard does not fit in
     ``max_memory_bytes``. Parts fit it with ``threads`` of them sorted at
-    once: token pages, each part's marked string and suffix arrays, and
-    the shard's ranked sample (built first, with its naming's peak)."""
+    once: the whole token file's pages (comparisons read it anywhere, in
+    every phase), each part's marked string and suffix arrays, and the
+    shard's ranked sample (built first, with its naming's peak)."""
     if n_tokens == 0:
         return []
     wide = n_tokens >= INT32_MAX
@@ -70,10 +71,11 @@ def plan_parts(n_tokens: int, width: int, max_memory_bytes: int | None = None,
     if max_memory_bytes is not None:
         naming, kept = cover.sample_bytes(n_tokens)
         per_token = width + 8 + (4 if wide else 0) + (12 if width == 4 else 0)
-        fixed = _FIXED + (threads - 1) * _part_buckets(width)
+        pages = _FIXED + n_tokens * width
+        fixed = pages + (threads - 1) * _part_buckets(width)
         fit = (max_memory_bytes - fixed - kept) // (threads * per_token)
-        if fit < MIN_PART or naming + _FIXED > max_memory_bytes:
-            need = max(naming + _FIXED, kept + fixed + threads * MIN_PART * per_token)
+        if fit < MIN_PART or naming + pages > max_memory_bytes:
+            need = max(naming + pages, kept + fixed + threads * MIN_PART * per_token)
             raise ValueError(
                 f"max memory {max_memory_bytes} bytes is too small to sort {n_tokens} tokens of "
                 f"width {width} in parts on {threads} thread(s); allow at least {need} bytes")

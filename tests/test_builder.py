@@ -112,7 +112,7 @@ def test_multi_shard_and_parts_are_exact(tmp_path, corpus):
         assert (many / f"table.{s}").read_bytes() == naive_table(toks)
 
 
-TINY_BUDGET = 2_800_000  # bytes: sorts ~17k-token parts (~8k on 2 threads)
+TINY_BUDGET = 2_870_000  # bytes: sorts ~15k-token parts (~8k on 2 threads)
 
 
 @pytest.mark.parametrize("docs", [
