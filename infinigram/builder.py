@@ -22,7 +22,7 @@ import numpy as np
 
 from . import __version__, args, corpus, format as fmt, storage, tokenizer as tk
 from .errors import ArgumentError, BuildError, CorpusError, IndexFormatError
-from .native import cover, merge, pool, ptrs, sort
+from .native import cover, merge, pool, ptrs, ranges, sort
 from .pretokenized import IdsInput
 from .progress import Progress
 
@@ -357,18 +357,21 @@ def build_table(directory: Path, s: int, width: int, max_memory: int | None,
     tokens = np.memmap(src, dtype=fmt.token_dtype(width), mode="r") if n else \
         np.zeros(0, fmt.token_dtype(width))
     parts = _plan(n, width, max_memory, threads)
+    by_ranges = max_memory is None and threads > 1 and n >= merge.PARALLEL_TOKENS
     try:
         with storage.disk_errors(tmp):
             with open(tmp, "wb+") as f:
                 storage.reserve(f, n * pointer)  # a full disk fails here, before the sort
-                if len(parts) <= 1:  # packed in the suffix array's own memory: no copy
+                done = by_ranges and _sort_by_ranges(tokens, f, pointer, progress,
+                                                     f"sort shard {s}", threads)
+                if not done and len(parts) <= 1:  # packed in the SA's own memory: no copy
                     progress.start(f"sort shard {s}")
                     sa = sort.suffix_array(tokens)
                     if pointer > sa.itemsize:
                         sa = sa.astype(np.int64)
                     storage.write_all(f, ptrs.pack_in_place(sa, width, pointer))
                     del sa
-                else:
+                elif not done:
                     with storage.mapped(f, n * pointer) as out:
                         _sort_in_parts(tokens, parts, pointer, out, directory, progress,
                                        f"sort shard {s}", threads)
@@ -379,6 +382,26 @@ def build_table(directory: Path, s: int, width: int, max_memory: int | None,
         raise
     progress.update(n, n, "tok", force=True)
     progress.finish(f"sorted {n} tokens")
+
+
+def _sort_by_ranges(tokens, f, pointer: int, progress, phase: str, threads: int) -> bool:
+    """The table into ``f`` by output ranges (:mod:`native.ranges`), letting go
+    of each range's pages once written; False when long repeats make another
+    sort the better one."""
+    n = len(tokens)
+    progress.start(f"{phase}: rank sample")
+    sample = cover.rank_sample(tokens, threads=threads, report=lambda done, total:
+                               progress.update(done * n // max(total, 1), n, "tok"))
+    progress.finish(f"ranked {int((sample[0] >= 0).sum())} sampled suffixes")
+    progress.start(f"{phase}: classify and sort ranges")
+    with storage.mapped(f, n * pointer) as out:
+        ok = ranges.sort_ranges(tokens, sample, pointer, np.frombuffer(out, np.uint8), threads,
+                                lambda k: progress.update(k, 2 * n, "tok"),
+                                lambda a, b: storage.release(out, a * pointer, b * pointer))
+        if ok:
+            out.flush()
+    progress.finish("sorted" if ok else "long repeats: sorting another way")
+    return ok
 
 
 def _plan(n: int, width: int, max_memory: int | None, threads: int) -> list[tuple[int, int]]:

@@ -1,0 +1,92 @@
+"""The shard sort by output ranges (native/ranges.py): the same table as the
+oracle on every adversarial corpus, width and thread count, whether it
+resolves long repeats itself or gives up on them; builds fall back to
+another sort when it gives up."""
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import infinigram as ig
+from infinigram import format as fmt
+from infinigram.native import cover, merge, ranges
+from naive import naive_suffix_array
+from test_native_sort import THREADS, WIDTHS, corpora, packed
+
+
+def _sorted(tokens, threads, done=None):
+    pointer = fmt.pointer_width(tokens.nbytes)
+    out = np.zeros(len(tokens) * pointer, np.uint8)
+    ok = ranges.sort_ranges(tokens, cover.rank_sample(tokens), pointer, out, threads, None, done)
+    return ok, out.tobytes(), packed(naive_suffix_array(tokens), tokens.itemsize,
+                                     pointer).tobytes()
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_every_oracle_corpus_and_thread_count(monkeypatch, width):
+    for name, tokens in corpora(width).items():
+        for threads in THREADS:
+            monkeypatch.setattr(ranges, "MAX_DEEP", 2.0)  # never gives up: repeats compared
+            ok, got, expected = _sorted(tokens, threads)
+            assert ok and got == expected, (name, threads)
+            monkeypatch.setattr(ranges, "MAX_DEEP", 0.1)  # gives up, or is right
+            ok, got, expected = _sorted(tokens, threads)
+            assert not ok or got == expected, (name, threads)
+
+
+@settings(max_examples=60, deadline=None)
+@given(width=st.sampled_from(WIDTHS), threads=st.sampled_from([1, 2]),
+       alphabet=st.integers(1, 4), data=st.data())
+def test_random_token_arrays(width, threads, alphabet, data):
+    sep = fmt.separator(width)
+    ids = data.draw(st.lists(st.sampled_from([*range(alphabet), sep]), max_size=600))
+    runs = data.draw(st.lists(st.tuples(st.integers(0, len(ids)), st.integers(1, 120)),
+                              max_size=3))
+    for at, length in runs:  # long runs of one token: ties past every round of keys
+        ids[at:at] = [ids[at - 1] if 0 < at <= len(ids) else 0] * length
+    tokens = np.array(ids, dtype=fmt.token_dtype(width))
+    ranges.MAX_DEEP, before = 2.0, ranges.MAX_DEEP
+    try:
+        ok, got, expected = _sorted(tokens, threads)
+    finally:
+        ranges.MAX_DEEP = before
+    assert ok and got == expected
+
+
+def test_each_range_is_reported_done_once(monkeypatch):
+    monkeypatch.setattr(ranges, "MAX_DEEP", 2.0)
+    tokens = np.tile(corpora(2)["random"], 20)
+    entries = np.zeros(len(tokens), np.int64)
+
+    def done(a, b):
+        entries[a:b] += 1
+    ok, got, expected = _sorted(tokens, 3, done)
+    assert ok and got == expected and (entries == 1).all()
+
+
+def _corpus(tmp_path, repetitive):
+    rng = np.random.default_rng(0)
+    docs = [" ".join(f"w{k}" for k in rng.integers(0, 97, size=150)) for _ in range(40)]
+    if repetitive:
+        docs += ["ab" * 4000, "a" * 6000]
+    src = tmp_path / "c.jsonl"
+    src.write_text("".join(json.dumps({"text": t}) + "\n" for t in docs))
+    return src
+
+
+@pytest.mark.parametrize("repetitive", [False, True])
+def test_builds_by_ranges_or_fall_back(tmp_path, monkeypatch, capsys, repetitive):
+    """From 2 threads a large shard is sorted by ranges; where they give up
+    (long repeats), by one SA-IS run or in parts: the same table either way."""
+    src = _corpus(tmp_path, repetitive)
+    one = ig.build([src], tmp_path / "one", tokenizer="bytes", threads=1, quiet=True)
+    monkeypatch.setattr(merge, "PARALLEL_TOKENS", 1000)
+    for threads in (2, 3):
+        capsys.readouterr()
+        out = ig.build([src], tmp_path / f"t{threads}", tokenizer="bytes", threads=threads)
+        err = capsys.readouterr().err
+        assert "classify and sort ranges] started" in err
+        assert ("long repeats: sorting another way" in err) == repetitive
+        assert (out / "table.0").read_bytes() == (one / "table.0").read_bytes()
