@@ -4,12 +4,14 @@ Splitter suffixes taken from the ranked difference-cover sample
 (:mod:`native.cover`) cut the suffix order into ranges. One pass over the
 shard finds each suffix's range (by its first 8 bytes, and a sample
 comparison where they equal a splitter's); then each range, on its own
-and on any thread, gathers its suffixes, sorts them by their first 8
-bytes (numpy's vectorised argsort), sorts each run of equal keys by the
-next 8 bytes, and so on for ``ROUNDS`` rounds, and finishes what still
-ties by comparisons through the sample (at most D tokens each). The
-result is :func:`native.sort.suffix_array`'s order, written straight into
-the range's slice of the table.
+and on any thread, gathers its suffixes (ascending, so their keys are read
+in one forward sweep), radix-sorts them by their first 8 bytes, sorts each
+run of equal keys by the next 8 bytes, and so on for ``ROUNDS`` rounds, and
+finishes what still ties by comparisons through the sample (at most D
+tokens each). The result is :func:`native.sort.suffix_array`'s order,
+written straight into the range's slice of the table. Scratch: one byte a
+suffix (its range) and, per thread, 24 bytes a suffix of the largest range
+(32 from 2^32 tokens on).
 
 Long repeats tie round after round; :func:`sort_range` gives up (returns
 False) when more than ``MAX_DEEP`` of a range's suffixes reach the
