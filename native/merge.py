@@ -37,11 +37,13 @@ MIN_PART = 1 << 12
 
 
 PARALLEL_TOKENS = 1 << 25
-"""Fewest tokens for which several threads sort in parts rather than the
-whole shard with one SA-IS run (measured: below it the one run is faster)."""
+"""Fewest tokens for which several threads sort a shard in parallel (by
+output ranges, :mod:`native.ranges`, or in parts) rather than with one
+SA-IS run (measured: below it the one run is faster)."""
 PARALLEL_THREADS = 4
-"""Fewest threads that sort in parts rather than with one SA-IS run (on
-fewer, one run is faster: benchmarks/RESULTS.md)."""
+"""Fewest threads that sort in parts (without a memory budget: where the
+sort by ranges gives up) rather than with one SA-IS run (on fewer, one run
+is faster: benchmarks/RESULTS.md)."""
 PART_TOKENS = 1 << 24
 """Most tokens of a part sorted on a thread when memory allows more (a
 part's working set then stays small enough to sort fast)."""

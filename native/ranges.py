@@ -22,7 +22,7 @@ import threading
 import numpy as np
 
 from . import cover, jit, pool
-from .keys import width_of
+from .keys import byte_key, width_of
 from .merge import _prefix_key, splitters
 from .ptrs import put_pointer
 
@@ -41,21 +41,50 @@ CLASSIFY_CHUNK = 1 << 22
 
 
 @jit
-def _key_width(tokens):
-    return 8 // width_of(tokens)
+def narrow_ids(tokens):
+    """Whether ``tokens`` are 4 bytes wide with every id but the separator
+    below 0xFFFF: then an id's first two bytes (little-endian) already order
+    it, and a key holds 4 tokens instead of 2."""
+    if width_of(tokens) != 4:
+        return False
+    for i in range(tokens.shape[0]):
+        t = tokens[i]
+        if t >= 0xFFFF and t != 0xFFFFFFFF:
+            return False
+    return True
+
+
+@jit(inline="always")
+def _key_width(tokens, narrow):
+    """Tokens a key holds."""
+    return 4 if narrow else 8 // width_of(tokens)
+
+
+@jit(inline="always")
+def _key(tokens, p, narrow):
+    """Sort key of the first tokens of suffix p (0-padded past the end):
+    equal keys mean equal first ``_key_width`` tokens (or an end within them)."""
+    if not narrow:
+        return _prefix_key(tokens, p)
+    v = np.uint64(0)
+    for j in range(4):
+        v <<= np.uint64(16)
+        if p + j < tokens.shape[0]:
+            v |= np.uint64(byte_key(tokens[p + j] & 0xFFFF, 2))
+    return v
 
 
 @jit
-def classify(tokens, sample, spl, lo, hi, out):
+def classify(tokens, sample, spl, lo, hi, out, narrow):
     """out[i - lo] = the range of suffix i (the number of splitters ``spl``,
     ascending sampled positions, whose suffix is not after it), i in [lo, hi)."""
-    kt = _key_width(tokens)
+    kt = _key_width(tokens, narrow)
     R = spl.shape[0]
     keys = np.empty(R, np.uint64)
     for r in range(R):
-        keys[r] = _prefix_key(tokens, spl[r])
+        keys[r] = _key(tokens, spl[r], narrow)
     for i in range(lo, hi):
-        k = _prefix_key(tokens, i)
+        k = _key(tokens, i, narrow)
         a, b = 0, R
         while a < b:
             m = (a + b) >> 1
@@ -77,11 +106,26 @@ def tally(ranges, bins):
     return counts
 
 
+_ONES = np.uint64(0x0101010101010101)
+_HIGHS = np.uint64(0x8080808080808080)
+
+
 @jit
 def gather(ranges, r, out):
-    """Positions i with ranges[i] == r, ascending, into out; returns how many."""
+    """Positions i with ranges[i] == r, ascending, into out; returns how
+    many. Eight bytes at a time: a word holding no r is skipped whole."""
+    n = ranges.shape[0]
+    words = ranges[:n - n % 8].view(np.uint64)
+    pattern = np.uint64(r) * _ONES
     k = 0
-    for i in range(ranges.shape[0]):
+    for w in range(words.shape[0]):
+        x = words[w] ^ pattern
+        if (x - _ONES) & ~x & _HIGHS:  # some byte of the word is r
+            for i in range(8 * w, 8 * w + 8):
+                if ranges[i] == r:
+                    out[k] = i
+                    k += 1
+    for i in range(n - n % 8, n):
         if ranges[i] == r:
             out[k] = i
             k += 1
@@ -89,9 +133,9 @@ def gather(ranges, r, out):
 
 
 @jit
-def prefix_keys(tokens, pos, depth, out):
+def prefix_keys(tokens, pos, depth, out, narrow):
     for j in range(pos.shape[0]):
-        out[j] = _prefix_key(tokens, pos[j] + depth)  # 0 past the end
+        out[j] = _key(tokens, pos[j] + depth, narrow)  # 0 past the end
 
 
 @jit
@@ -174,12 +218,12 @@ def radix_sort(keys, pos, keys2, pos2):
 
 
 @jit
-def resolve(tokens, sample, pos, keys, max_deep, tmp):
+def resolve(tokens, sample, pos, keys, max_deep, tmp, narrow):
     """Sort every run of equal ``keys`` (pos sorted by them) by full suffix:
     ROUNDS rounds of the next 8 bytes, then comparisons (``tmp``: scratch as
     long as pos). False, with pos partly sorted, once more than ``max_deep``
     suffixes reach the comparisons."""
-    kt = _key_width(tokens)
+    kt = _key_width(tokens, narrow)
     n = pos.shape[0]
     stack = [(np.int64(0), np.int64(n), np.int64(kt), np.int64(1))]
     deep = 0
@@ -191,23 +235,35 @@ def resolve(tokens, sample, pos, keys, max_deep, tmp):
             while j < hi and keys[j] == keys[i]:
                 j += 1
             if j - i > 1:
-                if j - i <= SMALL:
+                if round_ < ROUNDS:  # one key load a suffix, then sorts in cache
+                    prefix_keys(tokens, pos[i:j], depth, keys[i:j], narrow)
+                    _sort_pairs(keys[i:j], pos[i:j])
+                    stack.append((i, j, depth + kt, round_ + 1))
+                elif j - i <= SMALL:
                     _insertion(tokens, sample, pos, i, j, depth)
-                elif round_ >= ROUNDS:
+                else:
                     deep += j - i
                     if deep > max_deep:
                         return False
                     _merge_sort(tokens, sample, pos, i, j, depth, tmp)
-                else:
-                    prefix_keys(tokens, pos[i:j], depth, keys[i:j])
-                    _sort_pairs(keys[i:j], pos[i:j])
-                    stack.append((i, j, depth + kt, round_ + 1))
             i = j
     return True
 
 
 @jit
 def _sort_pairs(keys, pos):
+    """Sort ``keys`` and ``pos`` alike: by insertion when short, else through
+    an argsort."""
+    m = keys.shape[0]
+    if m <= SMALL:
+        for i in range(1, m):
+            k, p = keys[i], pos[i]
+            j = i
+            while j > 0 and keys[j - 1] > k:
+                keys[j], pos[j] = keys[j - 1], pos[j - 1]
+                j -= 1
+            keys[j], pos[j] = k, p
+        return
     order = np.argsort(keys)
     pos[:] = pos[order]
     keys[:] = keys[order]
@@ -220,7 +276,8 @@ def write(pos, width, pointer, out, base):
 
 
 @jit
-def sort_range(tokens, sample, ranges, r, pointer, out, base, pos, keys, pos2, keys2, max_deep):
+def sort_range(tokens, sample, ranges, r, pointer, out, base, pos, keys, pos2, keys2, max_deep,
+               narrow):
     """Sort range ``r`` (the suffixes i with ranges[i] == r) into entries
     base.. of ``out``, through scratch at least as long as the range (``pos``,
     ``pos2``: uint32 or int64, ``keys``, ``keys2``: uint64); False when more
@@ -228,9 +285,9 @@ def sort_range(tokens, sample, ranges, r, pointer, out, base, pos, keys, pos2, k
     wrote is not to be trusted)."""
     m = gather(ranges, r, pos)
     p, k = pos[:m], keys[:m]
-    prefix_keys(tokens, p, 0, k)
+    prefix_keys(tokens, p, 0, k, narrow)
     radix_sort(k, p, keys2[:m], pos2[:m])
-    if not resolve(tokens, sample, p, k, int(max_deep * m), pos2):
+    if not resolve(tokens, sample, p, k, int(max_deep * m), pos2, narrow):
         return False
     write(p, width_of(tokens), pointer, out, base)
     return True
@@ -248,12 +305,13 @@ def sort_ranges(tokens, sample, pointer: int, out: np.ndarray, threads: int = 1,
     n = tokens.shape[0]
     spl = splitters(sample, min(256, max(MIN_RANGES, RANGES_PER_THREAD * threads)))
     which = np.empty(n, np.uint8)
+    narrow = narrow_ids(tokens)
     chunks = range(0, n, CLASSIFY_CHUNK)
 
     def classifying(lo):
         def job(tick):
             hi = min(lo + CLASSIFY_CHUNK, n)
-            classify(tokens, sample, spl, lo, hi, which[lo:hi])
+            classify(tokens, sample, spl, lo, hi, which[lo:hi], narrow)
             tick(hi - lo)
         return job
     pool.run([classifying(lo) for lo in chunks], threads, report)
@@ -272,7 +330,7 @@ def sort_ranges(tokens, sample, pointer: int, out: np.ndarray, threads: int = 1,
                 scratch.buffers = (np.empty(longest, dtype), np.empty(longest, np.uint64),
                                    np.empty(longest, dtype), np.empty(longest, np.uint64))
             if not sort_range(tokens, sample, which, r, pointer, out, starts[r],
-                              *scratch.buffers, MAX_DEEP):
+                              *scratch.buffers, MAX_DEEP, narrow):
                 failed.set()
                 return False
             if done is not None:

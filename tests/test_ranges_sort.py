@@ -41,7 +41,9 @@ def test_every_oracle_corpus_and_thread_count(monkeypatch, width):
        alphabet=st.integers(1, 4), data=st.data())
 def test_random_token_arrays(width, threads, alphabet, data):
     sep = fmt.separator(width)
-    ids = data.draw(st.lists(st.sampled_from([*range(alphabet), sep]), max_size=600))
+    high = data.draw(st.lists(st.sampled_from([0xFFFE, 0xFFFF, 0x10000, 0x10001, 0x20001]),
+                              max_size=3)) if width == 4 else []  # past 2 bytes, or not
+    ids = data.draw(st.lists(st.sampled_from([*range(alphabet), sep, *high]), max_size=600))
     runs = data.draw(st.lists(st.tuples(st.integers(0, len(ids)), st.integers(1, 120)),
                               max_size=3))
     for at, length in runs:  # long runs of one token: ties past every round of keys
@@ -53,6 +55,14 @@ def test_random_token_arrays(width, threads, alphabet, data):
     finally:
         ranges.MAX_DEEP = before
     assert ok and got == expected
+
+
+def test_narrow_ids_only_where_two_bytes_order_every_id():
+    sep = fmt.separator(4)
+    for ids, narrow in (([0, 5, sep], True), ([0xFFFE, sep], True), ([0xFFFF], False),
+                        ([1, 0x10001], False), ([0x20000], False)):
+        assert ranges.narrow_ids(np.array(ids, np.uint32)) == narrow, ids
+    assert not ranges.narrow_ids(np.array([1, 2], np.uint16))
 
 
 def test_each_range_is_reported_done_once(monkeypatch):
