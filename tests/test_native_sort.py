@@ -211,7 +211,7 @@ def test_plan_parts_cover_and_fit(width):
     n = 10_000_000
     assert plan_parts(n, width, 1 << 40) == [(0, n)]
     assert plan_parts(0, width, 1 << 20) == []
-    parts = plan_parts(n, width, 32 << 20)
+    parts = plan_parts(n, width, n * width + (32 << 20))  # the token file, and 32 MiB
     assert len(parts) > 1
     assert parts[0][0] == 0 and parts[-1][1] == n
     assert all(a[1] == b[0] for a, b in zip(parts, parts[1:]))
