@@ -23,6 +23,7 @@ import numpy as np
 from . import __version__, args, corpus, format as fmt, storage, tokenizer as tk
 from .errors import ArgumentError, BuildError, CorpusError, IndexFormatError
 from .native import cover, merge, pool, ptrs, ranges, sort
+from .native.keys import narrow_ids, narrowed
 from .pretokenized import IdsInput
 from .progress import Progress
 
@@ -358,15 +359,18 @@ def build_table(directory: Path, s: int, width: int, max_memory: int | None,
         np.zeros(0, fmt.token_dtype(width))
     parts = _plan(n, width, max_memory, threads)
     by_ranges = max_memory is None and threads > 1 and n >= merge.PARALLEL_TOKENS
+    sortable = tokens  # what the in-memory sorts read: the same suffix order in fewer bytes
+    if (by_ranges or len(parts) <= 1) and width == 4 and narrow_ids(tokens):
+        sortable = narrowed(tokens)
     try:
         with storage.disk_errors(tmp):
             with open(tmp, "wb+") as f:
                 storage.reserve(f, n * pointer)  # a full disk fails here, before the sort
-                done = by_ranges and _sort_by_ranges(tokens, f, pointer, progress,
+                done = by_ranges and _sort_by_ranges(sortable, f, width, pointer, progress,
                                                      f"sort shard {s}", threads)
                 if not done and len(parts) <= 1:  # packed in the SA's own memory: no copy
                     progress.start(f"sort shard {s}")
-                    sa = sort.suffix_array(tokens)
+                    sa = sort.suffix_array(sortable)
                     if pointer > sa.itemsize:
                         sa = sa.astype(np.int64)
                     storage.write_all(f, ptrs.pack_in_place(sa, width, pointer))
@@ -384,7 +388,8 @@ def build_table(directory: Path, s: int, width: int, max_memory: int | None,
     progress.finish(f"sorted {n} tokens")
 
 
-def _sort_by_ranges(tokens, f, pointer: int, progress, phase: str, threads: int) -> bool:
+def _sort_by_ranges(tokens, f, width: int, pointer: int, progress, phase: str,
+                    threads: int) -> bool:
     """The table into ``f`` by output ranges (:mod:`native.ranges`), letting go
     of each range's pages once written; False when long repeats make another
     sort the better one."""
@@ -397,7 +402,8 @@ def _sort_by_ranges(tokens, f, pointer: int, progress, phase: str, threads: int)
     with storage.mapped(f, n * pointer) as out:
         ok = ranges.sort_ranges(tokens, sample, pointer, np.frombuffer(out, np.uint8), threads,
                                 lambda k: progress.update(k, 2 * n, "tok"),
-                                lambda a, b: storage.release(out, a * pointer, b * pointer))
+                                lambda a, b: storage.release(out, a * pointer, b * pointer),
+                                width)
         if ok:
             out.flush()
     progress.finish("sorted" if ok else "long repeats: sorting another way")

@@ -22,7 +22,7 @@ import threading
 import numpy as np
 
 from . import cover, jit, pool
-from .keys import byte_key, width_of
+from .keys import width_of
 from .merge import _prefix_key, splitters
 from .ptrs import put_pointer
 
@@ -40,51 +40,23 @@ CLASSIFY_CHUNK = 1 << 22
 """Suffixes a thread classifies between two progress reports."""
 
 
-@jit
-def narrow_ids(tokens):
-    """Whether ``tokens`` are 4 bytes wide with every id but the separator
-    below 0xFFFF: then an id's first two bytes (little-endian) already order
-    it, and a key holds 4 tokens instead of 2."""
-    if width_of(tokens) != 4:
-        return False
-    for i in range(tokens.shape[0]):
-        t = tokens[i]
-        if t >= 0xFFFF and t != 0xFFFFFFFF:
-            return False
-    return True
-
-
 @jit(inline="always")
-def _key_width(tokens, narrow):
+def _key_width(tokens):
     """Tokens a key holds."""
-    return 4 if narrow else 8 // width_of(tokens)
-
-
-@jit(inline="always")
-def _key(tokens, p, narrow):
-    """Sort key of the first tokens of suffix p (0-padded past the end):
-    equal keys mean equal first ``_key_width`` tokens (or an end within them)."""
-    if not narrow:
-        return _prefix_key(tokens, p)
-    v = np.uint64(0)
-    for j in range(4):
-        v <<= np.uint64(16)
-        if p + j < tokens.shape[0]:
-            v |= np.uint64(byte_key(tokens[p + j] & 0xFFFF, 2))
-    return v
+    return 8 // width_of(tokens)
 
 
 @jit
-def classify(tokens, sample, spl, lo, hi, out, narrow):
+def classify(tokens, sample, spl, lo, hi, out):
     """out[i - lo] = the range of suffix i (the number of splitters ``spl``,
     ascending sampled positions, whose suffix is not after it), i in [lo, hi)."""
-    kt = _key_width(tokens, narrow)
+    kt = _key_width(tokens)
     R = spl.shape[0]
     keys = np.empty(R, np.uint64)
     for r in range(R):
-        keys[r] = _key(tokens, spl[r], narrow)
+        keys[r] = _prefix_key(tokens, spl[r])
     for i in range(lo, hi):
-        k = _key(tokens, i, narrow)
+        k = _prefix_key(tokens, i)
         a, b = 0, R
         while a < b:
             m = (a + b) >> 1
@@ -133,9 +105,9 @@ def gather(ranges, r, out):
 
 
 @jit
-def prefix_keys(tokens, pos, depth, out, narrow):
+def prefix_keys(tokens, pos, depth, out):
     for j in range(pos.shape[0]):
-        out[j] = _key(tokens, pos[j] + depth, narrow)  # 0 past the end
+        out[j] = _prefix_key(tokens, pos[j] + depth)  # 0 past the end
 
 
 @jit
@@ -218,12 +190,12 @@ def radix_sort(keys, pos, keys2, pos2):
 
 
 @jit
-def resolve(tokens, sample, pos, keys, max_deep, tmp, narrow):
+def resolve(tokens, sample, pos, keys, max_deep, tmp):
     """Sort every run of equal ``keys`` (pos sorted by them) by full suffix:
     ROUNDS rounds of the next 8 bytes, then comparisons (``tmp``: scratch as
     long as pos). False, with pos partly sorted, once more than ``max_deep``
     suffixes reach the comparisons."""
-    kt = _key_width(tokens, narrow)
+    kt = _key_width(tokens)
     n = pos.shape[0]
     stack = [(np.int64(0), np.int64(n), np.int64(kt), np.int64(1))]
     deep = 0
@@ -236,7 +208,7 @@ def resolve(tokens, sample, pos, keys, max_deep, tmp, narrow):
                 j += 1
             if j - i > 1:
                 if round_ < ROUNDS:  # one key load a suffix, then sorts in cache
-                    prefix_keys(tokens, pos[i:j], depth, keys[i:j], narrow)
+                    prefix_keys(tokens, pos[i:j], depth, keys[i:j])
                     _sort_pairs(keys[i:j], pos[i:j])
                     stack.append((i, j, depth + kt, round_ + 1))
                 elif j - i <= SMALL:
@@ -276,8 +248,8 @@ def write(pos, width, pointer, out, base):
 
 
 @jit
-def sort_range(tokens, sample, ranges, r, pointer, out, base, pos, keys, pos2, keys2, max_deep,
-               narrow):
+def sort_range(tokens, sample, ranges, r, width, pointer, out, base, pos, keys, pos2, keys2,
+               max_deep):
     """Sort range ``r`` (the suffixes i with ranges[i] == r) into entries
     base.. of ``out``, through scratch at least as long as the range (``pos``,
     ``pos2``: uint32 or int64, ``keys``, ``keys2``: uint64); False when more
@@ -285,33 +257,35 @@ def sort_range(tokens, sample, ranges, r, pointer, out, base, pos, keys, pos2, k
     wrote is not to be trusted)."""
     m = gather(ranges, r, pos)
     p, k = pos[:m], keys[:m]
-    prefix_keys(tokens, p, 0, k, narrow)
+    prefix_keys(tokens, p, 0, k)
     radix_sort(k, p, keys2[:m], pos2[:m])
-    if not resolve(tokens, sample, p, k, int(max_deep * m), pos2, narrow):
+    if not resolve(tokens, sample, p, k, int(max_deep * m), pos2):
         return False
-    write(p, width_of(tokens), pointer, out, base)
+    write(p, width, pointer, out, base)
     return True
 
 
 def sort_ranges(tokens, sample, pointer: int, out: np.ndarray, threads: int = 1,
-                report=None, done=None) -> bool:
+                report=None, done=None, width: int | None = None) -> bool:
     """Write the suffix array of ``tokens`` into the uint8 ``out`` as packed
     pointers (entry i = byte offset in ``pointer`` little-endian bytes),
     ranges sorted on ``threads`` threads; ``sample`` is
     :func:`native.cover.rank_sample`'s. ``report(suffixes done)`` comes from
     this thread (classified, then sorted: 2 n in all); ``done(start, stop)``
-    after entries [start, stop) are written for good. False, and ``out`` not
+    after entries [start, stop) are written for good. Offsets count
+    ``width`` bytes a token (default: the tokens' own; 4 for
+    :func:`native.keys.narrowed` ones). False, and ``out`` not
     to be trusted, when a range's suffixes tie too deep (long repeats)."""
     n = tokens.shape[0]
     spl = splitters(sample, min(256, max(MIN_RANGES, RANGES_PER_THREAD * threads)))
     which = np.empty(n, np.uint8)
-    narrow = narrow_ids(tokens)
+    width = width or tokens.dtype.itemsize
     chunks = range(0, n, CLASSIFY_CHUNK)
 
     def classifying(lo):
         def job(tick):
             hi = min(lo + CLASSIFY_CHUNK, n)
-            classify(tokens, sample, spl, lo, hi, which[lo:hi], narrow)
+            classify(tokens, sample, spl, lo, hi, which[lo:hi])
             tick(hi - lo)
         return job
     pool.run([classifying(lo) for lo in chunks], threads, report)
@@ -329,8 +303,8 @@ def sort_ranges(tokens, sample, pointer: int, out: np.ndarray, threads: int = 1,
             if not hasattr(scratch, "buffers"):
                 scratch.buffers = (np.empty(longest, dtype), np.empty(longest, np.uint64),
                                    np.empty(longest, dtype), np.empty(longest, np.uint64))
-            if not sort_range(tokens, sample, which, r, pointer, out, starts[r],
-                              *scratch.buffers, MAX_DEEP, narrow):
+            if not sort_range(tokens, sample, which, r, width, pointer, out, starts[r],
+                              *scratch.buffers, MAX_DEEP):
                 failed.set()
                 return False
             if done is not None:

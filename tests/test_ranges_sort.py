@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import infinigram as ig
 from infinigram import format as fmt
-from infinigram.native import cover, merge, ranges
+from infinigram.native import cover, keys, merge, ranges
 from naive import naive_suffix_array
 from test_native_sort import THREADS, WIDTHS, corpora, packed
 
@@ -61,8 +61,30 @@ def test_narrow_ids_only_where_two_bytes_order_every_id():
     sep = fmt.separator(4)
     for ids, narrow in (([0, 5, sep], True), ([0xFFFE, sep], True), ([0xFFFF], False),
                         ([1, 0x10001], False), ([0x20000], False)):
-        assert ranges.narrow_ids(np.array(ids, np.uint32)) == narrow, ids
-    assert not ranges.narrow_ids(np.array([1, 2], np.uint16))
+        assert keys.narrow_ids(np.array(ids, np.uint32)) == narrow, ids
+    assert not keys.narrow_ids(np.array([1, 2], np.uint16))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.sampled_from([0, 1, 2, 0x00FF, 0x0100, 0xFFFE, 0xFFFFFFFF]), max_size=300))
+def test_narrowed_tokens_keep_the_suffix_order(ids):
+    tokens = np.array(ids, np.uint32)
+    assert list(naive_suffix_array(keys.narrowed(tokens))) == list(naive_suffix_array(tokens))
+
+
+@pytest.mark.parametrize("high", [0xFFFE, 0x1FFFF], ids=["narrow", "wide"])
+def test_u32_builds_on_one_and_two_threads(tmp_path, monkeypatch, high):
+    monkeypatch.setattr(merge, "PARALLEL_TOKENS", 1000)
+    rng = np.random.default_rng(1)
+    ids = rng.choice([0, 1, 2, 0x100, 0x101, high], size=20000).astype(np.uint32)
+    np.save(tmp_path / "ids.npy", ids)
+    for threads in (1, 2):
+        out = ig.build([tmp_path / "ids.npy"], tmp_path / f"t{threads}", token_width=4,
+                       threads=threads, quiet=True)
+        tokens = np.fromfile(out / "tokenized.0", np.uint32)
+        pointer = fmt.pointer_width(tokens.nbytes)
+        assert (out / "table.0").read_bytes() == \
+            packed(naive_suffix_array(tokens), 4, pointer).tobytes(), threads
 
 
 def test_each_range_is_reported_done_once(monkeypatch):
