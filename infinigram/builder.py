@@ -8,6 +8,7 @@ files (each written under a temporary name, the manifest last).
 """
 from __future__ import annotations
 
+import concurrent.futures as cf
 import errno
 import json
 import mmap
@@ -555,15 +556,15 @@ def _finish(directory, width, vocab, spec, counts, settings, progress, known=Non
     """Checksum every shard file (reusing the records in ``known`` of files
     already checked against them) and write the manifest (last)."""
     progress.start("checksum")
+    paths = [[p for kind in fmt.SHARD_FILES
+              if (p := fmt.shard_path(directory, kind, s)).exists()] for s in range(len(counts))]
+    todo = [p for ps in paths for p in ps if not (known and p.name in known)]
+    with cf.ThreadPoolExecutor(args.threads(None)) as ex:  # hashlib lets go of the GIL
+        sums = dict(zip(todo, ex.map(fmt.sha256_file, todo)))
     shards = []
-    for s, (n_tokens, n_docs) in enumerate(counts):
-        files = {}
-        for kind in fmt.SHARD_FILES:
-            path = fmt.shard_path(directory, kind, s)
-            if known and path.name in known:
-                files[path.name] = known[path.name]
-            elif path.exists():
-                files[path.name] = {"size": path.stat().st_size, "sha256": fmt.sha256_file(path)}
+    for ps, (n_tokens, n_docs) in zip(paths, counts):
+        files = {p.name: known[p.name] if p not in sums else
+                 {"size": p.stat().st_size, "sha256": sums[p]} for p in ps}
         shards.append(fmt.ShardInfo(n_tokens, n_docs, files))
     manifest = fmt.Manifest(token_width=width, vocab_size=vocab, tokenizer=spec,
                             shards=tuple(shards), build=settings,

@@ -53,11 +53,16 @@ def classify(tokens, sample, spl, lo, hi, out):
     kt = _key_width(tokens)
     R = spl.shape[0]
     keys = np.empty(R, np.uint64)
+    below = np.zeros((1 << 16) + 1, np.int64)  # below[v]: splitters whose key's top 16 bits < v
     for r in range(R):
         keys[r] = _prefix_key(tokens, spl[r])
+        below[np.int64(keys[r] >> np.uint64(48)) + 1] += 1
+    for v in range(1 << 16):
+        below[v + 1] += below[v]
     for i in range(lo, hi):
         k = _prefix_key(tokens, i)
-        a, b = 0, R
+        top = np.int64(k >> np.uint64(48))
+        a, b = below[top], below[top + 1]  # only splitters with the same top bits can tie
         while a < b:
             m = (a + b) >> 1
             s = spl[m]
