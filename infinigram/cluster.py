@@ -108,6 +108,7 @@ class RayEngine(Engine):
                  direct: bool = True):
         shards_per_actor = args.integer("shards_per_actor", shards_per_actor, low=1,
                                         error=ArgumentError)
+        direct = args.flag("direct", direct, error=ArgumentError)
         ray = connect(address)
         super().__init__(local.paths, list(local.shards), local.token_width, local.vocab_size,
                          local._spec, local.manifests, local._tokenizer, local.shard_dirs)

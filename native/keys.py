@@ -55,6 +55,20 @@ def _key(s, i):
 
 
 @jit(inline="always")
+def prefix_key(tokens, p):
+    """The first 8 bytes of suffix p as a big-endian number (zero-padded past the
+    end); unequal prefix keys order their suffixes, equal ones need compare()."""
+    n = tokens.shape[0]
+    bits = width_of(tokens) * 8
+    v = np.uint64(0)
+    for j in range(64 // bits):
+        v <<= np.uint64(bits)
+        if p + j < n:
+            v |= np.uint64(key(tokens, p + j))
+    return v
+
+
+@jit(inline="always")
 def packing(width):
     """(bits per token, tokens per int64) of :func:`pack_suffix`."""
     bits = 8 * width + 1

@@ -19,7 +19,7 @@ is identical to :func:`native.sort.suffix_array`.
 import numpy as np
 
 from . import cover, jit, lean, pool
-from .keys import key, width_of
+from .keys import key, prefix_key, width_of
 from .ptrs import put_pointer
 from .sort import INT32_MAX, alphabet, check_tokens, sa_dtype, sort_string
 
@@ -136,20 +136,6 @@ def sort_part(tokens, lo: int, hi: int, sample, parallel: bool = True) -> np.nda
 
 
 @jit(inline="always")
-def _prefix_key(tokens, p):
-    """The first 8 bytes of suffix p as a big-endian number (zero-padded past the
-    end); unequal prefix keys order their suffixes, equal ones need compare()."""
-    n = tokens.shape[0]
-    bits = width_of(tokens) * 8
-    v = np.uint64(0)
-    for j in range(64 // bits):
-        v <<= np.uint64(bits)
-        if p + j < n:
-            v |= np.uint64(key(tokens, p + j))
-    return v
-
-
-@jit(inline="always")
 def _first(tokens, sample, heads, prefix, a, b):
     """Whether part a's head suffix sorts before part b's; a part whose head
     is -1 (exhausted) never does."""
@@ -182,7 +168,7 @@ def _merge_start(tokens, flat, starts, ends, sample):
         cursors[j] = starts[j]
         if ends[j] > starts[j]:
             heads[j] = flat[starts[j]]
-            prefix[j] = _prefix_key(tokens, heads[j])
+            prefix[j] = prefix_key(tokens, heads[j])
     for j in range(K):
         win[K + j] = j
     for p in range(K - 1, 0, -1):
@@ -209,7 +195,7 @@ def _merge_steps(tokens, flat, ends, sample, pointer, out, tree, heads, cursors,
         cursors[j] += 1
         if cursors[j] < ends[j]:
             heads[j] = flat[cursors[j]]
-            prefix[j] = _prefix_key(tokens, heads[j])
+            prefix[j] = prefix_key(tokens, heads[j])
         else:
             heads[j] = -1
         p = (K + j) >> 1

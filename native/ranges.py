@@ -22,8 +22,8 @@ import threading
 import numpy as np
 
 from . import cover, jit, pool
-from .keys import width_of
-from .merge import _prefix_key, splitters
+from .keys import prefix_key, width_of
+from .merge import splitters
 from .ptrs import put_pointer
 
 ROUNDS = 6
@@ -55,12 +55,12 @@ def classify(tokens, sample, spl, lo, hi, out):
     keys = np.empty(R, np.uint64)
     below = np.zeros((1 << 16) + 1, np.int64)  # below[v]: splitters whose key's top 16 bits < v
     for r in range(R):
-        keys[r] = _prefix_key(tokens, spl[r])
+        keys[r] = prefix_key(tokens, spl[r])
         below[np.int64(keys[r] >> np.uint64(48)) + 1] += 1
     for v in range(1 << 16):
         below[v + 1] += below[v]
     for i in range(lo, hi):
-        k = _prefix_key(tokens, i)
+        k = prefix_key(tokens, i)
         top = np.int64(k >> np.uint64(48))
         a, b = below[top], below[top + 1]  # only splitters with the same top bits can tie
         while a < b:
@@ -112,7 +112,7 @@ def gather(ranges, r, out):
 @jit
 def prefix_keys(tokens, pos, depth, out):
     for j in range(pos.shape[0]):
-        out[j] = _prefix_key(tokens, pos[j] + depth)  # 0 past the end
+        out[j] = prefix_key(tokens, pos[j] + depth)  # 0 past the end
 
 
 @jit

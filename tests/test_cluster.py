@@ -217,3 +217,5 @@ def test_groups_of_shards_share_an_actor(tmp_path):
     eng.close()
     with pytest.raises(ArgumentError, match="shards_per_actor=0"):
         cluster.RayEngine(local, True, shards_per_actor=0)
+    with pytest.raises(ArgumentError, match="direct='no' is not a bool"):
+        cluster.RayEngine(local, True, direct="no")
