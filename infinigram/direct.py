@@ -46,19 +46,24 @@ def listen(host: str, key: bytes, answer) -> tuple[str, int]:
     """Serve ``answer(message)`` to authenticated connections on ``host``,
     from daemon threads (one per connection); returns the address. A reply
     is ``(True, result)`` or ``(False, exception)``."""
-    listener = Listener((host, 0), authkey=key)
+    listener = Listener((host, 0))  # the handshake runs on each connection's own thread
 
     def accept():
         while True:
             try:
                 conn = listener.accept()
-            except (AuthenticationError, EOFError, OSError):
-                continue  # a stranger or a dropped handshake
-            _tune_fd(conn.fileno())
+            except OSError:
+                continue
             threading.Thread(target=serve, args=(conn,), daemon=True).start()
 
     def serve(conn: Connection):
         with conn:
+            try:  # a stranger, or one that stalls, holds up only this thread
+                deliver_challenge(conn, key)
+                answer_challenge(conn, key)
+            except (AuthenticationError, EOFError, OSError):
+                return
+            _tune_fd(conn.fileno())
             while True:
                 try:
                     message = conn.recv()

@@ -81,3 +81,10 @@ def test_threads_have_their_own_links(peers):
     for t in threads:
         t.join()
     assert all(out[t] == [[2 * i, -2 * i] for i in range(200)] for t in range(4))
+
+
+def test_a_stalled_stranger_does_not_hold_up_the_others(peers):
+    keys, addresses = peers
+    with socket.create_connection(addresses[0]):  # connects, never answers the challenge
+        links = Links(keys, addresses.__getitem__)
+        assert links.call([(0, 4)]) == [8]
