@@ -31,7 +31,8 @@ ROUNDS = 6
 MAX_DEEP = 0.1
 """Largest share of a range's suffixes that may still tie after ROUNDS rounds."""
 SMALL = 16
-"""Runs this short are sorted by comparisons at once."""
+"""Runs this short are sorted by insertion (on their keys; past ROUNDS, by
+comparisons, which then do not count towards MAX_DEEP)."""
 RANGES_PER_THREAD = 8
 MIN_RANGES = 32
 """Ranges: RANGES_PER_THREAD a thread, at least MIN_RANGES (each thread's
