@@ -367,7 +367,7 @@ def build_table(directory: Path, s: int, width: int, max_memory: int | None,
         with storage.disk_errors(tmp):
             with open(tmp, "wb+") as f:
                 storage.reserve(f, n * pointer)  # a full disk fails here, before the sort
-                done = by_ranges and _sort_by_ranges(sortable, f, width, pointer, progress,
+                done = by_ranges and _sort_by_ranges(sortable, tmp, width, pointer, progress,
                                                      f"sort shard {s}", threads)
                 if not done and len(parts) <= 1:  # packed in the SA's own memory: no copy
                     progress.start(f"sort shard {s}")
@@ -389,24 +389,24 @@ def build_table(directory: Path, s: int, width: int, max_memory: int | None,
     progress.finish(f"sorted {n} tokens")
 
 
-def _sort_by_ranges(tokens, f, width: int, pointer: int, progress, phase: str,
+def _sort_by_ranges(tokens, path: Path, width: int, pointer: int, progress, phase: str,
                     threads: int) -> bool:
-    """The table into ``f`` by output ranges (:mod:`native.ranges`), letting go
-    of each range's pages once written; False when long repeats make another
-    sort the better one."""
+    """The table into the file at ``path`` (its space reserved) by output
+    ranges (:mod:`native.ranges`), each range written around the page cache
+    as it is sorted; False when long repeats make another sort the better one."""
     n = len(tokens)
     progress.start(f"{phase}: rank sample")
     sample = cover.rank_sample(tokens, threads=threads, report=lambda done, total:
                                progress.update(done * n // max(total, 1), n, "tok"))
     progress.finish(f"ranked {int((sample[0] >= 0).sum())} sampled suffixes")
-    progress.start(f"{phase}: classify and sort ranges")
-    with storage.mapped(f, n * pointer) as out:
-        ok = ranges.sort_ranges(tokens, sample, pointer, np.frombuffer(out, np.uint8), threads,
-                                lambda k: progress.update(k, 2 * n, "tok"),
-                                lambda a, b: storage.release(out, a * pointer, b * pointer),
-                                width)
-        if ok:
-            out.flush()
+    progress.start(f"{phase}: classify")
+    which = ranges.classify_all(tokens, sample, threads, lambda k: progress.update(k, n, "tok"))
+    progress.finish(f"cut into {int(which.max(initial=0)) + 1} ranges")
+    progress.start(f"{phase}: sort ranges")
+    with storage.UncachedWriter(path) as table:
+        ok = ranges.sort_ranges(tokens, sample, which, pointer,
+                                lambda i, data: table.write(data, i * pointer), threads,
+                                lambda k: progress.update(k, n, "tok"), width, storage.ALIGN)
     progress.finish("sorted" if ok else "long repeats: sorting another way")
     return ok
 
@@ -560,7 +560,7 @@ def _finish(directory, width, vocab, spec, counts, settings, progress, known=Non
               if (p := fmt.shard_path(directory, kind, s)).exists()] for s in range(len(counts))]
     todo = [p for ps in paths for p in ps if not (known and p.name in known)]
     with cf.ThreadPoolExecutor(args.threads(None)) as ex:  # hashlib lets go of the GIL
-        sums = dict(zip(todo, ex.map(fmt.sha256_file, todo)))
+        sums = dict(zip(todo, ex.map(_checksum, todo)))
     shards = []
     for ps, (n_tokens, n_docs) in zip(paths, counts):
         files = {p.name: known[p.name] if p not in sums else
@@ -576,6 +576,13 @@ def _finish(directory, width, vocab, spec, counts, settings, progress, known=Non
         fmt.temp_path(directory / fmt.MANIFEST).unlink(missing_ok=True)
         raise
     progress.finish("manifest written")
+
+
+def _checksum(path: Path) -> str:
+    """A shard file's sha256; a table's read around the page cache (the build
+    wrote it that way; nothing here reads it again)."""
+    return fmt.sha256_file(path, storage.uncached_chunks if path.name.startswith("table.")
+                           else None)
 
 
 def _n_tokens(directory, s, width) -> int:

@@ -90,13 +90,19 @@ def commit(tmp: str | os.PathLike, final: str | os.PathLike) -> None:
     os.replace(tmp, final)
 
 
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 24) -> str:
-    """Hex sha256 of a file, read in chunks."""
+def sha256_file(path: str | os.PathLike, read=None) -> str:
+    """Hex sha256 of a file, read in chunks (by ``read(path)``, an iterable of
+    buffers, where given)."""
     h = hashlib.sha256()
+    for block in (read or _chunks)(path):
+        h.update(block)
+    return h.hexdigest()
+
+
+def _chunks(path, chunk: int = 1 << 24):
     with open(path, "rb") as f:
         while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+            yield block
 
 
 @dataclasses.dataclass(frozen=True)

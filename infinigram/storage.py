@@ -3,7 +3,8 @@
 A store into a memory-mapped page that the file system cannot back kills
 the process with SIGBUS, so every file written through a map has its space
 reserved first (``posix_fallocate``), where a full disk is an ordinary
-ENOSPC. Plain writes go through :func:`write_all`. Both raise a one-line
+ENOSPC. Plain writes go through :func:`write_all`, a table's through
+:class:`UncachedWriter` (around the page cache). All raise a one-line
 :class:`BuildError` naming the file when the disk is full or the file is too
 large for the file system.
 """
@@ -14,6 +15,8 @@ import mmap
 import os
 from contextlib import contextmanager
 from typing import BinaryIO
+
+import numpy as np
 
 from .errors import BuildError
 
@@ -60,11 +63,14 @@ def write_all(f: BinaryIO, data) -> None:
 def write_at(f: BinaryIO, data, offset: int) -> None:
     """Write all of ``data`` at ``offset`` of ``f`` (pwrite: threads may
     write one file at once; the file position is unchanged) or raise."""
-    view = memoryview(data).cast("B")
     with disk_errors(f.name):
-        while view:
-            written = os.pwrite(f.fileno(), view, offset)
-            view, offset = view[written:], offset + written
+        _pwrite_all(f.fileno(), memoryview(data).cast("B"), offset)
+
+
+def _pwrite_all(fd: int, view: memoryview, offset: int) -> None:
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
 
 
 def reserve(f: BinaryIO, nbytes: int) -> None:
@@ -110,3 +116,85 @@ def mapped(f: BinaryIO, length: int = 0, write: bool = True):
             view.close()
         except BufferError:
             pass
+
+
+ALIGN = 4096
+"""What uncached (O_DIRECT) transfers align their address, offset and length to."""
+
+
+def _direct(path, flags: int) -> int | None:
+    """``path`` opened around the page cache (O_DIRECT), or None where the
+    platform or the file system does not allow it."""
+    if not hasattr(os, "O_DIRECT"):
+        return None
+    try:
+        return os.open(path, flags | os.O_DIRECT)
+    except OSError as e:
+        if e.errno in _UNSUPPORTED:
+            return None
+        raise
+
+
+class UncachedWriter:
+    """Writes into the existing file ``path`` around the page cache where the
+    file system allows: each write's whole aligned blocks go straight to disk
+    (O_DIRECT) when its bytes sit at an address congruent to their offset
+    modulo ALIGN, its ends (and any other write) through the page cache. A
+    table is written once and not read by the build again: this way it does
+    not fill memory with pages to write back (nor, on a VM, claim fresh pages
+    from the host). Threads may write at once; a context manager."""
+
+    def __init__(self, path):
+        self.path = path
+        self.fd = os.open(path, os.O_WRONLY)
+        self.direct = _direct(path, os.O_WRONLY)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        for fd in (self.fd, self.direct):
+            if fd is not None:
+                os.close(fd)
+
+    def write(self, data, offset: int) -> None:
+        """Write all of ``data`` (a contiguous array or buffer) at ``offset``
+        or raise (a full disk: BuildError)."""
+        arr = np.frombuffer(data, np.uint8)
+        view = memoryview(arr)
+        a = -(-offset // ALIGN) * ALIGN  # the aligned blocks: [a, b)
+        b = (offset + len(view)) // ALIGN * ALIGN
+        with disk_errors(self.path):
+            if self.direct is not None and b > a and (arr.ctypes.data - offset) % ALIGN == 0:
+                try:
+                    _pwrite_all(self.direct, view[a - offset:b - offset], a)
+                    _pwrite_all(self.fd, view[:a - offset], offset)
+                    _pwrite_all(self.fd, view[b - offset:], b)
+                    return
+                except OSError as e:
+                    if e.errno != errno.EINVAL:  # alignment refused: through the cache
+                        raise
+            _pwrite_all(self.fd, view, offset)
+
+
+def uncached_chunks(path, chunk: int = 1 << 24):
+    """The bytes of ``path`` in chunks of up to ``chunk`` (a multiple of ALIGN)
+    bytes, read around the page cache where the file system allows (each
+    chunk a view of one buffer, valid until the next)."""
+    fd = _direct(path, os.O_RDONLY)
+    if fd is None:
+        with open(path, "rb") as f:
+            while block := f.read(chunk):
+                yield block
+        return
+    buf = mmap.mmap(-1, chunk)  # page-aligned
+    try:
+        size, offset = os.fstat(fd).st_size, 0
+        while offset < size:
+            k = os.preadv(fd, [buf], offset)
+            if k <= 0 or (k % ALIGN and offset + k < size):
+                raise OSError(errno.EIO, f"short read of {path} at byte {offset}")
+            yield memoryview(buf)[:k]
+            offset += k
+    finally:
+        os.close(fd)  # buf goes with the last view of it

@@ -9,9 +9,9 @@ in one forward sweep), radix-sorts them by their first 8 bytes, sorts each
 run of equal keys by the next 8 bytes, and so on for ``ROUNDS`` rounds, and
 finishes what still ties by comparisons through the sample (at most D
 tokens each). The result is :func:`native.sort.suffix_array`'s order,
-written straight into the range's slice of the table. Scratch: one byte a
-suffix (its range) and, per thread, 24 bytes a suffix of the largest range
-(32 from 2^32 tokens on).
+packed into the range's slice of the table and handed to the caller to
+write. Scratch: one byte a suffix (its range) and, per thread, 24 bytes a
+suffix of the largest range (32 from 2^32 tokens on) and its packed slice.
 
 Long repeats tie round after round; :func:`sort_range` gives up (returns
 False) when more than ``MAX_DEEP`` of a range's suffixes reach the
@@ -36,7 +36,7 @@ comparisons, which then do not count towards MAX_DEEP)."""
 RANGES_PER_THREAD = 8
 MIN_RANGES = 32
 """Ranges: RANGES_PER_THREAD a thread, at least MIN_RANGES (each thread's
-scratch is 24 bytes a suffix of the largest range)."""
+scratch grows with the largest range)."""
 CLASSIFY_CHUNK = 1 << 22
 """Suffixes a thread classifies between two progress reports."""
 
@@ -248,45 +248,37 @@ def _sort_pairs(keys, pos):
 
 
 @jit
-def write(pos, width, pointer, out, base):
+def write(pos, width, pointer, out):
     for j in range(pos.shape[0]):
-        put_pointer(out, base + j, pointer, np.int64(pos[j]) * width)
+        put_pointer(out, j, pointer, np.int64(pos[j]) * width)
 
 
 @jit
-def sort_range(tokens, sample, ranges, r, width, pointer, out, base, pos, keys, pos2, keys2,
+def sort_range(tokens, sample, ranges, r, width, pointer, out, pos, keys, pos2, keys2,
                max_deep):
-    """Sort range ``r`` (the suffixes i with ranges[i] == r) into entries
-    base.. of ``out``, through scratch at least as long as the range (``pos``,
+    """Sort range ``r`` (the suffixes i with ranges[i] == r) into ``out`` as
+    packed pointers, through scratch at least as long as the range (``pos``,
     ``pos2``: uint32 or int64, ``keys``, ``keys2``: uint64); False when more
-    than ``max_deep`` of its suffixes tie after ROUNDS rounds (then what it
-    wrote is not to be trusted)."""
+    than ``max_deep`` of its suffixes tie after ROUNDS rounds (then ``out``
+    is not to be trusted)."""
     m = gather(ranges, r, pos)
     p, k = pos[:m], keys[:m]
     prefix_keys(tokens, p, 0, k)
     radix_sort(k, p, keys2[:m], pos2[:m])
     if not resolve(tokens, sample, p, k, int(max_deep * m), pos2):
         return False
-    write(p, width, pointer, out, base)
+    write(p, width, pointer, out)
     return True
 
 
-def sort_ranges(tokens, sample, pointer: int, out: np.ndarray, threads: int = 1,
-                report=None, done=None, width: int | None = None) -> bool:
-    """Write the suffix array of ``tokens`` into the uint8 ``out`` as packed
-    pointers (entry i = byte offset in ``pointer`` little-endian bytes),
-    ranges sorted on ``threads`` threads; ``sample`` is
-    :func:`native.cover.rank_sample`'s. ``report(suffixes done)`` comes from
-    this thread (classified, then sorted: 2 n in all); ``done(start, stop)``
-    after entries [start, stop) are written for good. Offsets count
-    ``width`` bytes a token (default: the tokens' own; 4 for
-    :func:`native.keys.narrowed` ones). False, and ``out`` not
-    to be trusted, when a range's suffixes tie too deep (long repeats)."""
+def classify_all(tokens, sample, threads: int = 1, report=None) -> np.ndarray:
+    """The range of every suffix of ``tokens`` (uint8; ranges ascend with the
+    suffix order), cut at splitters of ``sample`` (:func:`native.cover.rank_sample`'s),
+    RANGES_PER_THREAD a thread (at least MIN_RANGES, at most 256), on
+    ``threads`` threads; ``report(suffixes classified)`` comes from this thread."""
     n = tokens.shape[0]
     spl = splitters(sample, min(256, max(MIN_RANGES, RANGES_PER_THREAD * threads)))
     which = np.empty(n, np.uint8)
-    width = width or tokens.dtype.itemsize
-    chunks = range(0, n, CLASSIFY_CHUNK)
 
     def classifying(lo):
         def job(tick):
@@ -294,8 +286,32 @@ def sort_ranges(tokens, sample, pointer: int, out: np.ndarray, threads: int = 1,
             classify(tokens, sample, spl, lo, hi, which[lo:hi])
             tick(hi - lo)
         return job
-    pool.run([classifying(lo) for lo in chunks], threads, report)
-    counts = tally(which, spl.shape[0] + 1)  # np.bincount would copy it to intp
+    pool.run([classifying(lo) for lo in range(0, n, CLASSIFY_CHUNK)], threads, report)
+    return which
+
+
+def _aligned(nbytes: int, align: int) -> np.ndarray:
+    """``nbytes`` of uint8 scratch starting at an address that is a multiple of ``align``."""
+    raw = np.empty(nbytes + align, np.uint8)
+    at = -raw.ctypes.data % align
+    return raw[at:at + nbytes]
+
+
+def sort_ranges(tokens, sample, which, pointer: int, emit, threads: int = 1, report=None,
+                width: int | None = None, align: int = 1) -> bool:
+    """Sort the suffixes of each range of ``which`` (:func:`classify_all`'s) on
+    ``threads`` threads and hand over its slice of the table: packed pointers
+    (entry i = byte offset in ``pointer`` little-endian bytes, ``width`` bytes
+    a token: default the tokens' own; 4 for :func:`native.keys.narrowed`
+    ones), as ``emit(first entry, bytes)`` from the thread that sorted it. The
+    bytes, a uint8 view of that thread's scratch valid until ``emit``
+    returns, start at an address congruent to their table offset modulo
+    ``align``. ``report(suffixes sorted)`` comes from this thread. False,
+    with some ranges never emitted, when a range's suffixes tie too deep
+    (long repeats)."""
+    n = tokens.shape[0]
+    width = width or tokens.dtype.itemsize
+    counts = tally(which, 256)  # np.bincount would copy it to intp
     starts = np.concatenate([[0], np.cumsum(counts)])
     longest = int(counts.max()) if n else 0
     dtype = np.uint32 if n < 1 << 32 else np.int64
@@ -309,14 +325,15 @@ def sort_ranges(tokens, sample, pointer: int, out: np.ndarray, threads: int = 1,
             if not hasattr(scratch, "buffers"):
                 scratch.buffers = (np.empty(longest, dtype), np.empty(longest, np.uint64),
                                    np.empty(longest, dtype), np.empty(longest, np.uint64))
-            if not sort_range(tokens, sample, which, r, width, pointer, out, starts[r],
+                scratch.packed = _aligned(longest * pointer + align, align)
+            lead = int(starts[r]) * pointer % align
+            out = scratch.packed[lead:lead + int(counts[r]) * pointer]
+            if not sort_range(tokens, sample, which, r, width, pointer, out,
                               *scratch.buffers, MAX_DEEP):
                 failed.set()
                 return False
-            if done is not None:
-                done(starts[r], starts[r + 1])
+            emit(int(starts[r]), out)
             tick(counts[r])
             return True
         return job
-    return all(pool.run([sorting(r) for r in range(len(counts))], threads,
-                        report and (lambda k: report(n + k))))
+    return all(pool.run([sorting(r) for r in np.flatnonzero(counts)], threads, report))

@@ -16,10 +16,19 @@ from naive import naive_suffix_array
 from test_native_sort import THREADS, WIDTHS, corpora, packed
 
 
-def _sorted(tokens, threads, done=None):
+def _sorted(tokens, threads, emitted=None, align=1):
+    """sort_ranges' table (emitted slices put in place), whether it was
+    trusted, and the oracle's; ``emitted`` collects (first entry, bytes, address)."""
     pointer = fmt.pointer_width(tokens.nbytes)
     out = np.zeros(len(tokens) * pointer, np.uint8)
-    ok = ranges.sort_ranges(tokens, cover.rank_sample(tokens), pointer, out, threads, None, done)
+
+    def emit(i, data):
+        out[i * pointer:i * pointer + len(data)] = data
+        if emitted is not None:
+            emitted.append((i, len(data), data.ctypes.data))
+    sample = cover.rank_sample(tokens)
+    which = ranges.classify_all(tokens, sample, threads)
+    ok = ranges.sort_ranges(tokens, sample, which, pointer, emit, threads, align=align)
     return ok, out.tobytes(), packed(naive_suffix_array(tokens), tokens.itemsize,
                                      pointer).tobytes()
 
@@ -87,15 +96,18 @@ def test_u32_builds_on_one_and_two_threads(tmp_path, monkeypatch, high):
             packed(naive_suffix_array(tokens), 4, pointer).tobytes(), threads
 
 
-def test_each_range_is_reported_done_once(monkeypatch):
+@pytest.mark.parametrize("align", [1, 8, 4096])
+def test_each_entry_is_emitted_once_at_its_alignment(monkeypatch, align):
     monkeypatch.setattr(ranges, "MAX_DEEP", 2.0)
     tokens = np.tile(corpora(2)["random"], 20)
+    pointer = fmt.pointer_width(tokens.nbytes)
+    emitted = []
+    ok, got, expected = _sorted(tokens, 3, emitted, align)
     entries = np.zeros(len(tokens), np.int64)
-
-    def done(a, b):
-        entries[a:b] += 1
-    ok, got, expected = _sorted(tokens, 3, done)
-    assert ok and got == expected and (entries == 1).all()
+    for i, size, address in emitted:
+        assert size % pointer == 0 and (address - i * pointer) % align == 0
+        entries[i:i + size // pointer] += 1
+    assert ok and got == expected and (entries == 1).all() and len(emitted) > 1
 
 
 def _corpus(tmp_path, repetitive):
@@ -119,6 +131,6 @@ def test_builds_by_ranges_or_fall_back(tmp_path, monkeypatch, capsys, repetitive
         capsys.readouterr()
         out = ig.build([src], tmp_path / f"t{threads}", tokenizer="bytes", threads=threads)
         err = capsys.readouterr().err
-        assert "classify and sort ranges] started" in err
+        assert "classify] started" in err and "sort ranges] started" in err
         assert ("long repeats: sorting another way" in err) == repetitive
         assert (out / "table.0").read_bytes() == (one / "table.0").read_bytes()
