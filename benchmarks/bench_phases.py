@@ -15,8 +15,6 @@ fraction that speed-up implies (Amdahl) and what it projects to
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import tempfile
 import time
@@ -114,24 +112,10 @@ def main(argv=None):
     ap.add_argument("--project", type=int, default=16, help="cores to project the sort to")
     rep.add_report_options(ap, "build-phases", "build-phases-16")
     args = ap.parse_args(argv)
-    if args.from_json:
-        data = json.loads(args.from_json.read_text())
-    else:
-        threads = [int(x) for x in args.threads.split(",")]
-        m = rep.machine()
-        print(f"phases benchmark: load {m['load_avg']}", flush=True)
-        data = {"machine": m, "threads": threads, "project": args.project,
-                "busy": args.busy or m["load_avg"][0] > 1.0,
-                "command": " ".join(["python benchmarks/bench_phases.py"]
-                                    + (argv or sys.argv[1:])),
-                **measure(cor.parse_count(args.tokens), threads)}
-        data["machine"]["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
-        rep.save_json(f"phases-{args.section}.json", data)
-    text = report(data)
-    print(text)
-    if not args.no_results:
-        rep.update_results(args.section, text, after=("build-threads",))
-
+    threads = [int(x) for x in args.threads.split(",")]
+    rep.measure_and_report(args, argv, "bench_phases", lambda: {
+        "threads": threads, "project": args.project,
+        **measure(cor.parse_count(args.tokens), threads)}, report, after=("build-threads",))
 
 if __name__ == "__main__":
     main()

@@ -14,8 +14,6 @@ then the wait until the background thread has built the key sample, and
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 from pathlib import Path
 
@@ -169,24 +167,11 @@ def main(argv=None):
                     help="threads of the index builds (default: every core)")
     rep.add_report_options(ap, "scale", "scale-16")
     args = ap.parse_args(argv)
-    if args.from_json:
-        data = json.loads(args.from_json.read_text())
-    else:
-        threads = [int(x) for x in args.threads.split(",")]
-        m = rep.machine()
-        print(f"scale benchmark: load {m['load_avg']}", flush=True)
-        data = {"machine": m, "threads": threads, "busy": args.busy or m["load_avg"][0] > 1.0,
-                "command": " ".join(["python benchmarks/bench_scale.py"]
-                                    + (argv or sys.argv[1:])),
-                "sizes": [bench_size(cor.parse_count(t), threads, args.build_threads)
-                          for t in args.tokens.split(",")]}
-        data["machine"]["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
-        rep.save_json(f"scale-{args.section}.json", data)
-    text = report(data)
-    print(text)
-    if not args.no_results:
-        rep.update_results(args.section, text, after=("queries-stdlib", "queries"))
-
+    threads = [int(x) for x in args.threads.split(",")]
+    rep.measure_and_report(args, argv, "bench_scale", lambda: {
+        "threads": threads, "sizes": [bench_size(cor.parse_count(t), threads, args.build_threads)
+                                      for t in args.tokens.split(",")]},
+        report, after=("queries-stdlib", "queries"))
 
 if __name__ == "__main__":
     main()

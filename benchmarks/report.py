@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -161,3 +162,27 @@ def fmt_bytes(n) -> str:
         if abs(n) < 1024 or unit == "GiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
+
+
+def measure_and_report(args, argv, script: str, measure, render, after: tuple[str, ...]) -> dict:
+    """The main of a benchmark script: ``measure()`` (a dict of results) on
+    this machine, saved to ``out/<script>-<section>.json`` with the machine,
+    the command and the load, or the run ``--from-json`` names; then
+    ``render(data)`` printed and written to its RESULTS.md block (placed
+    after the first of ``after``) unless ``--no-results``."""
+    name = script.removeprefix("bench_")
+    if args.from_json:
+        data = json.loads(args.from_json.read_text())
+    else:
+        m = machine()
+        print(f"{name} benchmark: load {m['load_avg']}", flush=True)
+        data = {"machine": m, "busy": args.busy or m["load_avg"][0] > 1.0,
+                "command": " ".join([f"python benchmarks/{script}.py"]
+                                    + (argv or sys.argv[1:])), **measure()}
+        data["machine"]["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
+        save_json(f"{name}-{args.section}.json", data)
+    text = render(data)
+    print(text)
+    if not args.no_results:
+        update_results(args.section, text, after=after)
+    return data
