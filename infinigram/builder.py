@@ -369,12 +369,13 @@ def build_table(directory: Path, s: int, width: int, max_memory: int | None,
                 storage.reserve(f, n * pointer)  # a full disk fails here, before the sort
                 done = by_ranges and _sort_by_ranges(sortable, tmp, width, pointer, progress,
                                                      f"sort shard {s}", threads)
-                if not done and len(parts) <= 1:  # packed in the SA's own memory: no copy
+                if not done and len(parts) <= 1:  # packed in the SA's own memory
                     progress.start(f"sort shard {s}")
                     sa = sort.suffix_array(sortable)
                     if pointer > sa.itemsize:
                         sa = sa.astype(np.int64)
-                    storage.write_all(f, ptrs.pack_in_place(sa, width, pointer))
+                    with storage.UncachedWriter(tmp) as table:
+                        table.write(ptrs.pack_in_place(sa, width, pointer), 0)
                     del sa
                 elif not done:
                     with storage.mapped(f, n * pointer) as out:

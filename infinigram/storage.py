@@ -120,6 +120,8 @@ def mapped(f: BinaryIO, length: int = 0, write: bool = True):
 
 ALIGN = 4096
 """What uncached (O_DIRECT) transfers align their address, offset and length to."""
+BOUNCE = 1 << 23
+"""Bytes a write copies to an aligned buffer at a time (a multiple of ALIGN)."""
 
 
 def _direct(path, flags: int) -> int | None:
@@ -138,11 +140,12 @@ def _direct(path, flags: int) -> int | None:
 class UncachedWriter:
     """Writes into the existing file ``path`` around the page cache where the
     file system allows: each write's whole aligned blocks go straight to disk
-    (O_DIRECT) when its bytes sit at an address congruent to their offset
-    modulo ALIGN, its ends (and any other write) through the page cache. A
-    table is written once and not read by the build again: this way it does
-    not fill memory with pages to write back (nor, on a VM, claim fresh pages
-    from the host). Threads may write at once; a context manager."""
+    (O_DIRECT), its ends through the page cache; bytes at an address not
+    congruent to their offset modulo ALIGN are first copied to an aligned
+    buffer, BOUNCE bytes at a time. A table is written once and not read by
+    the build again: this way it does not fill memory with pages to write
+    back (nor, on a VM, claim fresh pages from the host). Threads may write
+    at once; a context manager."""
 
     def __init__(self, path):
         self.path = path
@@ -161,20 +164,33 @@ class UncachedWriter:
         """Write all of ``data`` (a contiguous array or buffer) at ``offset``
         or raise (a full disk: BuildError)."""
         arr = np.frombuffer(data, np.uint8)
+        with disk_errors(self.path):
+            if self.direct is None or (arr.ctypes.data - offset) % ALIGN == 0:
+                self._write(arr, offset)
+                return
+            bounce = np.frombuffer(mmap.mmap(-1, BOUNCE), np.uint8)  # page-aligned
+            at, end = offset, offset + len(arr)
+            while at < end:  # pieces end at multiples of BOUNCE, so only two have ends
+                stop = min(end, (at // BOUNCE + 1) * BOUNCE)
+                piece = bounce[at % ALIGN:at % ALIGN + stop - at]
+                piece[:] = arr[at - offset:stop - offset]
+                self._write(piece, at)
+                at = stop
+
+    def _write(self, arr: np.ndarray, offset: int) -> None:
         view = memoryview(arr)
         a = -(-offset // ALIGN) * ALIGN  # the aligned blocks: [a, b)
         b = (offset + len(view)) // ALIGN * ALIGN
-        with disk_errors(self.path):
-            if self.direct is not None and b > a and (arr.ctypes.data - offset) % ALIGN == 0:
-                try:
-                    _pwrite_all(self.direct, view[a - offset:b - offset], a)
-                    _pwrite_all(self.fd, view[:a - offset], offset)
-                    _pwrite_all(self.fd, view[b - offset:], b)
-                    return
-                except OSError as e:
-                    if e.errno != errno.EINVAL:  # alignment refused: through the cache
-                        raise
-            _pwrite_all(self.fd, view, offset)
+        if self.direct is not None and b > a and (arr.ctypes.data - offset) % ALIGN == 0:
+            try:
+                _pwrite_all(self.direct, view[a - offset:b - offset], a)
+                _pwrite_all(self.fd, view[:a - offset], offset)
+                _pwrite_all(self.fd, view[b - offset:], b)
+                return
+            except OSError as e:
+                if e.errno != errno.EINVAL:  # alignment refused: through the cache
+                    raise
+        _pwrite_all(self.fd, view, offset)
 
 
 def uncached_chunks(path, chunk: int = 1 << 24):

@@ -37,7 +37,8 @@ def _placed(data: np.ndarray, offset: int, congruent: bool) -> np.ndarray:
     return raw[at:at + len(data)]
 
 
-def test_writes_land_in_place_from_many_threads(tmp_path, mode):
+def test_writes_land_in_place_from_many_threads(tmp_path, monkeypatch, mode):
+    monkeypatch.setattr(storage, "BOUNCE", 4 * A)  # unaligned data: copied in several pieces
     rng = np.random.default_rng(0)
     size = 40 * A + 123
     want = rng.integers(0, 256, size, np.uint8)
@@ -71,6 +72,25 @@ def test_a_refused_alignment_goes_through_the_cache(tmp_path, monkeypatch, mode)
         w.write(data, A + 7)
     assert path.read_bytes() == bytes(A + 7) + data.tobytes() + bytes(A - 7)
     assert refused == ([2 * A] if mode == "direct" else [])
+
+
+def test_unaligned_data_goes_around_the_cache_in_whole_blocks(tmp_path, monkeypatch, mode):
+    monkeypatch.setattr(storage, "BOUNCE", 4 * A)
+    path = tmp_path / "t"
+    path.write_bytes(bytes(12 * A))
+    data = _placed(np.arange(10 * A, dtype=np.uint8) * 7, A + 7, False)
+    real, direct = os.pwrite, []
+
+    def pwrite(fd, view, offset):
+        if fd == w.direct:
+            direct.append((offset, len(view)))
+        return real(fd, view, offset)
+    monkeypatch.setattr(os, "pwrite", pwrite)
+    with storage.UncachedWriter(path) as w:
+        w.write(data, A + 7)
+    assert path.read_bytes() == bytes(A + 7) + data.tobytes() + bytes(A - 7)
+    assert direct == ([(2 * A, 2 * A), (4 * A, 4 * A), (8 * A, 3 * A)] if mode == "direct"
+                      else [])
 
 
 @pytest.mark.parametrize("size", [0, 1, A - 1, A, A + 1, 2 * A, 5 * A + 3])
