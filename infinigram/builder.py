@@ -9,6 +9,7 @@ files (each written under a temporary name, the manifest last).
 from __future__ import annotations
 
 import concurrent.futures as cf
+import ctypes
 import errno
 import json
 import mmap
@@ -429,6 +430,7 @@ def _sort_in_parts(tokens, parts, pointer, out: mmap.mmap, directory, progress, 
     progress summed over its threads."""
     n = len(tokens)
     dtype = sort.sa_dtype(n)  # sort_part's
+    _unmap_freed_blocks()
     spill = Path(tempfile.mkdtemp(prefix=".parts-", dir=directory))
     try:
         path = spill / "parts"
@@ -462,9 +464,21 @@ def _sort_in_parts(tokens, parts, pointer, out: mmap.mmap, directory, progress, 
             merge.merge_parts(tokens, np.frombuffer(spilled, dtype=dtype),
                               [lo for lo, _ in parts] + [n], sample, pointer,
                               np.frombuffer(out, dtype=np.uint8),
-                              lambda k: progress.update(k, n, "tok"), threads, done)
+                              lambda k: progress.update(k, n, "tok"), threads, done,
+                              lambda: storage.release(spilled, 0, len(spilled)))
     finally:
         shutil.rmtree(spill, ignore_errors=True)
+
+
+def _unmap_freed_blocks() -> None:
+    """Have glibc's malloc hand every freed block of 1 MiB or more back to
+    the system at once: a fixed M_MMAP_THRESHOLD (by default it rises after
+    the first large free, and the sorted parts' memory would then stay in
+    this process through the merge). Process-wide; a no-op off glibc."""
+    try:
+        ctypes.CDLL(None).mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
 
 
 def train_tokenizer(files, model_path, vocab_size: int, *, text_field: str = "text",

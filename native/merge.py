@@ -257,7 +257,7 @@ per thread keep the threads busy)."""
 
 
 def merge_parts(tokens, flat, bounds, sample, pointer: int, out: np.ndarray,
-                report=None, threads: int = 1, done=None) -> None:
+                report=None, threads: int = 1, done=None, cut=None) -> None:
     """Merge the sorted parts ``flat[bounds[p]:bounds[p+1]]`` (each from
     :func:`sort_part` with the same ``sample``; the parts' bounds from
     :func:`plan_parts` do, and a memmap is fine) and write the result as the
@@ -265,12 +265,17 @@ def merge_parts(tokens, flat, bounds, sample, pointer: int, out: np.ndarray,
     ``pointer`` little-endian bytes of uint8 ``out`` (a memmap is fine).
     With ``threads`` > 1, output ranges are merged on that many threads.
     ``report(entries_done)`` is called from this thread every CHUNK entries
-    or so and at the end; ``done`` is :func:`merge_range`'s.
+    or so and at the end; ``done`` is :func:`merge_range`'s; ``cut()`` once
+    the output ranges are cut, before any is merged.
 
-    Memory: ``flat`` and ``out`` are only streamed through, O(len(bounds)) else.
+    Memory: ``flat`` and ``out`` are streamed through, O(len(bounds)) else;
+    only cutting the ranges reads ``flat`` anywhere (bisections: a caller
+    streaming it from a map may let go of its pages at ``cut``).
     """
     cuts = merge_ranges(tokens, flat, bounds, sample, pointer, out,
                         RANGES_PER_THREAD * threads if threads > 1 else 1)
+    if cut is not None:
+        cut()
     jobs = [lambda tick, r=r: merge_range(tokens, flat, cuts, r, sample, pointer, out, tick,
                                           done)
             for r in range(cuts.shape[1] - 1)]

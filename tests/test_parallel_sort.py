@@ -3,7 +3,10 @@ and part count, the thread count checked, progress from one thread."""
 import io
 import json
 import os
+import platform
 import re
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -104,6 +107,34 @@ def _resident() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+_RETAINED = """
+import sys, numpy as np
+from infinigram import builder
+def resident():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+np.ones(16 << 20, np.uint8).sum()  # freed at once: glibc's default threshold rises past the blocks below
+if sys.argv[1] == "unmap":
+    builder._unmap_freed_blocks()
+blocks = [np.ones(4 << 20, np.uint8) for _ in range(8)]
+pin = np.ones(2 << 20, np.uint8)  # lives on above them
+before = resident()
+del blocks
+print(before - resident())
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="M_MMAP_THRESHOLD is glibc's")
+def test_freed_parts_leave_the_process():
+    """Before the parts are sorted, freed blocks of 1 MiB or more are handed
+    back at once (by default glibc keeps them after a larger free)."""
+    def given_back(mode):
+        out = subprocess.run([sys.executable, "-c", _RETAINED, mode], capture_output=True,
+                             text=True, check=True)
+        return int(out.stdout)
+    assert given_back("unmap") >= 30 << 20 and given_back("default") < 8 << 20
+
+
 def test_merge_lets_go_of_written_and_read_pages(tmp_path):
     """storage.release takes a map's written pages out of this process's
     memory and keeps what was written; the parts merge calls it behind itself
@@ -126,7 +157,8 @@ def test_merge_lets_go_of_written_and_read_pages(tmp_path):
 @pytest.mark.parametrize("threads", [1, 3])
 def test_merge_reports_what_it_wrote_and_read(monkeypatch, threads):
     """merge_parts' ``done`` covers every output entry once and, per part,
-    exactly the entries of that part (so what a caller lets go is done with)."""
+    exactly the entries of that part (so what a caller lets go is done
+    with); ``cut`` comes once, before any of it."""
     monkeypatch.setattr(merge, "CHUNK", 64)  # many chunks
     tokens = np.tile(corpora(2)["random"], 20)
     n, part = len(tokens), len(tokens) // 5 + 1
@@ -134,14 +166,16 @@ def test_merge_reports_what_it_wrote_and_read(monkeypatch, threads):
     bounds = [*range(0, n, part), n]
     flat = np.concatenate([sort_part(tokens, lo, hi, sample) for lo, hi in zip(bounds, bounds[1:])])
     written, read = np.zeros(n, np.int64), np.zeros(n, np.int64)
+    cuts = []
 
     def done(w, nxt, start, cursors):
+        assert cuts == [0]
         written[w:nxt] += 1
         for a, b in zip(start.tolist(), cursors.tolist()):
             read[a:b] += 1
     merge.merge_parts(tokens, flat, bounds, sample, 4, np.zeros(4 * n, np.uint8), None, threads,
-                      done)
-    assert (written == 1).all() and (read == 1).all()
+                      done, lambda: cuts.append(written.sum()))
+    assert (written == 1).all() and (read == 1).all() and cuts == [0]
 
 
 @pytest.mark.parametrize("threads", [0, -1, 2.5, True])
