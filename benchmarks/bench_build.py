@@ -590,10 +590,12 @@ def targets(data: dict) -> list[str]:
                            f"{d['rss_over_index']:.2f}x{above} — "
                            f"{rep.met(d['rss_over_index'] <= 1.5)}")
         d = res["tools"].get("ours-parts", {})
-        if d.get("rss_bytes") and res.get("max_memory"):
+        if d.get("rss_bytes") and res.get("max_memory"):  # the budget leaves out the fixed cost
+            held = d["rss_bytes"] - (base or 0)
+            above = f" ({int(held):,} above the {TINY:,}-token build's peak)" if base else ""
             out.append(f"Peak RSS within --max-memory ({res['corpus']}, ours-parts): "
-                       f"{int(d['rss_bytes']):,} of {res['max_memory']:,} bytes — "
-                       f"{rep.met(d['rss_bytes'] <= res['max_memory'])}")
+                       f"{int(d['rss_bytes']):,}{above} of {res['max_memory']:,} bytes — "
+                       f"{rep.met(held <= res['max_memory'])}")
     for tool, how in (("ours", ""), ("ours-parts", ", --max-memory parts")):
         base = z and z["tools"].get(tool, {}).get("wall_s")
         for name in ("block", "single"):
