@@ -465,7 +465,7 @@ def _sort_in_parts(tokens, parts, pointer, out: mmap.mmap, directory, progress, 
                               [lo for lo, _ in parts] + [n], sample, pointer,
                               np.frombuffer(out, dtype=np.uint8),
                               lambda k: progress.update(k, n, "tok"), threads, done,
-                              lambda: storage.release(spilled, 0, len(spilled)))
+                              lambda lo, hi: storage.release(spilled, lo * size, hi * size))
     finally:
         shutil.rmtree(spill, ignore_errors=True)
 

@@ -208,30 +208,21 @@ def _merge_steps(tokens, flat, ends, sample, pointer, out, tree, heads, cursors,
 
 
 @jit
-def _cuts(tokens, flat, bounds, sample, splitters):
-    """cuts[j, r]: the first entry of part j (flat[bounds[j]:bounds[j+1]],
-    sorted) whose suffix does not sort before splitter r - 1 (cuts[j, 0] =
-    bounds[j], cuts[j, R] = bounds[j + 1]): by bisection, each splitter's
-    search starting at the previous one's cut."""
-    k = bounds.shape[0] - 1
-    R = splitters.shape[0] + 1
-    cuts = np.empty((k, R + 1), np.int64)
-    for j in range(k):
-        cuts[j, 0] = bounds[j]
-        cuts[j, R] = bounds[j + 1]
-        lo = bounds[j]
-        for r in range(R - 1):
-            x = splitters[r]
-            hi = bounds[j + 1]
-            while lo < hi:
-                mid = (lo + hi) >> 1
-                p = flat[mid]
-                if p != x and cover.compare(tokens, sample, p, x, 0) < 0:
-                    lo = mid + 1
-                else:
-                    hi = mid
-            cuts[j, r + 1] = lo
-    return cuts
+def _part_cuts(tokens, flat, lo, hi, sample, splitters, out):
+    """out[r]: the first entry of the sorted part flat[lo:hi] whose suffix
+    does not sort before splitter r, by bisection, each search starting at
+    the previous one's cut."""
+    for r in range(splitters.shape[0]):
+        x = splitters[r]
+        top = hi
+        while lo < top:
+            mid = (lo + top) >> 1
+            p = flat[mid]
+            if p != x and cover.compare(tokens, sample, p, x, 0) < 0:
+                lo = mid + 1
+            else:
+                top = mid
+        out[r] = lo
 
 
 def splitters(sample, ranges: int) -> np.ndarray:
@@ -265,17 +256,13 @@ def merge_parts(tokens, flat, bounds, sample, pointer: int, out: np.ndarray,
     ``pointer`` little-endian bytes of uint8 ``out`` (a memmap is fine).
     With ``threads`` > 1, output ranges are merged on that many threads.
     ``report(entries_done)`` is called from this thread every CHUNK entries
-    or so and at the end; ``done`` is :func:`merge_range`'s; ``cut()`` once
-    the output ranges are cut, before any is merged.
+    or so and at the end; ``done`` is :func:`merge_range`'s, ``cut``
+    :func:`merge_ranges`'.
 
-    Memory: ``flat`` and ``out`` are streamed through, O(len(bounds)) else;
-    only cutting the ranges reads ``flat`` anywhere (bisections: a caller
-    streaming it from a map may let go of its pages at ``cut``).
+    Memory: ``flat`` and ``out`` are streamed through, O(len(bounds)) else.
     """
     cuts = merge_ranges(tokens, flat, bounds, sample, pointer, out,
-                        RANGES_PER_THREAD * threads if threads > 1 else 1)
-    if cut is not None:
-        cut()
+                        RANGES_PER_THREAD * threads if threads > 1 else 1, cut)
     jobs = [lambda tick, r=r: merge_range(tokens, flat, cuts, r, sample, pointer, out, tick,
                                           done)
             for r in range(cuts.shape[1] - 1)]
@@ -283,11 +270,13 @@ def merge_parts(tokens, flat, bounds, sample, pointer: int, out: np.ndarray,
 
 
 def merge_ranges(tokens, flat, bounds, sample, pointer: int, out: np.ndarray,
-                 ranges: int) -> np.ndarray:
+                 ranges: int, cut=None) -> np.ndarray:
     """Check the arguments of :func:`merge_parts` and cut the merge into up
     to ``ranges`` output ranges that :func:`merge_range` merges independently
     (in any order, on any thread or machine): ``cuts[j, r]`` is the first
-    entry of part j in range r, ``cuts[j, R]`` its end."""
+    entry of part j in range r, ``cuts[j, R]`` its end. Part by part, by
+    bisections that read ``flat[lo:hi]`` anywhere, then ``cut(lo, hi)`` (a
+    caller reading ``flat`` from a map may let go of those pages)."""
     tokens = check_tokens(tokens)
     bounds = np.asarray(bounds, dtype=np.int64)
     n = tokens.shape[0]
@@ -301,7 +290,14 @@ def merge_ranges(tokens, flat, bounds, sample, pointer: int, out: np.ndarray,
                          f"got {out.dtype} of shape {out.shape}")
     if not n:
         return np.zeros((len(bounds) - 1, 1), np.int64)
-    return _cuts(tokens, flat, bounds, sample, splitters(sample, ranges))
+    spl = splitters(sample, ranges)
+    cuts = np.empty((len(bounds) - 1, len(spl) + 2), np.int64)
+    cuts[:, 0], cuts[:, -1] = bounds[:-1], bounds[1:]
+    for j, (lo, hi) in enumerate(zip(bounds[:-1].tolist(), bounds[1:].tolist())):
+        _part_cuts(tokens, flat, lo, hi, sample, spl, cuts[j, 1:-1])
+        if cut is not None:
+            cut(lo, hi)
+    return cuts
 
 
 def merge_range(tokens, flat, cuts, r: int, sample, pointer: int, out: np.ndarray,

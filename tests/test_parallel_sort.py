@@ -158,7 +158,7 @@ def test_merge_lets_go_of_written_and_read_pages(tmp_path):
 def test_merge_reports_what_it_wrote_and_read(monkeypatch, threads):
     """merge_parts' ``done`` covers every output entry once and, per part,
     exactly the entries of that part (so what a caller lets go is done
-    with); ``cut`` comes once, before any of it."""
+    with); ``cut`` comes once per part, in order, before any of it."""
     monkeypatch.setattr(merge, "CHUNK", 64)  # many chunks
     tokens = np.tile(corpora(2)["random"], 20)
     n, part = len(tokens), len(tokens) // 5 + 1
@@ -169,13 +169,13 @@ def test_merge_reports_what_it_wrote_and_read(monkeypatch, threads):
     cuts = []
 
     def done(w, nxt, start, cursors):
-        assert cuts == [0]
+        assert cuts == list(zip(bounds, bounds[1:]))
         written[w:nxt] += 1
         for a, b in zip(start.tolist(), cursors.tolist()):
             read[a:b] += 1
     merge.merge_parts(tokens, flat, bounds, sample, 4, np.zeros(4 * n, np.uint8), None, threads,
-                      done, lambda: cuts.append(written.sum()))
-    assert (written == 1).all() and (read == 1).all() and cuts == [0]
+                      done, lambda lo, hi: cuts.append((lo, hi)))
+    assert (written == 1).all() and (read == 1).all() and cuts == list(zip(bounds, bounds[1:]))
 
 
 @pytest.mark.parametrize("threads", [0, -1, 2.5, True])
