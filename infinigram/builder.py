@@ -423,9 +423,10 @@ def _plan(n: int, width: int, max_memory: int | None, threads: int) -> list[tupl
 def _sort_in_parts(tokens, parts, pointer, out: mmap.mmap, directory, progress, phase,
                    threads=1) -> None:
     """Rank the shard's difference-cover sample, sort the parts into one spill
-    file (each at its own positions, ``threads`` parts at once), then merge
-    the parts into the table map ``out`` (``threads`` output ranges at once),
-    letting go of the pages of both maps behind the merge, so that neither
+    file (each at its own positions, ``threads`` parts at once, written
+    around the page cache), then merge the parts into the table map ``out``
+    (``threads`` output ranges at once), letting go of the pages of both maps
+    behind the merge (the spill's leave the page cache too), so that neither
     file's pages add up in memory; each step is a progress phase, its
     progress summed over its threads."""
     n = len(tokens)
@@ -442,11 +443,12 @@ def _sort_in_parts(tokens, parts, pointer, out: mmap.mmap, directory, progress, 
         progress.start(f"{phase}: sort {len(parts)} parts")
         with open(path, "wb") as f:
             storage.reserve(f, n * dtype.itemsize)
+        with storage.UncachedWriter(path) as parts_out:
 
             def job(lo, hi):
                 def sort_one(tick):
                     part = merge.sort_part(tokens, lo, hi, sample, parallel=threads == 1)
-                    storage.write_at(f, part, lo * dtype.itemsize)
+                    parts_out.write(part, lo * dtype.itemsize)
                     tick(hi - lo)
                 return sort_one
 
@@ -456,16 +458,18 @@ def _sort_in_parts(tokens, parts, pointer, out: mmap.mmap, directory, progress, 
         size = dtype.itemsize
         with open(path, "rb") as f, storage.mapped(f, write=False) as spilled:
 
-            def done(w, nxt, read, cursors):
+            def read(a, b):  # parts' entries [a, b) read: out of this process and the cache
+                storage.release(spilled, a * size, b * size, f.fileno())
+
+            def done(w, nxt, start, cursors):
                 storage.release(out, w * pointer, nxt * pointer)
-                for a, b in zip(read.tolist(), cursors.tolist()):
-                    storage.release(spilled, a * size, b * size)
+                for a, b in zip(start.tolist(), cursors.tolist()):
+                    read(a, b)
             progress.start(f"{phase}: merge")
             merge.merge_parts(tokens, np.frombuffer(spilled, dtype=dtype),
                               [lo for lo, _ in parts] + [n], sample, pointer,
                               np.frombuffer(out, dtype=np.uint8),
-                              lambda k: progress.update(k, n, "tok"), threads, done,
-                              lambda lo, hi: storage.release(spilled, lo * size, hi * size))
+                              lambda k: progress.update(k, n, "tok"), threads, done, read)
     finally:
         shutil.rmtree(spill, ignore_errors=True)
 

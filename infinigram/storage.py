@@ -93,14 +93,18 @@ def reserve(f: BinaryIO, nbytes: int) -> None:
             f.seek(pos)
 
 
-def release(view: mmap.mmap, start: int, stop: int) -> None:
+def release(view: mmap.mmap, start: int, stop: int, fd: int | None = None) -> None:
     """Let go of the whole pages of bytes [start, stop) of a shared file map:
     they leave this process's resident memory (written ones stay in the page
-    cache until written back; a later access maps them again)."""
+    cache until written back; a later access maps them again). Given the
+    file's descriptor ``fd``, its clean pages there leave the page cache too
+    (a file read once: the memory serves the next reads)."""
     page = mmap.PAGESIZE
     a, b = -(-start // page) * page, stop // page * page
     if b > a and hasattr(mmap, "MADV_DONTNEED"):
         view.madvise(mmap.MADV_DONTNEED, a, b - a)
+    if b > a and fd is not None and hasattr(os, "posix_fadvise"):
+        os.posix_fadvise(fd, a, b - a, os.POSIX_FADV_DONTNEED)
 
 
 @contextmanager

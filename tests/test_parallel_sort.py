@@ -151,6 +151,15 @@ def test_merge_lets_go_of_written_and_read_pages(tmp_path):
             assert _resident() - before < size // 8
             assert (data[::4096] == 7).all()
             del data
+        os.fsync(f.fileno())
+        with storage.mapped(f, write=False) as view:  # read once, then out of the cache too
+            data = np.frombuffer(view, np.uint8)
+            before = _resident()
+            assert (data[::4096] == 7).all() and _resident() - before > size // 2
+            storage.release(view, 0, size, f.fileno())
+            assert _resident() - before < size // 8
+            assert (data[::4096] == 7).all()
+            del data
     assert (np.fromfile(tmp_path / "f", np.uint8)[::4096] == 7).all()
 
 
