@@ -19,6 +19,7 @@ from typing import BinaryIO
 import numpy as np
 
 from .errors import BuildError
+from .native import aligned
 
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 _UNSUPPORTED = (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS)
@@ -172,7 +173,7 @@ class UncachedWriter:
             if self.direct is None or (arr.ctypes.data - offset) % ALIGN == 0:
                 self._write(arr, offset)
                 return
-            bounce = np.frombuffer(mmap.mmap(-1, BOUNCE), np.uint8)  # page-aligned
+            bounce = aligned(BOUNCE, ALIGN)
             at, end = offset, offset + len(arr)
             while at < end:  # pieces end at multiples of BOUNCE, so only two have ends
                 stop = min(end, (at // BOUNCE + 1) * BOUNCE)
@@ -207,14 +208,14 @@ def uncached_chunks(path, chunk: int = 1 << 24):
             while block := f.read(chunk):
                 yield block
         return
-    buf = mmap.mmap(-1, chunk)  # page-aligned
+    buf = aligned(chunk, ALIGN)
     try:
         size, offset = os.fstat(fd).st_size, 0
         while offset < size:
             k = os.preadv(fd, [buf], offset)
             if k <= 0 or (k % ALIGN and offset + k < size):
                 raise OSError(errno.EIO, f"short read of {path} at byte {offset}")
-            yield memoryview(buf)[:k]
+            yield buf[:k]
             offset += k
     finally:
-        os.close(fd)  # buf goes with the last view of it
+        os.close(fd)

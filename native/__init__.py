@@ -4,6 +4,7 @@ Every kernel is compiled through :func:`jit` (on-disk cache, GIL released)
 so users pay compile time once and threads can query in parallel.
 """
 import numba
+import numpy as np
 
 _OPTIONS = {"cache": True, "nogil": True}
 
@@ -40,3 +41,11 @@ def direct(kernel, *args):
     dispatch (whose cost is paid on every call). Every later call must pass arguments of
     exactly these types (dtype, dimensions, layout): it checks none of them."""
     return kernel.compile(tuple(kernel.typeof_pyval(a) for a in args))
+
+
+def aligned(nbytes: int, align: int) -> np.ndarray:
+    """``nbytes`` of uint8 scratch starting at an address that is a multiple
+    of ``align`` (what uncached transfers need)."""
+    raw = np.empty(nbytes + align, np.uint8)
+    at = -raw.ctypes.data % align
+    return raw[at:at + nbytes]

@@ -21,7 +21,7 @@ import threading
 
 import numpy as np
 
-from . import cover, jit, pool
+from . import aligned, cover, jit, pool
 from .keys import prefix_key, width_of
 from .merge import splitters
 from .ptrs import put_pointer
@@ -290,13 +290,6 @@ def classify_all(tokens, sample, threads: int = 1, report=None) -> np.ndarray:
     return which
 
 
-def _aligned(nbytes: int, align: int) -> np.ndarray:
-    """``nbytes`` of uint8 scratch starting at an address that is a multiple of ``align``."""
-    raw = np.empty(nbytes + align, np.uint8)
-    at = -raw.ctypes.data % align
-    return raw[at:at + nbytes]
-
-
 def sort_ranges(tokens, sample, which, pointer: int, emit, threads: int = 1, report=None,
                 width: int | None = None, align: int = 1) -> bool:
     """Sort the suffixes of each range of ``which`` (:func:`classify_all`'s) on
@@ -325,7 +318,7 @@ def sort_ranges(tokens, sample, which, pointer: int, emit, threads: int = 1, rep
             if not hasattr(scratch, "buffers"):
                 scratch.buffers = (np.empty(longest, dtype), np.empty(longest, np.uint64),
                                    np.empty(longest, dtype), np.empty(longest, np.uint64))
-                scratch.packed = _aligned(longest * pointer + align, align)
+                scratch.packed = aligned(longest * pointer + align, align)
             lead = int(starts[r]) * pointer % align
             out = scratch.packed[lead:lead + int(counts[r]) * pointer]
             if not sort_range(tokens, sample, which, r, width, pointer, out,
